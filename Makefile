@@ -1,0 +1,55 @@
+# readshard: the two commands a new user needs are `make convert` and `make test`.
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+# CPU build by default (installs from local disk here); a GPU user runs e.g.
+#   make install TORCH=   (keeps whatever torch the venv already has)
+TORCH    ?= torch==2.13.0
+EXTRAS   ?= test,train
+SAMPLE   ?= data/sample
+JOBS     ?= 2
+NPROC    ?= 1
+CONFIG   ?= configs/sample.yaml
+STAMP    := $(VENV)/.installed
+
+.PHONY: install convert sample test train bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)"; fi
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+$(SAMPLE)/reads/train.fa: | $(STAMP)
+	$(PY) -m convert.simulate --out $(SAMPLE)/reads
+
+sample: $(SAMPLE)/reads/train.fa
+
+convert: $(SAMPLE)/reads/train.fa
+	$(PY) -m convert $(SAMPLE)/reads/train.fa --mapping $(SAMPLE)/reads/mapping.tsv \
+	    --config configs/convert_sample.yaml --jobs $(JOBS) --out $(SAMPLE)/train --overwrite
+	$(PY) -m convert $(SAMPLE)/reads/val.fa --mapping $(SAMPLE)/reads/mapping.tsv \
+	    --config configs/convert_sample.yaml --jobs $(JOBS) --out $(SAMPLE)/val --overwrite
+
+$(SAMPLE)/train/manifest.json $(SAMPLE)/val/manifest.json:
+	$(MAKE) convert
+
+train: $(SAMPLE)/train/manifest.json $(SAMPLE)/val/manifest.json
+	if [ "$(NPROC)" -gt 1 ]; then \
+	  $(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m train --config $(CONFIG); \
+	else \
+	  $(PY) -m train --config $(CONFIG); \
+	fi
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[$(EXTRAS),bench]"
+	$(PY) -m loaders.bench
+
+clean:
+	rm -rf data/sample .pytest_cache
