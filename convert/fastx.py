@@ -65,6 +65,7 @@ class Unit:
     file_index: int
     index_in_file: int
     first_line: int
+    first_record: int
     data: bytes
     fmt: str
 
@@ -193,7 +194,7 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
                 data = bytes(pending[first:cut]) if first else bytes(pending[:cut])
                 lead = pending[:first]
                 line_no += lead.count(b"\n")
-                yield Unit(str(path), file_index, unit_no, line_no, data, fmt)
+                yield Unit(str(path), file_index, unit_no, line_no, unit_no * records_per_unit, data, fmt)
                 unit_no += 1
                 line_no += data.count(b"\n")
                 del pending[:cut]
@@ -206,7 +207,7 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
         if starts:
             first = starts[0]
             line_no += pending[:first].count(b"\n")
-            yield Unit(str(path), file_index, unit_no, line_no, bytes(pending[first:]), fmt)
+            yield Unit(str(path), file_index, unit_no, line_no, unit_no * records_per_unit, bytes(pending[first:]), fmt)
         elif pending.strip():
             raise InputError(path, "no record header found in the remaining data", line=line_no)
     finally:

@@ -174,7 +174,7 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
                     )
                 skipped[problem] += 1
                 q_fa.write(rec.raw if rec.raw.endswith(b"\n") else rec.raw + b"\n")
-                q_tsv.write(f"{unit.file}\t{rec.line}\t{problem}\n")
+                q_tsv.write(f"{unit.file}\t{rec.line}\t{unit.first_record + records_in - 1}\t{problem}\n")
                 continue
             gd = m.groupdict()
             seq = rec.seq
@@ -480,7 +480,7 @@ def _finish(
     if [int(r["shard"]["file"][6:11]) for r in records] != list(range(len(records))):
         raise ConvertError(f"internal error: missing units in {staging}; rerun with --resume")
     with open(staging / fmt.QUARANTINE_NAME, "wb") as qfa, open(staging / "quarantine.tsv", "w") as qtsv:
-        qtsv.write("file\tline\treason\n")
+        qtsv.write("file\tline\trecord\treason\n")
         for i in range(len(records)):
             with open(staging / ".units" / f"q-{i:05d}.fa", "rb") as part:
                 shutil.copyfileobj(part, qfa)
