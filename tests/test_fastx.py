@@ -30,7 +30,7 @@ def records(name: str, per_unit: int = 1000) -> list:
         ("reads.fa.gz", [A, A], [1, 3], [None, None]),
         (
             "bad_records.fa",
-            [A, b"", b"", b"", b"", b"", A],
+            [A, A, A, b"", b"", b"", A],
             [1, 3, 5, 7, 9, 10, 12],
             [None, None, None, "empty_header", "empty_sequence", "non_nucleotide", None],
         ),
