@@ -27,8 +27,7 @@ from convert.format import CHUNK_ROWS, FormatError, map_shard, read_manifest
 __all__ = [
     "BaselineError",
     "TokenDecoder",
-    "find_tokenizer_file",
-    "token_decoder",
+        "token_decoder",
     "kmer_count_matrix",
     "NaiveBayes",
     "iter_shard_blocks",
@@ -43,7 +42,6 @@ for _i, _b in enumerate(b"ACGT"):
     BASE_CODE[ord(chr(_b).lower())] = _i
 SKIP = 255  # a character that is dropped (METAGENE-1's '_' word marker)
 BASE_CODE[ord("_")] = SKIP
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BLOCK_READS = 4096
 
 
@@ -83,9 +81,9 @@ class TokenDecoder:
         chars = self.table[ids]  # (n, L, W)
         keep = (np.arange(self.table.shape[1])[None, None, :] < self.lengths[ids][:, :, None]) & valid_tok[:, :, None]
         if self.overlap:
-            # Overlapping k-mers: the first real token of a read gives all its bases, later
-            # ones only their last base. Specials (length 0) do not count as "first".
-            has = self.lengths[ids] > 0
+            # Overlapping k-mers: the first whole k-mer of a read gives all its bases, later
+            # tokens only their last base ([UNK] decodes to one N: a break).
+            has = self.lengths[ids] > self.overlap
             first = has & (np.cumsum(has, axis=1) == 1)
             tail = np.arange(self.table.shape[1])[None, None, :] >= self.overlap
             keep &= first[:, :, None] | tail
@@ -96,67 +94,49 @@ class TokenDecoder:
         return chars[keep], offsets
 
 
-def find_tokenizer_file(info: Mapping[str, Any], explicit: str | Path | None = None) -> Path:
-    """Locate the tokenizer file of a dataset's tokenizer identity.
+def _load_tokenizer(info: Mapping[str, Any], tokenizer_file: str | Path | None) -> Any:
+    """The converter's tokenizer that wrote the shards, checked by sha256."""
+    from convert.tokenizers import REGISTRY, TokenizerError, load_tokenizer
 
-    Looks at ``explicit``, then the converter's shipped assets
-    (``convert/assets/tokenizers/<name>/``), then ``../shared/data/tokenizers/<name>/``.
-
-    Raises:
-        BaselineError: nothing found (pass ``--tokenizer-file``).
-    """
     name = str(info.get("name", ""))
-    candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    for root in (REPO_ROOT / "convert" / "assets" / "tokenizers", REPO_ROOT.parent / "shared" / "data" / "tokenizers"):
-        for sub in (name, name.replace("dnabert-", "dnabert/").replace("mer", "-mer").replace("--", "-")):
-            for fname in ("tokenizer.json", "vocab.txt"):
-                candidates.append(root / sub / fname)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise BaselineError(
-        f"cannot find the tokenizer file of {name!r} (looked at {', '.join(map(str, candidates[:3]))}, ...); "
-        "pass --tokenizer-file PATH, or give the raw reads with --train-fasta/--val-fasta"
-    )
-
-
-def _token_strings(info: Mapping[str, Any], path: Path | None) -> list[str]:
-    vocab_size = int(info["vocab_size"])
-    if isinstance(info.get("vocab"), list):  # a tokenizer identity that carries its vocabulary
-        strings = [str(s) for s in info["vocab"]]
-    elif path is not None and path.suffix == ".json":
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(path))
-        strings = [tok.id_to_token(i) or "" for i in range(vocab_size)]
-    elif path is not None:
-        strings = path.read_text().split("\n")[:vocab_size]
-    else:
-        raise BaselineError(f"tokenizer {info.get('name')!r}: no vocabulary to decode with")
-    specials = {int(v) for v in (info.get("special_ids") or {}).values() if v is not None}
-    specials.add(int(info.get("pad_id", 0)))
-    return ["" if (i in specials or (s.startswith("[") and s.endswith("]"))) else s
-            for i, s in enumerate(strings[:vocab_size])]
+    spec = str(tokenizer_file) if tokenizer_file else name
+    if not tokenizer_file and name not in REGISTRY:
+        raise BaselineError(
+            f"the shards were tokenized with {name!r} ({info.get('file', 'a custom file')}), not a built-in "
+            "tokenizer: pass --tokenizer-file PATH, or give the raw reads with --train-fasta/--val-fasta"
+        )
+    try:
+        tok = load_tokenizer(spec)
+    except TokenizerError as exc:
+        raise BaselineError(str(exc)) from None
+    if info.get("sha256") and tok.info.get("sha256") != info["sha256"]:
+        raise BaselineError(
+            f"tokenizer {spec!r} (sha256 {str(tok.info.get('sha256'))[:12]}) is not the one the shards were written "
+            f"with (sha256 {str(info['sha256'])[:12]}); pass the right --tokenizer-file"
+        )
+    return tok
 
 
 def token_decoder(info: Mapping[str, Any], tokenizer_file: str | Path | None = None) -> TokenDecoder:
-    """Build the id -> bases lookup of a dataset's tokenizer (see :class:`TokenDecoder`)."""
-    kind = str(info.get("kind", "bpe")).lower()
-    path = None if isinstance(info.get("vocab"), list) else find_tokenizer_file(info, tokenizer_file)
-    strings = _token_strings(info, path)
+    """Build the id -> bases lookup of a dataset's tokenizer (see :class:`TokenDecoder`).
+
+    Each vocabulary entry is decoded once with the converter's own tokenizer; ``[UNK]``
+    becomes ``N`` (it stands for bases that are not ACGT) and other special tokens vanish.
+    """
+    tok = _load_tokenizer(info, tokenizer_file)
+    vocab_size = int(info["vocab_size"])
+    unk = (info.get("special_ids") or {}).get("unk")
+    strings = []
+    for i in range(vocab_size):  # once per vocabulary entry, not per read
+        strings.append("N" if i == unk else tok.decode(np.array([i], dtype=np.int64)))
     width = max(1, max(len(s) for s in strings))
-    table = np.full((len(strings), width), SKIP, dtype=np.uint8)
-    lengths = np.zeros(len(strings), dtype=np.int64)
-    for i, s in enumerate(strings):  # once per vocabulary entry, not per read
+    table = np.full((vocab_size, width), SKIP, dtype=np.uint8)
+    lengths = np.zeros(vocab_size, dtype=np.int64)
+    for i, s in enumerate(strings):
         raw = np.frombuffer(s.encode("ascii", "replace"), dtype=np.uint8)
         table[i, : len(raw)] = BASE_CODE[raw]
         lengths[i] = len(raw)
-    overlap = 0
-    if kind in ("kmer", "k-mer", "dnabert") or re.fullmatch(r"dnabert-\d+mer", str(info.get("name", ""))):
-        k = int(np.bincount(lengths[lengths > 0]).argmax())
-        overlap = k - 1
+    overlap = int(info.get("k", 6)) - 1 if info.get("kind") == "kmer" else 0
     return TokenDecoder(table=table, lengths=lengths, overlap=overlap)
 
 
