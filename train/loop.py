@@ -308,7 +308,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     nw = cfg.data.num_workers
     loader = DataLoader(train_ds, batch_sampler=recorder, collate_fn=collate_batch, num_workers=nw,
                         pin_memory=info.device.type == "cuda", persistent_workers=nw > 0,
-                        prefetch_factor=4 if nw > 0 else None)
+                        prefetch_factor=4 if nw > 0 else None,
+                        # its own generator: starting an epoch must not draw from the global RNG
+                        # (dropout), or a resumed run would diverge from an uninterrupted one
+                        generator=torch.Generator().manual_seed(tc.seed))
     batch_log = out / f"batches-rank{info.rank}.jsonl" if tc.log_batches else None
     log_path = out / LOG_NAME
 
@@ -393,10 +396,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
         if step % tc.log_every == 0 or step == tc.max_steps:
             mean_loss = loss_sum / max(loss_count, 1)
-            if info.distributed:
-                dist.all_reduce(mean_loss, op=dist.ReduceOp.AVG if info.device.type == "cuda" else dist.ReduceOp.SUM)
-                if info.device.type != "cuda":  # gloo has no AVG
-                    mean_loss /= info.world_size
+            if info.distributed:  # SUM then divide: gloo has no AVG
+                dist.all_reduce(mean_loss)
+                mean_loss /= info.world_size
             elapsed = stats["train_s"] + time.perf_counter() - t_phase
             rate = stats["reads"] / max(elapsed, 1e-9)
             wait = stats["wait_s"] / max(elapsed, 1e-9)
