@@ -286,7 +286,13 @@ class ShardDataset(_ViewMixin, Dataset):
         idx = _as_index_array(indices)
         shard, row = self._locate(idx)
         B, L = idx.size, self.max_length
-        if B and shard[0] == shard[-1] and (shard == shard[0]).all():
+        if B == 0:
+            return {
+                "input_ids": np.empty((0, L), dtype=np.int16),
+                "lengths": np.empty(0, dtype=np.int16),
+                "labels": np.empty(0, dtype=np.int64),
+            }
+        if shard[0] == shard[-1] and (shard == shard[0]).all():
             return self._gather_one(int(shard[0]), row)
         ids = np.empty((B, L), dtype=np.int16)
         lengths = np.empty(B, dtype=np.int16)
