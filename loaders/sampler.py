@@ -183,7 +183,7 @@ class _ShuffleState:
     def _start(self) -> int:
         # A finished epoch iterated again replays it (torch samplers are re-iterable),
         # except right after load_state_dict, where the resumed position wins.
-        if self._cursor >= self.num_reads and not self._resumed:
+        if self._count_from(self._cursor) == 0 and not self._resumed:
             return 0
         return self._cursor
 
