@@ -216,9 +216,10 @@ def chunk_shuffle_labels(
     buffer_chunks: int = 16,
     consumer: int = 0,
     num_consumers: int = 1,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> np.ndarray:
     """Labels in the order ``ds.iter_chunk_shuffled`` serves them (no tokens read)."""
-    groups = chunk_shuffle_groups(ds._counts, seed, epoch, buffer_chunks, consumer, num_consumers)
+    groups = chunk_shuffle_groups(ds._counts, seed, epoch, buffer_chunks, consumer, num_consumers, chunk_rows)
     parts = [group_indices(ds.shard_starts, g) for g in groups]
     order = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     return ds.labels[order]

@@ -533,6 +533,7 @@ class ShardDataset(_ViewMixin, Dataset):
         world_size: int = 1,
         drop_last: bool = False,
         return_index: bool = False,
+        chunk_rows: int = CHUNK_ROWS,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Batches from whole-chunk reads in a shuffled chunk order (any layout).
 
@@ -549,7 +550,7 @@ class ShardDataset(_ViewMixin, Dataset):
         from loaders.chunks import chunk_shuffle_groups, iter_groups
 
         groups = chunk_shuffle_groups(
-            self._counts, seed, epoch, buffer_chunks, consumer=rank, num_consumers=world_size
+            self._counts, seed, epoch, buffer_chunks, consumer=rank, num_consumers=world_size, chunk_rows=chunk_rows
         )
         return iter_groups(self, groups, batch_size, drop_last=drop_last, return_index=return_index)
 

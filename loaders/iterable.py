@@ -49,6 +49,7 @@ class IterableShardDataset(IterableDataset):
         world_size: number of ranks (default: from torch.distributed, else 1).
         drop_last: drop each consumer's final partial batch.
         return_index: add the global ``index`` of each read.
+        chunk_rows: rows per unit of work (default: the HDF5 chunk of the compressed layout).
         **dataset_kwargs: passed to :class:`ShardDataset` when ``source`` is a path.
     """
 
@@ -64,6 +65,7 @@ class IterableShardDataset(IterableDataset):
         world_size: int | None = None,
         drop_last: bool = False,
         return_index: bool = False,
+        chunk_rows: int = CHUNK_ROWS,
         **dataset_kwargs: Any,
     ) -> None:
         self.dataset = source if isinstance(source, ShardDataset) else ShardDataset(source, **dataset_kwargs)
@@ -75,6 +77,7 @@ class IterableShardDataset(IterableDataset):
         self.world_size = world_size
         self.drop_last = bool(drop_last)
         self.return_index = bool(return_index)
+        self.chunk_rows = int(chunk_rows)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -98,9 +101,11 @@ class IterableShardDataset(IterableDataset):
         consumer, consumers = self._placement()
         counts = self.dataset._counts
         if self.shuffle:
-            groups = chunk_shuffle_groups(counts, self.seed, self.epoch, self.buffer_chunks, consumer, consumers)
+            groups = chunk_shuffle_groups(
+                counts, self.seed, self.epoch, self.buffer_chunks, consumer, consumers, self.chunk_rows
+            )
         else:
-            groups = sequential_groups(counts, consumer, consumers, CHUNK_ROWS)
+            groups = sequential_groups(counts, consumer, consumers, self.chunk_rows)
         return iter_groups(
             self.dataset, groups, self.batch_size, drop_last=self.drop_last, return_index=self.return_index
         )
