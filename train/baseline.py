@@ -85,7 +85,7 @@ class TokenDecoder:
             # tokens only their last base ([UNK] decodes to one N: a break).
             has = self.lengths[ids] > self.overlap
             first = has & (np.cumsum(has, axis=1) == 1)
-            tail = np.arange(self.table.shape[1])[None, None, :] >= self.overlap
+            tail = np.arange(self.table.shape[1])[None, None, :] >= (self.lengths[ids] - 1)[:, :, None]
             keep &= first[:, :, None] | tail
         keep &= chars != SKIP
         counts = keep.reshape(n, -1).sum(axis=1)

@@ -255,12 +255,12 @@ def config_from_dict(raw: Mapping[str, Any], *, where: str = "config") -> TrainC
     """Build and validate a :class:`TrainConfig` from a parsed YAML mapping."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping at the top level")
+    if "model" not in raw:
+        raise ConfigError(f"{where}: no `model:` section; this is not a training config")
     allowed = set(_SECTIONS) | {"out", "resume"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
-    if "model" not in raw:
-        raise ConfigError(f"{where}: no `model:` section; this is not a training config")
     try:
         sections = {name: _build(cls, raw.get(name), f"{where}: {name}") for name, cls in _SECTIONS.items()}
         cfg = TrainConfig(**sections, out=str(raw.get("out", "out/run")), resume=bool(raw.get("resume", False)))
