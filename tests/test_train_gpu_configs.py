@@ -34,7 +34,7 @@ def test_one_step_of_a_tiny_model_of_the_same_architecture(name: str, tmp_path: 
     cfg = apply_overrides(cfg, {"data.train": str(train), "data.val": str(val), "out": str(tmp_path / "out"),
                                 "train.max_steps": 1, "train.batch_size": 8, "train.grad_accum": 2,
                                 "train.eval_every": 0, "train.checkpoint_every": 0, "train.progress": False,
-                                "train.baseline": False, "data.num_workers": 0, "data.eval_max_reads": None})
+                                "train.baseline": False, "train.threads": 1, "data.num_workers": 0, "data.eval_max_reads": None})
     result = run(cfg)
     assert result["steps"] == 1 and result["val_reads"] == 30
     assert result["model"]["arch"] == cfg.model.arch

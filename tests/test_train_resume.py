@@ -28,7 +28,7 @@ def config(split: tuple[Path, Path], out: Path):
         # dropout on: the resumed run must also restore the RNG to match
         "model": {"arch": "bert", "config": {**TINY, "hidden_dropout_prob": 0.1}},
         "optim": {"lr": 3e-3, "warmup_steps": 3},
-        "train": {"batch_size": 16, "grad_accum": 2, "max_steps": MAX_STEPS, "log_every": 1, "seed": 7,
+        "train": {"batch_size": 16, "grad_accum": 2, "max_steps": MAX_STEPS, "log_every": 1, "seed": 7, "threads": 1,
                   "log_batches": True, "progress": False, "baseline": False},
         "out": str(out),
     })

@@ -30,7 +30,7 @@ def tiny_config(train: Path, val: Path, out: Path, **train_kw: object) -> TrainC
         "model": {"arch": "llama", "config": TINY},
         "optim": {"lr": 5e-3, "warmup_steps": 5},
         "train": {"batch_size": 32, "max_steps": 60, "eval_every": 30, "log_every": 5, "progress": False,
-                  "baseline": False, **train_kw},
+                  "baseline": False, "threads": 1, **train_kw},
         "out": str(out),
     })
 
@@ -57,7 +57,7 @@ def test_cli_overrides_and_bad_input(split: tuple[Path, Path], tmp_path: Path) -
     cfg.write_text(
         "data: {train: nowhere, val: nowhere, num_workers: 0}\n"
         f"model: {{arch: bert, config: {json.dumps(TINY)}}}\n"
-        "train: {batch_size: 16, max_steps: 1000, progress: false, baseline: false}\n"
+        "train: {batch_size: 16, max_steps: 1000, progress: false, baseline: false, threads: 1}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     train, val = split
