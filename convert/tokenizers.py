@@ -325,5 +325,7 @@ def choose_max_length(full_lengths: np.ndarray, coverage: float = 0.9999, multip
     """Smallest multiple of ``multiple`` covering ``coverage`` of the measured token lengths."""
     if full_lengths.size == 0:
         return multiple
-    q = float(np.quantile(full_lengths, coverage, method="higher"))
-    return max(multiple, int(np.ceil(q / multiple) * multiple))
+    # The k-th smallest length, k = ceil(coverage * n): at least `coverage` of reads fit.
+    k = max(1, int(np.ceil(coverage * full_lengths.size - 1e-9)))
+    q = int(np.partition(np.asarray(full_lengths), k - 1)[k - 1])
+    return max(multiple, -(-q // multiple) * multiple)
