@@ -38,11 +38,13 @@ import gzip
 import os
 import re
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "ASSET_GENOMES",
@@ -197,68 +199,72 @@ def load_genomes(directory: str | os.PathLike[str] | None = None) -> list[Genome
 # ----------------------------------------------------------------------------- vector helpers
 
 
-def _place(out: np.ndarray, starts: np.ndarray, table: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Write row i of ``table`` (its first ``lens[i]`` bytes) at ``out[starts[i]:]``."""
-    cols = np.arange(table.shape[1])
-    mask = cols < lens[:, None]
-    out[(starts[:, None] + cols)[mask]] = table[mask]
-    return starts + lens
-
-
-def _digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decimal ASCII digits of non-negative ints, left-aligned rows, and their counts."""
-    values = values.astype(np.int64)
-    lens = np.ones(len(values), dtype=np.int64)
-    power = 10
-    while len(values) and power <= values.max():
-        lens += values >= power
-        power *= 10
-    width = int(lens.max()) if len(values) else 1
-    cols = np.arange(width)
-    exps = np.maximum(lens[:, None] - 1 - cols, 0)
-    table = ((values[:, None] // (10**exps)) % 10 + ord("0")).astype(np.uint8)
-    return table, lens
-
-
-def _byte_table(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(b) for b in items)
+def _text_table(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte strings as a left-aligned (len(items), max_len) uint8 table, and their lengths."""
+    width = max(1, max(len(b) for b in items))
     table = np.zeros((len(items), width), dtype=np.uint8)
     for i, b in enumerate(items):
         table[i, : len(b)] = np.frombuffer(b, dtype=np.uint8)
     return table, np.array([len(b) for b in items], dtype=np.int64)
 
 
-@dataclass
-class _Corpus:
-    """All genomes concatenated, with per-species record tables for vectorized sampling."""
+class _Layout:
+    """The corpus and the fixed column template every output record is written into.
 
-    seq: np.ndarray  # uint8, all records back to back
-    rec_start: np.ndarray  # (R,) offset of each record in seq
-    rec_len: np.ndarray  # (R,)
-    rec_cum_end: np.ndarray  # (R,) cumulative record lengths (species' records contiguous)
-    sp_base: np.ndarray  # (S,) cumulative length before species s
-    sp_total: np.ndarray  # (S,) total length of species s
-    head: tuple[np.ndarray, np.ndarray]  # ">lbl|cid|tax|" per species (no leading char)
-    tail: tuple[np.ndarray, np.ndarray]  # "|stem_" per species
+    A record is one row of a 2-D uint8 grid. Each header part has its own fixed-width
+    field (``>lbl|cid|tax|``, readlen, ``|stem_``, fragment number, ``/m\\n``); then the
+    sequence is a READ_MAX-wide window of the corpus with its line breaks (and, for FASTQ,
+    the ``+`` line and qualities). A mask of the columns each record really uses (from its
+    species, read length and fragment number) compacts the grid into the output bytes.
+    """
 
+    def __init__(self, genomes: Sequence[Genome], *, fastq: bool, line_width: int, max_fragment: int) -> None:
+        records = [r for g in genomes for r in g.records]
+        seq = np.frombuffer(b"".join(records), dtype=np.uint8)
+        self.n = len(seq)
+        # Corpus, then its reverse complement (each read is one contiguous slice), then
+        # zero padding so a READ_MAX window may start at any read.
+        self.corpus = np.concatenate([seq, _COMPLEMENT[seq[::-1]], np.zeros(READ_MAX, np.uint8)])
+        rec_len = np.array([len(r) for r in records], dtype=np.int64)
+        self.rec_start = np.concatenate([[0], np.cumsum(rec_len)[:-1]])
+        self.rec_len = rec_len
+        self.rec_cum_end = np.cumsum(rec_len)
+        sp_total = np.array([sum(len(r) for r in g.records) for g in genomes], dtype=np.int64)
+        self.sp_base = np.concatenate([[0], np.cumsum(sp_total)[:-1]])
+        self.sp_total = sp_total
 
-def _corpus(genomes: Sequence[Genome]) -> _Corpus:
-    records = [r for g in genomes for r in g.records]
-    rec_len = np.array([len(r) for r in records], dtype=np.int64)
-    rec_start = np.concatenate([[0], np.cumsum(rec_len)[:-1]])
-    sp_total = np.array([sum(len(r) for r in g.records) for g in genomes], dtype=np.int64)
-    head = _byte_table([f"lbl|{g.class_id}|{g.tax_id}|".encode() for g in genomes])
-    tail = _byte_table([f"|{g.stem}_".encode() for g in genomes])
-    return _Corpus(
-        seq=np.frombuffer(b"".join(records), dtype=np.uint8),
-        rec_start=rec_start,
-        rec_len=rec_len,
-        rec_cum_end=np.cumsum(rec_len),
-        sp_base=np.concatenate([[0], np.cumsum(sp_total)[:-1]]),
-        sp_total=sp_total,
-        head=head,
-        tail=tail,
-    )
+        mark = "@" if fastq else ">"
+        self.head = _text_table([f"{mark}lbl|{g.class_id}|{g.tax_id}|".encode() for g in genomes])
+        self.number = _text_table([str(v).encode() for v in range(READ_MAX + 1)])
+        self.tail = _text_table([f"|{g.stem}_".encode() for g in genomes])
+        self.digits = len(str(max(max_fragment, 0)))
+        self.mate = _text_table([b"", b"/1\n", b"/2\n"])
+        self.header_cols = sum(t.shape[1] for t, _ in (self.head, self.number, self.tail, self.mate)) + self.digits
+
+        # Sequence template: `need[c]` = bases a record needs for column c to be used
+        # (base k: k + 1; the line break after a line starting at base j*W: j*W + 1;
+        # fixed text: 0); `fill` = constant bytes (base columns are overwritten).
+        self.width = line_width if (line_width > 0 and not fastq) else READ_MAX
+        base_cols: list[int] = []
+        need: list[int] = []
+        fill: list[int] = []
+        for j in range(-(-READ_MAX // self.width)):
+            for k in range(j * self.width, min(READ_MAX, (j + 1) * self.width)):
+                base_cols.append(len(need))
+                need.append(k + 1)
+                fill.append(0)
+            need.append(j * self.width + 1)
+            fill.append(_NEWLINE)
+        if fastq:  # the sequence line's "\n" is always used, then "+\n", qualities, "\n"
+            need[-1] = 0
+            need += [0, 0] + [k + 1 for k in range(READ_MAX)] + [0]
+            fill += [ord("+"), _NEWLINE] + [_QUALITY] * READ_MAX + [_NEWLINE]
+        self.base_cols = np.array(base_cols)
+        self.contiguous_bases = self.width == READ_MAX
+        self.fill = np.array(fill, dtype=np.uint8)
+        # Used sequence columns and bytes, by read length.
+        self.seq_mask = np.arange(READ_MAX + 1)[:, None] >= np.array(need)[None, :]
+        self.seq_bytes = self.seq_mask.sum(axis=1)
 
 
 @dataclass
@@ -269,8 +275,11 @@ class _Reads:
     fragment: np.ndarray  # per-species fragment number
     mate: np.ndarray
     length: np.ndarray
-    bases: np.ndarray  # (n, READ_MAX) uint8, first `length` valid
+    src: np.ndarray  # start of the read in the layout's corpus (forward or reverse-complement corpus)
     val: np.ndarray  # bool
+    err_row: np.ndarray  # substitution errors: read row, base index, shift 1..3
+    err_col: np.ndarray
+    err_shift: np.ndarray
 
 
 def _block_rngs(seed: int, block: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -282,7 +291,7 @@ def _block_rngs(seed: int, block: int) -> tuple[np.random.Generator, np.random.G
 
 
 def _generate_block(
-    corpus: _Corpus,
+    layout: _Layout,
     species_counts: np.ndarray,
     next_fragment: np.ndarray,
     *,
@@ -305,19 +314,19 @@ def _generate_block(
     next_fragment += species_counts
 
     # Record in proportion to length: a uniform position over the species' records.
-    pos = corpus.sp_base[sp] + rng.integers(0, corpus.sp_total[sp])
-    rec = np.searchsorted(corpus.rec_cum_end, pos, side="right")
-    rlen = corpus.rec_len[rec]
+    pos = layout.sp_base[sp] + rng.integers(0, layout.sp_total[sp])
+    rec = np.searchsorted(layout.rec_cum_end, pos, side="right")
+    rlen = layout.rec_len[rec]
     flen = np.minimum(rng.integers(FRAG_MIN, FRAG_MAX + 1, nfrag), rlen)
-    fstart = corpus.rec_start[rec] + rng.integers(0, rlen - flen + 1)
+    fstart = layout.rec_start[rec] + rng.integers(0, rlen - flen + 1)
     fend = fstart + flen
     reverse = rng.random(nfrag) < 0.5
     len1 = np.minimum(rng.integers(READ_MIN, READ_MAX + 1, nfrag), flen)
     len2 = np.minimum(rng.integers(READ_MIN, READ_MAX + 1, nfrag), flen)
     val = rng.random(nfrag) < val_fraction
 
-    # Genome coordinates of each mate. Forward fragment: mate 1 = seq[fs:fs+l1],
-    # mate 2 = revcomp(seq[fe-l2:fe]). Reverse fragment (the fragment is revcomp of the
+    # Genome interval of each mate. Forward fragment: mate 1 = seq[fs:fs+l1],
+    # mate 2 = revcomp(seq[fe-l2:fe]). Reverse fragment (the fragment is the revcomp of the
     # genome): mate 1 = revcomp(seq[fe-l1:fe]), mate 2 = seq[fs:fs+l2].
     n = 2 * nfrag
     length = np.empty(n, dtype=np.int64)
@@ -327,76 +336,99 @@ def _generate_block(
     gstart[1::2] = np.where(reverse, fstart, fend - len2)
     rc = np.empty(n, dtype=bool)
     rc[0::2], rc[1::2] = reverse, ~reverse
+    # revcomp(seq[g:g+l]) is rc_corpus[N-g-l:N-g], stored right after the corpus.
+    src = np.where(rc, 2 * layout.n - gstart - length, gstart)
 
-    cols = np.arange(READ_MAX)
-    idx = np.where(rc[:, None], gstart[:, None] + length[:, None] - 1 - cols, gstart[:, None] + cols)
-    np.clip(idx, 0, len(corpus.seq) - 1, out=idx)
-    bases = corpus.seq[idx]
-    bases[rc] = _COMPLEMENT[bases[rc]]
-
-    # Substitution errors: a binomial count over all valid bases, positions drawn uniformly
-    # (deduplicated), each replaced by a different A/C/G/T.
-    if error_rate > 0:
-        total = int(length.sum())
-        nerr = int(err_rng.binomial(total, error_rate))
-        flat = np.unique(err_rng.integers(0, total, nerr))
-        shift = err_rng.integers(1, 4, len(flat))
-        if len(flat):
-            ends = np.cumsum(length)
-            row = np.searchsorted(ends, flat, side="right")
-            col = flat - (ends[row] - length[row])
-            code = _BASE_CODE[bases[row, col]]
-            # A/C/G/T: a different base; an IUPAC ambiguity code: any A/C/G/T.
-            bases[row, col] = _ACGT[np.where(code < 4, (code + shift) % 4, shift)]
+    # Substitution errors: a binomial count over all bases of the block, positions uniform
+    # (deduplicated); each base becomes a different A/C/G/T (applied when serializing).
+    total = int(length.sum())
+    nerr = int(err_rng.binomial(total, error_rate)) if error_rate > 0 else 0
+    flat = np.unique(err_rng.integers(0, total, nerr))
+    shift = err_rng.integers(1, 4, len(flat))
+    ends = np.cumsum(length)
+    row = np.searchsorted(ends, flat, side="right")
+    col = flat - (ends[row] - length[row])
 
     return _Reads(
         species=np.repeat(sp, 2),
         fragment=np.repeat(fragnum, 2),
         mate=np.tile(np.array([1, 2], dtype=np.int64), nfrag),
         length=length,
-        bases=bases,
+        src=src,
         val=np.repeat(val, 2),
+        err_row=row,
+        err_col=col,
+        err_shift=shift,
     )
 
 
-def _serialize(corpus: _Corpus, reads: _Reads, rows: np.ndarray, *, fastq: bool, line_width: int) -> bytes:
-    """FASTA/FASTQ bytes of the selected reads, built without per-read Python objects."""
-    if len(rows) == 0:
-        return b""
+def _serialize(layout: _Layout, reads: _Reads, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FASTA/FASTQ bytes of reads ``rows`` in that order, and each record's byte length.
+
+    No per-read Python objects: a few numpy calls per header field, one row gather of
+    sequence windows and one boolean compaction per block.
+    """
+    n = len(rows)
     sp = reads.species[rows]
     length = reads.length[rows]
-    bases = reads.bases[rows]
-    head_t, head_l = corpus.head
-    tail_t, tail_l = corpus.tail
-    rl_t, rl_l = _digits(length)
-    fn_t, fn_l = _digits(reads.fragment[rows])
-    header = 1 + head_l[sp] + rl_l + tail_l[sp] + fn_l + 2  # '>' ... '/m'
-    if fastq:
-        body = 2 * length + 5  # '\n' seq '\n+\n' qual '\n'
-    elif line_width > 0:
-        body = 1 + length + (length + line_width - 1) // line_width
+    mate = reads.mate[rows]
+    frag = reads.fragment[rows]
+
+    hcols = layout.header_cols
+    grid = np.empty((n, hcols + len(layout.fill)), dtype=np.uint8)
+    mask = np.empty(grid.shape, dtype=bool)
+    col = 0
+    header = np.zeros(n, dtype=np.int64)
+    for (table, lens), key in ((layout.head, sp), (layout.number, length), (layout.tail, sp)):
+        w = table.shape[1]
+        grid[:, col : col + w] = table[key]
+        np.greater(lens[key][:, None], np.arange(w), out=mask[:, col : col + w])
+        header += lens[key]
+        col += w
+    # Fragment number, right-aligned in its field: column c holds digit 10**(d-1-c).
+    d = layout.digits
+    power = 1
+    ndig = np.ones(n, dtype=np.int64)
+    for c in range(col + d - 1, col - 1, -1):
+        grid[:, c] = frag // power % 10 + ord("0")
+        if power > 1:
+            ndig += frag >= power
+        power *= 10
+    np.greater(ndig[:, None], np.arange(d - 1, -1, -1), out=mask[:, col : col + d])
+    header += ndig
+    col += d
+    table, lens = layout.mate
+    grid[:, col : col + 3] = table[mate]
+    mask[:, col : col + 3] = True
+    header += 3
+
+    grid[:, hcols:] = layout.fill
+    windows = sliding_window_view(layout.corpus, READ_MAX)[reads.src[rows]]
+    if layout.contiguous_bases:
+        grid[:, hcols : hcols + READ_MAX] = windows
     else:
-        body = length + 2
-    ends = np.cumsum(header + body)
-    starts = ends - (header + body)
-    # Everything not written below is a newline (header end, line breaks, record end).
-    out = np.full(int(ends[-1]), _NEWLINE, dtype=np.uint8)
-    out[starts] = ord("@") if fastq else ord(">")
-    pos = _place(out, starts + 1, head_t[sp], head_l[sp])
-    pos = _place(out, pos, rl_t, rl_l)
-    pos = _place(out, pos, tail_t[sp], tail_l[sp])
-    pos = _place(out, pos, fn_t, fn_l)
-    out[pos] = ord("/")
-    out[pos + 1] = reads.mate[rows] + ord("0")
-    seq_start = pos + 3
-    cols = np.arange(bases.shape[1])
-    mask = cols < length[:, None]
-    offsets = cols + cols // line_width if (line_width > 0 and not fastq) else cols
-    out[(seq_start[:, None] + offsets)[mask]] = bases[mask]
-    if fastq:
-        out[seq_start + length + 1] = ord("+")
-        out[(seq_start[:, None] + length[:, None] + 3 + cols)[mask]] = _QUALITY
-    return out.tobytes()
+        grid[:, hcols + layout.base_cols] = windows
+    mask[:, hcols:] = layout.seq_mask[length]
+    out = grid[mask]
+
+    # Substitution errors of these reads, at their output positions.
+    local = np.full(len(reads.length), -1, dtype=np.int64)
+    local[rows] = np.arange(n)
+    er = local[reads.err_row]
+    keep = er >= 0
+    reclen = header + layout.seq_bytes[length]
+    if keep.any():
+        er, k, shift = er[keep], reads.err_col[keep], reads.err_shift[keep]
+        at = np.cumsum(reclen)[er] - reclen[er] + header[er] + k + k // layout.width
+        code = _BASE_CODE[out[at]]
+        # A/C/G/T: a different base; an IUPAC ambiguity code: any A/C/G/T.
+        out[at] = _ACGT[np.where(code < 4, (code + shift) % 4, shift)]
+    return out, reclen
+
+
+def _write_block(handles: dict[str, BinaryIO], data: np.ndarray, cut: int) -> None:
+    handles["train"].write(memoryview(data[:cut]))
+    handles["val"].write(memoryview(data[cut:]))
 
 
 def _open_out(path: Path, compress: bool) -> BinaryIO:
@@ -460,7 +492,7 @@ def simulate(
         raise SimulateError("--seed must be non-negative")
 
     genomes = load_genomes(genomes_dir)
-    corpus = _corpus(genomes)
+    layout = _Layout(genomes, fastq=fmt == "fastq", line_width=line_width, max_fragment=fragments_per_species - 1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suffix = (".fq" if fmt == "fastq" else ".fa") + (".gz" if compress else "")
@@ -479,6 +511,8 @@ def simulate(
 
     bar = tqdm(total=2 * total_frag, unit="read", unit_scale=True, disable=not progress, desc="simulate")
     handles = {k: _open_out(p, compress) for k, p in paths.items()}
+    writer = ThreadPoolExecutor(max_workers=1)
+    pending: Future[None] | None = None
     alloc_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(2**32 - 1,))))
     try:
         for block in range(nblocks):
@@ -488,7 +522,7 @@ def simulate(
             block_counts = alloc_rng.multivariate_hypergeometric(remaining, take)
             remaining -= block_counts
             reads = _generate_block(
-                corpus,
+                layout,
                 block_counts,
                 next_fragment,
                 seed=seed,
@@ -496,12 +530,22 @@ def simulate(
                 error_rate=error_rate,
                 val_fraction=val_fraction,
             )
-            for split, sel in (("train", ~reads.val), ("val", reads.val)):
-                rows = np.flatnonzero(sel)
-                handles[split].write(_serialize(corpus, reads, rows, fastq=fmt == "fastq", line_width=line_width))
-                counts[split] += len(rows)
+            train_rows = np.flatnonzero(~reads.val)
+            val_rows = np.flatnonzero(reads.val)
+            data, reclen = _serialize(layout, reads, np.concatenate([train_rows, val_rows]))
+            cut = int(reclen[: len(train_rows)].sum())
+            # Written by one background thread (in block order) while the next block is
+            # generated; gzip compression releases the GIL, so it overlaps too.
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_write_block, handles, data, cut)
+            counts["train"] += len(train_rows)
+            counts["val"] += len(val_rows)
             bar.update(2 * take)
+        if pending is not None:
+            pending.result()
     finally:
+        writer.shutdown(wait=True)
         for h in handles.values():
             h.close()
         bar.close()
