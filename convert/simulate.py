@@ -6,7 +6,7 @@
 
     >lbl|<class_id>|<tax_id>|<readlen>|<name>/<mate>
 
-* ``class_id``: sparse, non-contiguous ids (17, 105, 201, ...) derived from the genome
+* ``class_id``: sparse, non-contiguous ids (17, 106, 201, ...) derived from the genome
   order (sorted file names), so a converter cannot confuse them with labels 0..C-1.
 * ``tax_id``: the manifest's *species* taxid; empty where the manifest has none.
 * ``readlen``: the sequence length (100-150 bases, each mate drawn independently).
@@ -114,7 +114,7 @@ class Genome:
 
 
 def class_id_for(index: int) -> int:
-    """Sparse, strictly increasing class id of the ``index``-th genome (17, 105, 201, ...)."""
+    """Sparse, strictly increasing class id of the ``index``-th genome (17, 106, 201, ...)."""
     return 17 + 88 * index + index**3
 
 
@@ -436,7 +436,8 @@ def _open_out(path: Path, compress: bool) -> BinaryIO:
     if not compress:
         return raw
     # filename="" and mtime=0: no name or timestamp in the gzip header, so bytes are stable.
-    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)  # type: ignore[return-value]
+    # Level 1: on read text it is ~7x faster than level 6 (60 vs 8 MB/s) for ~20% more bytes.
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1)  # type: ignore[return-value]
 
 
 def _write_mapping(path: Path, genomes: Sequence[Genome]) -> None:
