@@ -1,0 +1,172 @@
+"""Command line: ``python -m convert INPUT... --out DIR``, ``verify DIR``, ``stats DIR``.
+
+Parses arguments and the optional YAML config, then calls the library. Every expected
+failure (bad input, bad settings, disk full, ...) prints one paragraph and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser", "load_config"]
+
+# YAML config keys (dotted) -> ConvertOptions field.
+CONFIG_KEYS = {
+    "data.header_regex": "header_regex",
+    "data.mapping": "mapping",
+    "tokenizer.name": "tokenizer",
+    "tokenizer.max_length": "max_length",
+    "output.layout": "layout",
+    "output.compression": "compression",
+    "output.reads_per_shard": "reads_per_shard",
+    "convert.jobs": "jobs",
+    "convert.on_bad_record": "on_bad_record",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The converter's argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m convert",
+        description=(
+            "Convert labeled FASTA/FASTQ (plain or gzip) into tokenized, self-describing HDF5 shards. "
+            "Subcommands: `python -m convert verify DIR [--source INPUT...]` checks a dataset; "
+            "`python -m convert stats DIR` summarises one."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA/FASTQ files, plain or .gz, converted in order")
+    p.add_argument("--out", required=True, help="output dataset directory (published only when complete)")
+    p.add_argument("--config", help="YAML config; keys data.header_regex, data.mapping, tokenizer.name, "
+                   "tokenizer.max_length, output.layout, output.compression, output.reads_per_shard, "
+                   "convert.jobs, convert.on_bad_record. Flags override it.")
+    p.add_argument("--mapping", help="TSV with columns class_id, tax_id, species: class_id -> label 0..C-1 and its name")
+    p.add_argument("--header-regex", help="regex with named groups class_id (required), tax_id, readlen, name, mate, "
+                   "matched against the record id (text before the first space); default: the lbl|... seed format")
+    p.add_argument("--tokenizer", help="metagene-1 (default), dnabert-6mer, dnabert-2, char, or a path to a "
+                   "tokenizer.json / local Hugging Face tokenizer directory")
+    p.add_argument("--max-length", help="tokens per read L, or 'auto' (default): smallest multiple of 8 covering "
+                   "99.99%% of the first 20,000 reads; longer reads are truncated, kept and counted")
+    p.add_argument("--layout", choices=("mmap", "compressed"), help="mmap (default): contiguous, memory-mappable; "
+                   "compressed: chunked + shuffle + gzip/lzf, read by whole chunks")
+    p.add_argument("--compression", choices=("gzip", "lzf"), help="codec for --layout compressed (default gzip)")
+    p.add_argument("--reads-per-shard", type=int, help="records per unit of work = per shard (default 65536)")
+    p.add_argument("--jobs", type=int, help="worker processes (default 1); output is identical for any value")
+    p.add_argument("--on-bad-record", choices=("skip", "error"), help="skip (default): quarantine and count bad "
+                   "records; error: stop at the first one, naming file and line")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion: keep verified shards, redo the rest")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new one is complete) or discard an unfinished conversion")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Flatten a YAML config into ConvertOptions fields (unknown keys are an error)."""
+    import yaml
+
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = node
+
+    walk("", raw)
+    unknown = sorted(k for k in flat if k not in CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(CONFIG_KEYS)}")
+    return {CONFIG_KEYS[k]: v for k, v in flat.items()}
+
+
+def _convert_main(argv: Sequence[str]) -> int:
+    from .pipeline import ERRORS, ConvertOptions, convert, summary_line
+
+    args = build_parser().parse_args(argv)
+    fields: dict[str, Any] = {}
+    try:
+        if args.config:
+            fields.update(load_config(args.config))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs", "on_bad_record"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    if "max_length" in fields and str(fields["max_length"]) != "auto":
+        try:
+            fields["max_length"] = int(fields["max_length"])
+        except ValueError:
+            print(f"error: --max-length must be an integer or 'auto', got {fields['max_length']!r}", file=sys.stderr)
+            return 2
+    opts = ConvertOptions(inputs=list(args.inputs), out=args.out, resume=args.resume, overwrite=args.overwrite,
+                          progress=not args.no_progress, **fields)
+    try:
+        report = convert(opts)
+    except ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was published; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    print(summary_line(report, args.out))
+    return 0
+
+
+def _verify_main(argv: Sequence[str]) -> int:
+    from .verify import verify_dataset
+
+    p = argparse.ArgumentParser(prog="python -m convert verify", description="Check a dataset: manifest, shard sha256, per-read checks; with --source, that stored reads decode to the source reads.")
+    p.add_argument("dataset")
+    p.add_argument("--source", nargs="+", metavar="INPUT", help="the original inputs, to check a sample of reads and every quarantined record against")
+    p.add_argument("--sample", type=float, default=0.01, help="fraction of reads checked against --source (default 0.01)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = p.parse_args(argv)
+    result = verify_dataset(args.dataset, sources=args.source, sample=args.sample)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for line in result["messages"]:
+            print(line)
+        print(("OK: " if result["ok"] else "FAILED: ") + result["summary"])
+    return 0 if result["ok"] else 1
+
+
+def _stats_main(argv: Sequence[str]) -> int:
+    from .verify import dataset_stats
+
+    p = argparse.ArgumentParser(prog="python -m convert stats", description="Summarise a dataset.")
+    p.add_argument("dataset")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        stats = dataset_stats(args.dataset)
+    except Exception as exc:  # noqa: BLE001 - any failure here is reported as one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(stats, indent=1))
+    else:
+        for key, value in stats.items():
+            if key != "per_class":
+                print(f"{key}: {value}")
+        print("per class:")
+        for name, count in stats["per_class"].items():
+            print(f"  {count:>10,}  {name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m convert``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "verify":
+        return _verify_main(argv[1:])
+    if argv and argv[0] == "stats":
+        return _stats_main(argv[1:])
+    return _convert_main(argv)

@@ -1,0 +1,299 @@
+"""FASTA/FASTQ input: sniffing, cutting a stream into record-aligned units, parsing units.
+
+The converter's parallel unit of work is a *unit*: up to ``records_per_unit`` consecutive
+records of one input file, cut at record boundaries by a single sequential pass over the
+(plain or gzip) stream. Units depend only on the input and ``records_per_unit``, never on
+the number of workers, which is what makes the output identical for any ``--jobs``.
+
+Record rules (what every parser here agrees on):
+
+* FASTA: a record starts at ``>`` at the beginning of a line; its sequence is every
+  following line up to the next record, joined. FASTQ: four lines per record
+  (``@id``, sequence, ``+``, quality of the same length); multi-line FASTQ is not supported.
+* CR before LF is dropped (CRLF files), blank lines are ignored, the last record may lack
+  a trailing newline. Sequences are upper-cased; IUPAC ambiguity codes (R Y S W K M B D H V,
+  and U) become N and are counted; any other character makes the record non-nucleotide.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+__all__ = [
+    "InputError",
+    "Unit",
+    "sniff",
+    "iter_units",
+    "parse_unit",
+    "ParsedRecord",
+    "IUPAC",
+]
+
+BLOCK = 1 << 24
+IUPAC = b"RYSWKMBDHVU"
+_VALID = b"ACGTN"
+
+
+class InputError(Exception):
+    """An input that cannot be converted at all (not FASTA/FASTQ, empty, binary, bad gzip)."""
+
+    def __init__(self, path: str | os.PathLike[str], message: str, *, line: int | None = None, offset: int | None = None):
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if offset is not None:
+            where += f", byte offset {offset}"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A run of whole records from one input file."""
+
+    file: str
+    file_index: int
+    index_in_file: int
+    first_line: int
+    first_record: int
+    data: bytes
+    fmt: str
+
+
+def _translation_tables() -> tuple[bytes, bytes]:
+    # seq table: valid bases -> upper case, IUPAC -> '?', everything else -> '!'.
+    table = bytearray(b"!" * 256)
+    for c in _VALID:
+        table[c] = c
+        table[c + 32] = c
+    for c in IUPAC:
+        table[c] = ord("?")
+        table[c + 32] = ord("?")
+    return bytes(table), b"\r\n\t "
+
+
+_SEQ_TABLE, _SEQ_DELETE = _translation_tables()
+
+
+def _open_raw(path: Path) -> tuple[BinaryIO, BinaryIO, bool]:
+    raw = open(path, "rb")
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, True
+    return raw, raw, False
+
+
+def sniff(path: str | os.PathLike[str]) -> str:
+    """Return ``"fasta"`` or ``"fastq"`` from the first bytes, or raise :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    stream, raw, gz = _open_raw(path)
+    try:
+        head = stream.read(1 << 16)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"unreadable gzip stream ({exc})", offset=raw.tell()) from None
+    finally:
+        stream.close()
+        raw.close()
+    return _sniff_bytes(path, head)
+
+
+def _sniff_bytes(path: Path, head: bytes) -> str:
+    stripped = head.lstrip(b"\r\n\t ")
+    if not stripped:
+        raise InputError(path, "the input is empty: no FASTA or FASTQ records")
+    if b"\x00" in head or sum(c < 9 or 13 < c < 32 or c > 126 for c in head[:4096]) > 0.01 * min(len(head), 4096):
+        raise InputError(path, "binary data, not FASTA/FASTQ text (a compressed format other than gzip?)", offset=0)
+    first = stripped[:1]
+    if first == b">":
+        return "fasta"
+    if first == b"@":
+        return "fastq"
+    line = head[: head.find(b"\n")] if b"\n" in head else head[:60]
+    raise InputError(
+        path,
+        f"not FASTA or FASTQ: the first record should start with '>' or '@', found {line[:60]!r}",
+        line=head[: len(head) - len(stripped)].count(b"\n") + 1,
+    )
+
+
+def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: int, progress=None) -> Iterator[Unit]:
+    """Cut one input file into units of ``records_per_unit`` records, in order.
+
+    Args:
+        path: plain or gzip FASTA/FASTQ.
+        file_index: position of the file among the inputs.
+        records_per_unit: records per unit (the last unit of a file may have fewer).
+        progress: optional callable ``(compressed_bytes_read) -> None``.
+
+    Raises:
+        InputError: unreadable input (truncated or corrupt gzip, binary, not FASTA/FASTQ).
+    """
+    path = Path(path)
+    fmt = sniff(path)
+    stream, raw, gz = _open_raw(path)
+    pending = bytearray()
+    scanned = 0  # bytes of `pending` already scanned for record starts
+    starts: list[int] = []  # record starts in `pending` found so far (bounded by one unit)
+    line_no = 1
+    unit_no = 0
+    last_pos = 0
+    at_line_start = True  # is pending[scanned] at the start of a line?
+    nl_seen = 0  # FASTQ: newlines in pending[:scanned]
+    try:
+        while True:
+            try:
+                block = stream.read(BLOCK)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise InputError(path, f"corrupt or truncated gzip stream ({exc})", offset=raw.tell()) from None
+            if progress is not None:
+                pos = raw.tell()
+                progress(pos - last_pos)
+                last_pos = pos
+            if block:
+                pending += block
+            # Find record starts in the newly appended region.
+            arr = np.frombuffer(memoryview(pending)[scanned:], dtype=np.uint8)
+            if fmt == "fasta":
+                hits = np.flatnonzero(arr == 0x3E)  # '>'
+                if hits.size:
+                    prev = np.empty(hits.size, dtype=bool)
+                    nz = hits > 0
+                    prev[nz] = arr[hits[nz] - 1] == 0x0A
+                    prev[~nz] = at_line_start
+                    starts.extend((hits[prev] + scanned).tolist())
+            else:
+                nls = np.flatnonzero(arr == 0x0A)
+                # Record starts: line numbers 0, 4, 8, ... of the unit (counted from pending[0]).
+                line_idx = nl_seen + np.arange(1, nls.size + 1)
+                rec = nls[(line_idx % 4) == 0] + scanned + 1
+                if scanned == 0 and nl_seen == 0 and len(pending) > 0:
+                    starts.append(0)
+                starts.extend(rec[rec < len(pending)].tolist())
+                nl_seen += nls.size
+            if arr.size:
+                at_line_start = bool(arr[-1] == 0x0A)
+            del arr  # release the buffer export so `pending` can be resized
+            scanned = len(pending)
+            # Emit every complete unit (records_per_unit + 1 starts means the first unit is closed).
+            while len(starts) > records_per_unit:
+                cut = starts[records_per_unit]
+                first = starts[0]
+                data = bytes(pending[first:cut]) if first else bytes(pending[:cut])
+                lead = pending[:first]
+                line_no += lead.count(b"\n")
+                yield Unit(str(path), file_index, unit_no, line_no, unit_no * records_per_unit, data, fmt)
+                unit_no += 1
+                line_no += data.count(b"\n")
+                del pending[:cut]
+                scanned -= cut
+                starts = [s - cut for s in starts[records_per_unit:]]
+                if fmt == "fastq":
+                    nl_seen = pending[:scanned].count(b"\n")
+            if not block:
+                break
+        if starts:
+            first = starts[0]
+            line_no += pending[:first].count(b"\n")
+            yield Unit(str(path), file_index, unit_no, line_no, unit_no * records_per_unit, bytes(pending[first:]), fmt)
+        elif pending.strip():
+            raise InputError(path, "no record header found in the remaining data", line=line_no)
+    finally:
+        stream.close()
+        raw.close()
+
+
+@dataclass
+class ParsedRecord:
+    """One record of a unit (transient; the converter keeps none of these)."""
+
+    line: int
+    header: bytes  # without the leading '>'/'@' and trailing CR
+    seq: bytes  # upper-cased, IUPAC -> N; empty if the record is malformed
+    raw: bytes  # the record verbatim
+    iupac: int
+    problem: str | None
+
+
+def parse_unit(unit: Unit) -> Iterator[ParsedRecord]:
+    """Yield the records of a unit in order, each with its line number and any problem.
+
+    Problems (the record is skipped by the converter): ``empty_header``, ``empty_sequence``,
+    ``non_nucleotide``, ``malformed_fastq``.
+    """
+    data = unit.data
+    if unit.fmt == "fastq":
+        yield from _parse_fastq(unit)
+        return
+    n = len(data)
+    pos = 0
+    line = unit.first_line
+    while pos < n:
+        nxt = data.find(b"\n>", pos)
+        end = n if nxt < 0 else nxt + 1
+        raw = data[pos:end]
+        nl = raw.find(b"\n")
+        header = raw[1:] if nl < 0 else raw[1:nl]
+        if header.endswith(b"\r"):
+            header = header[:-1]
+        body = b"" if nl < 0 else raw[nl + 1 :]
+        yield _make(line, header, body, raw)
+        line += raw.count(b"\n")
+        pos = end
+
+
+def _make(line: int, header: bytes, body: bytes, raw: bytes) -> ParsedRecord:
+    seq = body.translate(_SEQ_TABLE, _SEQ_DELETE)
+    if not header.strip():
+        return ParsedRecord(line, header, b"", raw, 0, "empty_header")
+    if not seq:
+        return ParsedRecord(line, header, b"", raw, 0, "empty_sequence")
+    if b"!" in seq:
+        return ParsedRecord(line, header, b"", raw, 0, "non_nucleotide")
+    iupac = seq.count(b"?")
+    if iupac:
+        seq = seq.replace(b"?", b"N")
+    return ParsedRecord(line, header, seq, raw, iupac, None)
+
+
+def _parse_fastq(unit: Unit) -> Iterator[ParsedRecord]:
+    data = unit.data
+    n = len(data)
+    pos = 0
+    line = unit.first_line
+    while pos < n:
+        # Skip blank lines between records.
+        if data[pos : pos + 1] in (b"\n", b"\r"):
+            nl = data.find(b"\n", pos)
+            pos = n if nl < 0 else nl + 1
+            line += 1
+            continue
+        ends = []
+        p = pos
+        for _ in range(4):
+            nl = data.find(b"\n", p)
+            p = n if nl < 0 else nl + 1
+            ends.append(p)
+        raw = data[pos : ends[-1]]
+        lines = raw.split(b"\n")
+        lines = [x[:-1] if x.endswith(b"\r") else x for x in lines]
+        if len(lines) < 4 or not lines[0].startswith(b"@") or not lines[2].startswith(b"+"):
+            yield ParsedRecord(line, lines[0][1:] if lines else b"", b"", raw, 0, "malformed_fastq")
+        elif len(lines[3]) != len(lines[1]):
+            yield ParsedRecord(line, lines[0][1:], b"", raw, 0, "malformed_fastq")
+        else:
+            yield _make(line, lines[0][1:], lines[1], raw)
+        line += raw.count(b"\n")
+        pos = ends[-1]

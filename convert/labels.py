@@ -1,0 +1,107 @@
+"""Labels from read headers: the header regex and the class mapping TSV."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_HEADER_REGEX",
+    "MappingError",
+    "LabelMap",
+    "compile_header_regex",
+    "read_mapping",
+]
+
+DEFAULT_HEADER_REGEX = (
+    r"^lbl\|(?P<class_id>\d+)\|(?P<tax_id>\d+)?\|(?P<readlen>\d+)?\|(?P<name>[^/\s]+)(?:/(?P<mate>\d+))?$"
+)
+
+
+class MappingError(Exception):
+    """A mapping TSV or header regex that cannot be used."""
+
+
+@dataclass
+class LabelMap:
+    """class_id -> contiguous label 0..C-1, with names and tax ids (C entries, small)."""
+
+    class_ids: list[int]
+    names: list[str]
+    tax_ids: list[int]
+    sha256: str
+    label_of: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.label_of = {c: i for i, c in enumerate(self.class_ids)}
+
+    @property
+    def num_classes(self) -> int:
+        """C."""
+        return len(self.class_ids)
+
+
+def compile_header_regex(pattern: str) -> re.Pattern[bytes]:
+    """Compile the header regex (matched against the record id as bytes).
+
+    Raises:
+        MappingError: invalid regex or no ``class_id`` group.
+    """
+    try:
+        rx = re.compile(pattern.encode())
+    except re.error as exc:
+        raise MappingError(f"--header-regex {pattern!r} is not a valid regular expression: {exc}") from None
+    if "class_id" not in rx.groupindex:
+        raise MappingError(f"--header-regex {pattern!r} has no named group (?P<class_id>...)")
+    return rx
+
+
+def read_mapping(path: str | os.PathLike[str]) -> LabelMap:
+    """Read a mapping TSV with columns ``class_id``, ``tax_id``, ``species`` (header line).
+
+    Labels are assigned in increasing class_id order, so they do not depend on row order.
+
+    Raises:
+        MappingError: missing columns, a non-integer id, or a duplicated class_id; the message
+            names the file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise MappingError(f"{path}: cannot read the mapping ({exc.strerror})") from None
+    rows = list(csv.reader(text.splitlines(), delimiter="\t"))
+    if not rows:
+        raise MappingError(f"{path}: empty mapping; expected a header line class_id<TAB>tax_id<TAB>species")
+    header = [h.strip().lower() for h in rows[0]]
+    if "class_id" not in header:
+        raise MappingError(f"{path}, line 1: no class_id column (header: {rows[0]})")
+    ci = header.index("class_id")
+    ti = header.index("tax_id") if "tax_id" in header else None
+    si = next((header.index(k) for k in ("species", "name", "label") if k in header), None)
+    entries: dict[int, tuple[str, int]] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        try:
+            cid = int(row[ci])
+            tax = int(row[ti]) if ti is not None and ti < len(row) and row[ti].strip() else -1
+        except (ValueError, IndexError):
+            raise MappingError(f"{path}, line {lineno}: class_id and tax_id must be integers, got {row}") from None
+        if cid in entries:
+            raise MappingError(f"{path}, line {lineno}: class_id {cid} appears twice")
+        name = row[si] if si is not None and si < len(row) else str(cid)
+        entries[cid] = (name, tax)
+    if not entries:
+        raise MappingError(f"{path}: the mapping lists no classes")
+    ids = sorted(entries)
+    return LabelMap(
+        class_ids=ids,
+        names=[entries[c][0] for c in ids],
+        tax_ids=[entries[c][1] for c in ids],
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )

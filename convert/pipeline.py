@@ -1,0 +1,578 @@
+"""The conversion pipeline: inputs -> record-aligned units -> workers -> shards -> dataset.
+
+Crash safety, in order of what is written:
+
+1. Everything goes to a staging directory beside the output,
+   ``<parent>/.<name>.readshard-partial/``, locked with ``flock`` so two converters cannot
+   share it. Nothing appears at ``--out`` until the dataset is complete.
+2. A worker writes ``.shard-NNNNN.h5.tmp``, fsyncs, hashes, renames it to
+   ``shard-NNNNN.h5``, then writes its quarantine part and, last, its unit record
+   ``.units/u-NNNNN.json`` (shard entry + counts). A unit is done iff its record exists and
+   the shard's size and sha256 match it; ``--resume`` redoes every other unit.
+3. When all units are done: ``quarantine.fa``/``quarantine.tsv``, ``report.json``, then
+   ``manifest.json``; the staging directory is renamed to ``--out`` (atomic on one
+   filesystem). A crash at any point leaves either no dataset or a complete one.
+
+Units depend only on the input and ``--reads-per-shard``, and each is converted by the same
+pure function, so shards, hashes and the manifest are identical for any ``--jobs``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import format as fmt
+from .fastx import InputError, Unit, iter_units, parse_unit, sniff
+from .labels import DEFAULT_HEADER_REGEX, LabelMap, MappingError, compile_header_regex, read_mapping
+from .tokenizers import TokenizerError, choose_max_length, load_tokenizer
+
+__all__ = [
+    "ConvertError",
+    "BadRecordError",
+    "ConvertOptions",
+    "convert",
+    "staging_dir",
+    "ERRORS",
+]
+
+SKIP_REASONS = (
+    "header_mismatch",
+    "unknown_class",
+    "empty_header",
+    "empty_sequence",
+    "non_nucleotide",
+    "malformed_fastq",
+)
+AUTO_SAMPLE = 20000
+
+
+class ConvertError(Exception):
+    """The conversion cannot start or finish (output exists, locked, disk full, ...)."""
+
+
+class BadRecordError(Exception):
+    """A bad record under ``--on-bad-record error``; names the file and line."""
+
+
+ERRORS = (ConvertError, BadRecordError, InputError, MappingError, TokenizerError, fmt.FormatError)
+
+
+@dataclass
+class ConvertOptions:
+    """Everything that defines a conversion (the CLI and config file fill this in)."""
+
+    inputs: list[str]
+    out: str
+    mapping: str | None = None
+    header_regex: str = DEFAULT_HEADER_REGEX
+    tokenizer: str = "metagene-1"
+    max_length: int | str = "auto"
+    layout: str = "mmap"
+    compression: str = "gzip"
+    reads_per_shard: int = 65536
+    jobs: int = 1
+    on_bad_record: str = "skip"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class _Settings:
+    """What a worker needs (small and picklable)."""
+
+    tokenizer: str
+    max_length: int
+    header_regex: str
+    label_map: LabelMap
+    layout: str
+    compression: str
+    on_bad_record: str
+    staging: str
+    tokenizer_info: dict[str, Any] = field(default_factory=dict)
+
+
+def staging_dir(out: str | os.PathLike[str]) -> Path:
+    """The staging directory used for ``--out OUT``."""
+    out = Path(out).resolve()
+    return out.parent / f".{out.name}.readshard-partial"
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_CACHE: dict[str, Any] = {}
+
+
+def _worker_tokenizer(spec: str):
+    key = f"tok:{spec}"
+    if key not in _CACHE:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        _CACHE[key] = load_tokenizer(spec)
+    return _CACHE[key]
+
+
+def _int_or(value: bytes | None, default: int) -> int:
+    return int(value) if value else default
+
+
+def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
+    """Convert one unit into ``shard-<shard_index>.h5`` plus its quarantine part and unit record.
+
+    Returns:
+        The unit record (also written to ``.units/u-NNNNN.json``).
+    """
+    tok = _worker_tokenizer(s.tokenizer)
+    rx = compile_header_regex(s.header_regex)
+    label_of = s.label_map.label_of
+    cap = unit.data.count(b">" if unit.fmt == "fasta" else b"\n") + 1
+    labels = np.empty(cap, dtype=np.int32)
+    class_ids = np.empty(cap, dtype=np.int32)
+    tax_ids = np.empty(cap, dtype=np.int32)
+    mates = np.empty(cap, dtype=np.int8)
+    read_lengths = np.empty(cap, dtype=np.int32)
+    offsets = np.zeros(cap + 1, dtype=np.int64)
+    seqs = bytearray()
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    records_in = iupac_reads = iupac_bases = readlen_mismatch = 0
+    taxa: dict[int, set[int]] = {}
+    staging = Path(s.staging)
+    q_fa = open(staging / ".units" / f"q-{shard_index:05d}.fa.tmp", "wb")
+    q_tsv = open(staging / ".units" / f"q-{shard_index:05d}.tsv.tmp", "w")
+    n = 0
+    try:
+        for rec in parse_unit(unit):
+            records_in += 1
+            problem = rec.problem
+            m = None
+            if problem is None:
+                rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
+                m = rx.match(rid)
+                if m is None:
+                    problem = "header_mismatch"
+                else:
+                    cid = int(m.group("class_id"))
+                    if cid not in label_of:
+                        problem = "unknown_class"
+            if problem is not None:
+                if s.on_bad_record == "error":
+                    raise BadRecordError(
+                        f"{unit.file}, line {rec.line}: bad record ({problem.replace('_', ' ')}): "
+                        f"{rec.header[:80].decode('ascii', 'replace')!r}. "
+                        "Fix the input, or use --on-bad-record skip to quarantine such records."
+                    )
+                skipped[problem] += 1
+                q_fa.write(rec.raw if rec.raw.endswith(b"\n") else rec.raw + b"\n")
+                q_tsv.write(f"{unit.file}\t{rec.line}\t{unit.first_record + records_in - 1}\t{problem}\n")
+                continue
+            gd = m.groupdict()
+            seq = rec.seq
+            labels[n] = label_of[cid]
+            class_ids[n] = cid
+            tax = _int_or(gd.get("tax_id"), -1)
+            if tax < 0:
+                tax = s.label_map.tax_ids[labels[n]]
+            tax_ids[n] = tax
+            taxa.setdefault(cid, set()).add(tax)
+            mates[n] = _int_or(gd.get("mate"), 0)
+            read_lengths[n] = len(seq)
+            rl = gd.get("readlen")
+            if rl and int(rl) != len(seq):
+                readlen_mismatch += 1
+            if rec.iupac:
+                iupac_reads += 1
+                iupac_bases += rec.iupac
+            seqs += seq
+            n += 1
+            offsets[n] = len(seqs)
+        ids, full = tok.encode(bytes(seqs), offsets[: n + 1], s.max_length)
+        lengths = np.minimum(full, s.max_length).astype(np.int16)
+        tmp = staging / f".{fmt.shard_name(shard_index)}.tmp"
+        entry = fmt.write_shard(
+            tmp,
+            input_ids=ids,
+            vectors={
+                "lengths": lengths,
+                "read_lengths": read_lengths[:n],
+                "labels": labels[:n],
+                "class_ids": class_ids[:n],
+                "tax_ids": tax_ids[:n],
+                "mates": mates[:n],
+            },
+            num_classes=s.label_map.num_classes,
+            tokenizer=s.tokenizer_info,
+            shard_index=shard_index,
+            layout=s.layout,
+            compression=s.compression,
+            extra_attrs={"source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file}},
+        )
+        os.replace(tmp, staging / fmt.shard_name(shard_index))
+    finally:
+        q_fa.close()
+        q_tsv.close()
+    for ext in ("fa", "tsv"):
+        os.replace(staging / ".units" / f"q-{shard_index:05d}.{ext}.tmp", staging / ".units" / f"q-{shard_index:05d}.{ext}")
+    record = {
+        "shard": {"file": fmt.shard_name(shard_index), **entry},
+        "source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file},
+        "records_in": records_in,
+        "written": n,
+        "skipped": skipped,
+        "truncated": int((full > s.max_length).sum()),
+        "iupac_reads": iupac_reads,
+        "iupac_bases": iupac_bases,
+        "readlen_mismatch": readlen_mismatch,
+        "tokens": int(lengths.sum(dtype=np.int64)),
+        "class_counts": np.bincount(labels[:n], minlength=s.label_map.num_classes).tolist(),
+        "taxa": {str(c): sorted(t) for c, t in taxa.items()},
+        "bytes_in": len(unit.data),
+        "worker_peak_rss_mb": _peak_rss_mb(),
+    }
+    fmt.write_json_atomic(staging / ".units" / f"u-{shard_index:05d}.json", record)
+    return record
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
+    rec_path = staging / ".units" / f"u-{index:05d}.json"
+    shard = staging / fmt.shard_name(index)
+    if not rec_path.is_file() or not shard.is_file():
+        return None
+    try:
+        record = json.loads(rec_path.read_text())
+    except ValueError:
+        return None
+    entry = record["shard"]
+    if shard.stat().st_size != entry["bytes"] or fmt.file_sha256(shard) != entry["sha256"]:
+        return None
+    return record
+
+
+def _lock(staging: Path) -> int:
+    fd = os.open(staging / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConvertError(
+            f"another converter (pid {holder}) is writing to {staging}; wait for it to finish "
+            "or stop it before converting to the same --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: LabelMap) -> dict[str, Any]:
+    inputs = []
+    for p in opts.inputs:
+        st = os.stat(p)
+        inputs.append({"path": str(p), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return {
+        "inputs": inputs,
+        "tokenizer_sha256": tok_info["sha256"],
+        "tokenizer": tok_info["name"],
+        "max_length": max_length,
+        "layout": opts.layout,
+        "compression": opts.compression,
+        "reads_per_shard": opts.reads_per_shard,
+        "header_regex": opts.header_regex,
+        "mapping_sha256": lm.sha256,
+    }
+
+
+def _auto_max_length(opts: ConvertOptions, tok, s_regex: str) -> tuple[int, int]:
+    """Tokenize the first AUTO_SAMPLE good reads of the inputs and pick L (deterministic)."""
+    parts = bytearray()
+    offs = [0]
+    for i, path in enumerate(opts.inputs):
+        for unit in iter_units(path, i, AUTO_SAMPLE):
+            for rec in parse_unit(unit):
+                if rec.problem is None:
+                    parts += rec.seq
+                    offs.append(len(parts))
+                if len(offs) > AUTO_SAMPLE:
+                    break
+            break
+        if len(offs) > AUTO_SAMPLE:
+            break
+    offsets = np.asarray(offs, dtype=np.int64)
+    # Only the untruncated counts matter here; a tiny L keeps the id matrix small.
+    _, full = tok.encode(bytes(parts), offsets, 8)
+    return choose_max_length(full), int(full.size)
+
+
+def _peak_rss_mb() -> float:
+    """This process's own RSS high-water mark (VmHWM; ru_maxrss is inherited across fork+exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def convert(opts: ConvertOptions) -> dict[str, Any]:
+    """Convert ``opts.inputs`` into a dataset at ``opts.out``; return the report.
+
+    Raises:
+        ConvertError, BadRecordError, InputError, MappingError, TokenizerError: with a
+        message naming the file (and line) and what to do. Nothing is published at
+        ``opts.out`` unless the conversion completes.
+    """
+    t0 = time.time()
+    out = Path(opts.out).resolve()
+    if opts.layout not in fmt.LAYOUTS:
+        raise ConvertError(f"--layout must be one of {', '.join(fmt.LAYOUTS)}, got {opts.layout!r}")
+    if opts.compression not in fmt.COMPRESSIONS:
+        raise ConvertError(f"--compression must be one of {', '.join(fmt.COMPRESSIONS)}, got {opts.compression!r}")
+    if opts.on_bad_record not in ("skip", "error"):
+        raise ConvertError(f"--on-bad-record must be skip or error, got {opts.on_bad_record!r}")
+    if opts.reads_per_shard < 1:
+        raise ConvertError("--reads-per-shard must be at least 1")
+    if not opts.inputs:
+        raise ConvertError("no input files given")
+    if opts.mapping is None:
+        raise ConvertError(
+            "--mapping TSV is required: it turns class ids into contiguous labels and names "
+            "(columns class_id, tax_id, species)"
+        )
+    if out.exists() and not opts.overwrite:
+        raise ConvertError(f"{out} already exists; use --overwrite to replace it (it is kept until the new dataset is complete)")
+    for path in opts.inputs:
+        sniff(path)  # fail fast on missing, empty, binary or non-FASTA/FASTQ inputs
+    lm = read_mapping(opts.mapping)
+    compile_header_regex(opts.header_regex)
+    tok = load_tokenizer(opts.tokenizer)
+
+    staging = staging_dir(out)
+    if staging.exists() and not opts.resume:
+        if not opts.overwrite:
+            raise ConvertError(
+                f"an unfinished conversion to {out} exists in {staging}; continue it with --resume, "
+                "or start over with --overwrite"
+            )
+    staging.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock(staging)
+    try:
+        if staging.exists() and not opts.resume and opts.overwrite:
+            for child in staging.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        (staging / ".units").mkdir(exist_ok=True)
+        if opts.max_length == "auto":
+            max_length, sampled = _auto_max_length(opts, tok, opts.header_regex)
+        else:
+            max_length, sampled = int(opts.max_length), 0
+            if not 1 <= max_length <= 1 << 15:
+                raise ConvertError(f"--max-length must be between 1 and 32768 or 'auto', got {max_length}")
+        plan = _plan(opts, tok.info, max_length, lm)
+        plan_path = staging / "plan.json"
+        if opts.resume and plan_path.is_file():
+            old = json.loads(plan_path.read_text())
+            if old != plan:
+                diff = sorted(k for k in plan if plan[k] != old.get(k))
+                raise ConvertError(
+                    f"--resume: the unfinished conversion in {staging} was started with other "
+                    f"settings or inputs ({', '.join(diff)} differ); rerun with the same ones, "
+                    "or use --overwrite to start over"
+                )
+        fmt.write_json_atomic(plan_path, plan)
+        settings = _Settings(
+            tokenizer=opts.tokenizer,
+            max_length=max_length,
+            header_regex=opts.header_regex,
+            label_map=lm,
+            layout=opts.layout,
+            compression=opts.compression,
+            on_bad_record=opts.on_bad_record,
+            staging=str(staging),
+            tokenizer_info=tok.info,
+        )
+        records = _run_units(opts, settings, staging)
+        report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            raise ConvertError(
+                f"disk full while writing {exc.filename or staging}: nothing was published at {out}. "
+                "Free space, then rerun the same command with --resume (finished shards are kept)."
+            ) from None
+        raise ConvertError(
+            f"cannot write {exc.filename or staging}: {exc.strerror}. Nothing was published at {out}; "
+            "fix the problem and rerun with --resume."
+        ) from None
+    finally:
+        os.close(lock_fd)
+    return report
+
+
+def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list[dict[str, Any]]:
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    total_bytes = sum(os.path.getsize(p) for p in opts.inputs)
+    bar = tqdm(
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc="convert",
+        disable=not opts.progress,
+        file=sys.stderr,
+        smoothing=0.1,
+    )
+    records: dict[int, dict[str, Any]] = {}
+    reads_done = 0
+    start = time.time()
+
+    def units() -> Iterator[tuple[Unit, int]]:
+        index = 0
+        for fi, path in enumerate(opts.inputs):
+            for unit in iter_units(path, fi, opts.reads_per_shard, progress=bar.update):
+                done = _unit_done(staging, index) if opts.resume else None
+                if done is not None:
+                    records[index] = done
+                else:
+                    yield unit, index
+                index += 1
+
+    jobs = max(1, int(opts.jobs))
+    tasks = (delayed(convert_unit)(u, i, settings) for u, i in units())
+    try:
+        if jobs == 1:
+            results: Any = (fn(*a, **k) for fn, a, k in tasks)
+        else:
+            results = Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(tasks)
+        for rec in results:
+            idx = int(rec["shard"]["file"][6:11])
+            records[idx] = rec
+            reads_done += rec["records_in"]
+            bar.set_postfix_str(f"{reads_done / max(time.time() - start, 1e-9):,.0f} reads/s", refresh=False)
+    finally:
+        bar.close()
+    return [records[i] for i in sorted(records)]
+
+
+def _finish(
+    opts: ConvertOptions,
+    out: Path,
+    staging: Path,
+    records: list[dict[str, Any]],
+    s: _Settings,
+    lm: LabelMap,
+    t0: float,
+    sampled: int,
+) -> dict[str, Any]:
+    if [int(r["shard"]["file"][6:11]) for r in records] != list(range(len(records))):
+        raise ConvertError(f"internal error: missing units in {staging}; rerun with --resume")
+    with open(staging / fmt.QUARANTINE_NAME, "wb") as qfa, open(staging / "quarantine.tsv", "w") as qtsv:
+        qtsv.write("file\tline\trecord\treason\n")
+        for i in range(len(records)):
+            with open(staging / ".units" / f"q-{i:05d}.fa", "rb") as part:
+                shutil.copyfileobj(part, qfa)
+            with open(staging / ".units" / f"q-{i:05d}.tsv") as part:
+                shutil.copyfileobj(part, qtsv)
+        qfa.flush()
+        os.fsync(qfa.fileno())
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    totals = dict.fromkeys(("records_in", "written", "truncated", "iupac_reads", "iupac_bases", "readlen_mismatch", "tokens", "bytes_in"), 0)
+    class_counts = np.zeros(lm.num_classes, dtype=np.int64)
+    taxa: dict[str, set[int]] = {}
+    for r in records:
+        for k in totals:
+            totals[k] += r[k]
+        for k, v in r["skipped"].items():
+            skipped[k] += v
+        class_counts += np.asarray(r["class_counts"], dtype=np.int64)
+        for c, t in r["taxa"].items():
+            taxa.setdefault(c, set()).update(t)
+    n_skipped = sum(skipped.values())
+    if totals["records_in"] != totals["written"] + n_skipped:
+        raise ConvertError(
+            f"internal error: records in ({totals['records_in']}) != written ({totals['written']}) "
+            f"+ skipped ({n_skipped}); the dataset was not published"
+        )
+    elapsed = time.time() - t0
+    worker_rss = max([r.get("worker_peak_rss_mb", 0.0) for r in records] or [0.0])
+    report = {
+        "records_in": totals["records_in"],
+        "written": totals["written"],
+        "skipped": n_skipped,
+        "skipped_by_reason": skipped,
+        "truncated": totals["truncated"],
+        "iupac_replaced_reads": totals["iupac_reads"],
+        "iupac_replaced_bases": totals["iupac_bases"],
+        "readlen_mismatch": totals["readlen_mismatch"],
+        "classes_with_several_tax_ids": {c: sorted(t) for c, t in sorted(taxa.items(), key=lambda kv: int(kv[0])) if len(t) > 1},
+        "per_class": {lm.names[i]: int(class_counts[i]) for i in range(lm.num_classes)},
+        "max_length": s.max_length,
+        "max_length_sampled_reads": sampled,
+        "tokens": totals["tokens"],
+        "shards": len(records),
+        "seconds": round(elapsed, 3),
+        "reads_per_s": round(totals["records_in"] / max(elapsed, 1e-9), 1),
+        "mb_per_s": round(sum(os.path.getsize(p) for p in opts.inputs) / 1e6 / max(elapsed, 1e-9), 3),
+        "jobs": opts.jobs,
+        "peak_rss_mb": {"parent": round(_peak_rss_mb(), 1), "worker_max": round(worker_rss, 1)},
+    }
+    manifest = {
+        "tokenizer": s.tokenizer_info,
+        "max_length": s.max_length,
+        "layout": s.layout,
+        "compression": s.compression if s.layout == "compressed" else "none",
+        "num_classes": lm.num_classes,
+        "label_names": lm.names,
+        "label_class_ids": lm.class_ids,
+        "label_tax_ids": lm.tax_ids,
+        "shards": [r["shard"] for r in records],
+        "totals": {"num_rows": totals["written"], "num_shards": len(records), "num_tokens": totals["tokens"]},
+        "source": {
+            "inputs": [os.path.basename(p) for p in opts.inputs],
+            "header_regex": opts.header_regex,
+            "mapping_sha256": lm.sha256,
+            "reads_per_shard": opts.reads_per_shard,
+            "records_in": totals["records_in"],
+            "skipped": n_skipped,
+        },
+    }
+    fmt.write_json_atomic(staging / fmt.REPORT_NAME, report)
+    fmt.write_manifest(staging, manifest)
+    shutil.rmtree(staging / ".units")
+    (staging / "plan.json").unlink()
+    if out.exists():
+        trash = out.parent / f".{out.name}.readshard-old"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(out, trash)
+        os.replace(staging, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+    (out / ".lock").unlink(missing_ok=True)
+    return report
+
+
+def summary_line(report: dict[str, Any], out: str) -> str:
+    """One line for the end of a run."""
+    reasons = ", ".join(f"{k} {v}" for k, v in report["skipped_by_reason"].items() if v) or "none"
+    return (
+        f"readshard: {report['records_in']:,} reads in = {report['written']:,} written + "
+        f"{report['skipped']:,} skipped ({reasons}); {report['truncated']:,} truncated at L={report['max_length']}; "
+        f"{report['shards']} shards in {out}; {report['seconds']:.1f} s, {report['reads_per_s']:,.0f} reads/s, "
+        f"{report['mb_per_s']:.1f} MB/s; peak RSS parent {report['peak_rss_mb']['parent']:.0f} MB, "
+        f"worker {report['peak_rss_mb']['worker_max']:.0f} MB"
+    )

@@ -1,0 +1,339 @@
+"""Read tokenizers: a registry of small loaders, each giving an object with one batch API.
+
+Every tokenizer encodes a *unit* of reads given as one ``bytes`` blob of concatenated,
+upper-cased sequences plus ``(n+1,)`` offsets, into an ``(n, L)`` int16 matrix padded with
+``pad_id`` and the untruncated token count of each read. Truncation keeps the closing
+special token (as Hugging Face truncation does), so a truncated read still ends in EOS/SEP.
+
+Registry names:
+
+* ``metagene-1``: the real METAGENE-1 BPE (``tokenizer.json`` shipped in ``assets``), run
+  through ``tokenizers`` offline; ids equal ``Tokenizer.encode(read).ids`` exactly
+  (``[BOS] ... [EOS]``).
+* ``dnabert-6mer``: DNABERT's overlapping 6-mers from its ``vocab.txt``, ``[CLS] ... [SEP]``,
+  vectorized in numpy; a k-mer with N becomes ``[UNK]``.
+* ``dnabert-2``: the DNABERT-2-117M BPE ``tokenizer.json``.
+* ``char``: one token per base (``A C G T N``), no special tokens added.
+* any path to a ``tokenizer.json`` file or a local Hugging Face tokenizer directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+__all__ = [
+    "TokenizerError",
+    "ReadTokenizer",
+    "REGISTRY",
+    "ASSETS",
+    "load_tokenizer",
+    "choose_max_length",
+]
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "tokenizers"
+INT16_MAX = int(np.iinfo(np.int16).max)
+
+
+class TokenizerError(Exception):
+    """A tokenizer that cannot be loaded or cannot be stored as int16."""
+
+
+class ReadTokenizer(Protocol):
+    """What the converter needs from a tokenizer."""
+
+    info: dict[str, Any]
+
+    def encode(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Encode reads ``seqs[offsets[i]:offsets[i+1]]`` into ``(ids (n, L) int16, full_lengths (n,) int32)``."""
+
+    def decode(self, ids: np.ndarray) -> str:
+        """Bases of one read from its stored (unpadded) ids, special tokens dropped."""
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_int16(name: str, vocab_size: int, pad_id: int, real_ids: set[int]) -> None:
+    if vocab_size - 1 > INT16_MAX:
+        raise TokenizerError(
+            f"tokenizer {name!r} has {vocab_size} tokens; ids above {INT16_MAX} do not fit the "
+            "int16 token store. Use a tokenizer with a vocabulary of at most 32768 tokens."
+        )
+    if pad_id in real_ids:
+        raise TokenizerError(f"tokenizer {name!r}: pad id {pad_id} is also a sequence token; choose another pad")
+
+
+def _finish_rows(
+    ids: np.ndarray, counts: np.ndarray, max_length: int, pad_id: int, tail_id: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scatter a flat id vector with per-read counts into a padded (n, L) int16 matrix."""
+    n = counts.shape[0]
+    out = np.full((n, max_length), pad_id, dtype=np.int16)
+    if n == 0:
+        return out, counts.astype(np.int32)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    kept = np.minimum(counts, max_length)
+    row = np.repeat(np.arange(n), kept)
+    col = np.arange(row.shape[0]) - np.repeat(np.cumsum(kept) - kept, kept)
+    src = np.repeat(starts, kept) + col
+    out[row, col] = ids[src]
+    if tail_id is not None:
+        trunc = counts > max_length
+        out[trunc, max_length - 1] = tail_id
+    return out, counts.astype(np.int32)
+
+
+class BpeTokenizer:
+    """A Hugging Face ``tokenizers`` model loaded from a ``tokenizer.json`` file, offline."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        data = path.read_bytes()
+        self._tok = Tokenizer.from_str(data.decode("utf-8"))
+        self._path = path
+        spec = json.loads(data)
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        config = _read_config(path.parent)
+        special = {}
+        for role in ("pad", "unk", "bos", "eos", "cls", "sep", "mask"):
+            token = config.get(f"{role}_token") or f"[{role.upper()}]"
+            special[role] = vocab.get(token)
+        pad_id = special["pad"]
+        if pad_id is None:
+            raise TokenizerError(f"{path}: no pad token ([PAD] or pad_token in tokenizer_config.json)")
+        special_ids = {v for v in special.values() if v is not None}
+        self._special = np.array(sorted(special_ids), dtype=np.int64)
+        # Template post-processors add BOS/EOS (METAGENE-1) or CLS/SEP (DNABERT-2); the last
+        # one is re-placed at the end of a truncated read.
+        tail = None
+        post = spec.get("post_processor") or {}
+        single = post.get("single") or []
+        if single and "SpecialToken" in single[-1]:
+            tail = vocab.get(single[-1]["SpecialToken"]["id"])
+        self._tail = tail
+        self.info = {
+            "name": name,
+            "kind": "bpe",
+            "file": path.name,
+            "sha256": _sha256_bytes(data),
+            "vocab_size": int(self._tok.get_vocab_size(with_added_tokens=True)),
+            "pad_id": int(pad_id),
+            "special_ids": special,
+        }
+        _check_int16(name, self.info["vocab_size"], pad_id, set())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.info["name"], "path": str(self._path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name"], Path(state["path"]))
+
+    def encode(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """See :class:`ReadTokenizer`."""
+        text = seqs.decode("ascii")
+        n = offsets.shape[0] - 1
+        out = np.full((n, max_length), self.info["pad_id"], dtype=np.int16)
+        counts = np.empty(n, dtype=np.int32)
+        encode = self._tok.encode
+        off = offsets.tolist()
+        last = max_length - 1
+        tail = self._tail
+        # Row by row into the preallocated matrix: no list of every id of the unit.
+        for i in range(n):
+            ids = encode(text[off[i] : off[i + 1]]).ids
+            k = len(ids)
+            counts[i] = k
+            if k <= max_length:
+                out[i, :k] = ids
+            else:
+                out[i] = ids[:max_length]
+                if tail is not None:
+                    out[i, last] = tail
+        return out, counts
+
+    def decode(self, ids: np.ndarray) -> str:
+        """See :class:`ReadTokenizer`."""
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[~np.isin(ids, self._special)]
+        return "".join(self._tok.decode(ids.tolist(), skip_special_tokens=False).split())
+
+
+class KmerTokenizer:
+    """DNABERT (v1) overlapping k-mers: ``[CLS] kmer_0 ... kmer_{n-k} [SEP]`` from ``vocab.txt``."""
+
+    def __init__(self, name: str, path: Path, k: int = 6) -> None:
+        path = Path(path)
+        data = path.read_bytes()
+        tokens = data.decode("utf-8").split()
+        vocab = {t: i for i, t in enumerate(tokens)}
+        self.k = k
+        # Map each k-mer code (base-4 in ACGT order) to its vocab id; the file's own order differs.
+        codes = np.arange(4**k)
+        table = np.empty(4**k, dtype=np.int16)
+        for code in codes.tolist():
+            kmer = "".join("ACGT"[(code >> (2 * (k - 1 - j))) & 3] for j in range(k))
+            if kmer not in vocab:
+                raise TokenizerError(f"{path}: k-mer {kmer} missing from the vocabulary")
+            table[code] = vocab[kmer]
+        self._table = table
+        self._inverse = {i: t for t, i in vocab.items()}
+        special = {role: vocab.get(f"[{role.upper()}]") for role in ("pad", "unk", "bos", "eos", "cls", "sep", "mask")}
+        self._special = special
+        self._path = path
+        self.info = {
+            "name": name,
+            "kind": "kmer",
+            "k": k,
+            "file": path.name,
+            "sha256": _sha256_bytes(data),
+            "vocab_size": len(tokens),
+            "pad_id": int(special["pad"]),
+            "special_ids": special,
+        }
+        _check_int16(name, len(tokens), special["pad"], set(table.tolist()))
+
+    def encode(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """See :class:`ReadTokenizer`."""
+        k = self.k
+        base = _BASE_CODE[np.frombuffer(seqs, dtype=np.uint8)]
+        n = offsets.shape[0] - 1
+        lens = np.diff(offsets)
+        nk = np.maximum(lens - k + 1, 0)
+        total = base.shape[0]
+        # code[i] = k-mer starting at i; bad[i] = it contains a non-ACGT base.
+        m = max(total - k + 1, 0)
+        code = np.zeros(m, dtype=np.int64)
+        bad = np.zeros(m, dtype=bool)
+        for j in range(k):
+            b = base[j : j + m]
+            code = (code << 2) | (b & 3)
+            bad |= b > 3
+        ids_all = np.where(bad, self._special["unk"], self._table[code]).astype(np.int16)
+        # Gather each read's k-mer positions [start, start+nk) and frame with CLS/SEP.
+        starts = np.repeat(offsets[:-1], nk) + (np.arange(int(nk.sum())) - np.repeat(np.cumsum(nk) - nk, nk))
+        body = ids_all[starts]
+        counts = nk + 2
+        flat = np.empty(int(counts.sum()), dtype=np.int16)
+        pos = np.zeros(n, dtype=np.int64)
+        np.cumsum(counts[:-1], out=pos[1:])
+        flat[pos] = self._special["cls"]
+        flat[pos + counts - 1] = self._special["sep"]
+        body_pos = np.repeat(pos + 1, nk) + (np.arange(body.shape[0]) - np.repeat(np.cumsum(nk) - nk, nk))
+        flat[body_pos] = body
+        return _finish_rows(flat, counts, max_length, self.info["pad_id"], self._special["sep"])
+
+    def decode(self, ids: np.ndarray) -> str:
+        """See :class:`ReadTokenizer`."""
+        specials = {v for v in self._special.values() if v is not None}
+        kmers = [self._inverse[int(i)] for i in ids if int(i) not in specials]
+        if not kmers:
+            return ""
+        return "".join(km[0] for km in kmers[:-1]) + kmers[-1]
+
+
+_CHAR_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "A", "C", "G", "T", "N")
+# Base codes for k-mers: A0 C1 G2 T3, anything else (N) 4.
+_BASE_CODE = np.full(256, 4, dtype=np.int64)
+for _i, _b in enumerate(b"ACGT"):
+    _BASE_CODE[_b] = _i
+
+
+class CharTokenizer:
+    """One token per base; no special tokens added."""
+
+    def __init__(self, name: str = "char") -> None:
+        table = np.full(256, 1, dtype=np.int16)  # [UNK]
+        for i, tok in enumerate(_CHAR_VOCAB):
+            if len(tok) == 1:
+                table[ord(tok)] = i
+        self._table = table
+        special = {"pad": 0, "unk": 1, "bos": None, "eos": None, "cls": 2, "sep": 3, "mask": 4}
+        self.info = {
+            "name": name,
+            "kind": "char",
+            "sha256": _sha256_bytes(" ".join(_CHAR_VOCAB).encode()),
+            "vocab_size": len(_CHAR_VOCAB),
+            "pad_id": 0,
+            "special_ids": special,
+        }
+
+    def encode(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """See :class:`ReadTokenizer`."""
+        flat = self._table[np.frombuffer(seqs, dtype=np.uint8)]
+        return _finish_rows(flat, np.diff(offsets), max_length, 0, None)
+
+    def decode(self, ids: np.ndarray) -> str:
+        """See :class:`ReadTokenizer`."""
+        return "".join(_CHAR_VOCAB[int(i)] for i in ids if int(i) >= 5)
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        p = directory / name
+        if p.is_file():
+            try:
+                for key, value in json.loads(p.read_text()).items():
+                    if isinstance(value, dict):  # {"content": "[PAD]", ...}
+                        value = value.get("content")
+                    if isinstance(value, str):
+                        merged.setdefault(key, value)
+            except ValueError:
+                pass
+    return merged
+
+
+REGISTRY: dict[str, Callable[[], ReadTokenizer]] = {
+    "metagene-1": lambda: BpeTokenizer("metagene-1", ASSETS / "metagene-1" / "tokenizer.json"),
+    "dnabert-2": lambda: BpeTokenizer("dnabert-2", ASSETS / "dnabert-2-117m" / "tokenizer.json"),
+    "dnabert-6mer": lambda: KmerTokenizer("dnabert-6mer", ASSETS / "dnabert-6mer" / "vocab.txt", k=6),
+    "char": lambda: CharTokenizer("char"),
+}
+
+
+def load_tokenizer(spec: str) -> ReadTokenizer:
+    """Load a tokenizer by registry name, ``tokenizer.json`` path, or local HF tokenizer directory.
+
+    Raises:
+        TokenizerError: unknown name, unreadable file, or a vocabulary that does not fit int16.
+    """
+    if spec in REGISTRY:
+        return REGISTRY[spec]()
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            return BpeTokenizer(path.name, path / "tokenizer.json")
+        if (path / "vocab.txt").is_file():
+            return KmerTokenizer(path.name, path / "vocab.txt")
+        raise TokenizerError(f"{path}: no tokenizer.json or vocab.txt in this directory")
+    if path.is_file():
+        try:
+            return BpeTokenizer(path.stem, path)
+        except (ValueError, Exception) as exc:  # tokenizers raises plain Exception on bad JSON
+            if isinstance(exc, TokenizerError):
+                raise
+            raise TokenizerError(f"{path}: not a Hugging Face tokenizer.json ({exc})") from None
+    raise TokenizerError(
+        f"unknown tokenizer {spec!r}: use one of {', '.join(sorted(REGISTRY))}, "
+        "a tokenizer.json file, or a local Hugging Face tokenizer directory"
+    )
+
+
+def choose_max_length(full_lengths: np.ndarray, coverage: float = 0.9999, multiple: int = 8) -> int:
+    """Smallest multiple of ``multiple`` covering ``coverage`` of the measured token lengths."""
+    if full_lengths.size == 0:
+        return multiple
+    # The k-th smallest length, k = ceil(coverage * n): at least `coverage` of reads fit.
+    k = max(1, int(np.ceil(coverage * full_lengths.size - 1e-9)))
+    q = int(np.partition(np.asarray(full_lengths), k - 1)[k - 1])
+    return max(multiple, -(-q // multiple) * multiple)

@@ -1,0 +1,244 @@
+"""Checking a dataset: ``python -m convert verify DIR [--source INPUT...]`` and ``stats``.
+
+``verify`` checks, without trusting the converter:
+
+* the manifest (format version) and every shard: present, size and sha256 as recorded,
+  attributes consistent with the manifest;
+* per read: token ids in the vocabulary, stored length within L, padding only after the
+  stored length, labels in range and consistent with class ids, the CSR class index;
+* the report reconciles (records in = written + skipped) and the quarantine holds the
+  skipped count.
+
+With ``--source``, the original inputs are re-read with **pyfastx** (a parser independent of
+the converter's): the record count must equal the report's, every quarantined record must
+sit at its recorded position, and for a sample of reads (default 1%) the stored tokens
+must decode to the source read (upper-cased, IUPAC codes as N; a prefix when truncated)
+and the labels must match the header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import format as fmt
+
+__all__ = ["verify_dataset", "dataset_stats"]
+
+_IUPAC_TO_N = str.maketrans({c: "N" for c in "RYSWKMBDHVU"})
+
+
+def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str]) -> np.ndarray | None:
+    path = directory / entry["file"]
+    if not path.is_file():
+        problems.append(f"{path}: missing shard")
+        return None
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        problems.append(f"{path}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+        return None
+    digest = fmt.file_sha256(path)
+    if digest != entry["sha256"]:
+        problems.append(f"{path}: sha256 {digest[:16]}... differs from the manifest's {entry['sha256'][:16]}... (corrupt)")
+    try:
+        attrs = fmt.read_shard_attrs(path)
+    except fmt.FormatError as exc:
+        problems.append(str(exc))
+        return None
+    L = int(manifest["max_length"])
+    C = int(manifest["num_classes"])
+    for key, want in (("format_version", fmt.FORMAT_VERSION), ("max_length", L), ("num_rows", entry["num_rows"]), ("num_classes", C)):
+        if attrs[key] != want:
+            problems.append(f"{path}: attribute {key}={attrs[key]}, expected {want}")
+    if attrs["tokenizer"] != manifest["tokenizer"]:
+        problems.append(f"{path}: tokenizer attribute differs from the manifest's")
+    n = int(entry["num_rows"])
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        lengths = f["lengths"][:].astype(np.int64)
+        labels = f["labels"][:]
+        class_ids = f["class_ids"][:]
+        offsets = f["class_offsets"][:]
+        rows = f["class_rows"][:]
+        ids_ds = f["input_ids"]
+        vocab = int(manifest["tokenizer"]["vocab_size"])
+        pad = int(manifest["tokenizer"]["pad_id"])
+        bad_ids = bad_pad = 0
+        step = 1 << 16
+        for a in range(0, n, step):
+            block = ids_ds[a : a + step]
+            bad_ids += int(((block < 0) | (block >= vocab)).sum())
+            col = np.arange(L)[None, :]
+            bad_pad += int(((col >= lengths[a : a + step, None]) & (block != pad)).sum())
+    if bad_ids:
+        problems.append(f"{path}: {bad_ids} token ids outside the vocabulary 0..{vocab - 1}")
+    if bad_pad:
+        problems.append(f"{path}: {bad_pad} non-pad tokens after the stored length")
+    if ((lengths < 0) | (lengths > L)).any():
+        problems.append(f"{path}: stored lengths outside 0..{L}")
+    if ((labels < 0) | (labels >= C)).any():
+        problems.append(f"{path}: labels outside 0..{C - 1}")
+    else:
+        want_cid = np.asarray(manifest["label_class_ids"], dtype=np.int64)[labels]
+        if (want_cid != class_ids).any():
+            problems.append(f"{path}: {(want_cid != class_ids).sum()} class ids disagree with their labels")
+        if not np.array_equal(np.diff(offsets), np.bincount(labels, minlength=C)) or not np.array_equal(
+            np.sort(rows), np.arange(n)
+        ) or (np.diff(labels[rows]) < 0).any():
+            problems.append(f"{path}: per-class row index (class_offsets/class_rows) is inconsistent")
+    return labels
+
+
+def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | None = None, sample: float = 0.01) -> dict[str, Any]:
+    """Verify a dataset; see the module docstring. Returns ``{"ok", "summary", "messages", ...}``."""
+    directory = Path(directory)
+    problems: list[str] = []
+    messages: list[str] = []
+    try:
+        manifest = fmt.read_manifest(directory)
+    except fmt.FormatError as exc:
+        return {"ok": False, "summary": str(exc), "messages": [], "problems": [str(exc)]}
+    total = 0
+    for entry in manifest["shards"]:
+        labels = _check_shard(directory, entry, manifest, problems)
+        total += int(entry["num_rows"])
+    if total != manifest["totals"]["num_rows"]:
+        problems.append(f"manifest totals say {manifest['totals']['num_rows']} rows, shards hold {total}")
+    messages.append(f"checked {len(manifest['shards'])} shards, {total:,} reads")
+    report_path = directory / fmt.REPORT_NAME
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    quarantined: list[tuple[str, int, int, str]] = []
+    q_tsv = directory / "quarantine.tsv"
+    if q_tsv.is_file():
+        for line in q_tsv.read_text().splitlines()[1:]:
+            file, lineno, record, reason = line.split("\t")
+            quarantined.append((file, int(lineno), int(record), reason))
+    if report is not None:
+        if report["records_in"] != report["written"] + report["skipped"]:
+            problems.append(f"report does not reconcile: {report['records_in']} in != {report['written']} + {report['skipped']}")
+        if report["written"] != total:
+            problems.append(f"report says {report['written']} written, shards hold {total}")
+        if len(quarantined) != report["skipped"]:
+            problems.append(f"quarantine.tsv lists {len(quarantined)} records, report says {report['skipped']} skipped")
+    if sources:
+        _check_sources(directory, manifest, report, quarantined, list(sources), sample, problems, messages)
+    ok = not problems
+    summary = f"{directory}: {total:,} reads in {len(manifest['shards'])} shards" + ("" if ok else f"; {len(problems)} problem(s)")
+    return {"ok": ok, "summary": summary, "messages": messages + problems, "problems": problems}
+
+
+def _check_sources(
+    directory: Path,
+    manifest: dict[str, Any],
+    report: dict[str, Any] | None,
+    quarantined: list[tuple[str, int, int, str]],
+    sources: list[str],
+    sample: float,
+    problems: list[str],
+    messages: list[str],
+) -> None:
+    import pyfastx
+
+    from .tokenizers import load_tokenizer
+
+    try:
+        tok = load_tokenizer(manifest["tokenizer"]["name"])
+        if tok.info["sha256"] != manifest["tokenizer"]["sha256"]:
+            raise ValueError("tokenizer file differs")
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        problems.append(f"cannot load the dataset's tokenizer to decode reads ({exc})")
+        return
+    rx = re.compile(manifest["source"]["header_regex"])
+    bad = {(os.path.basename(f), r) for f, _, r, _ in quarantined}
+    counts = np.cumsum([0] + [e["num_rows"] for e in manifest["shards"]])
+    maps: dict[int, dict[str, np.ndarray]] = {}
+    L = int(manifest["max_length"])
+    rng = np.random.default_rng(0)
+    row = 0
+    n_records = n_checked = n_quarantine_seen = 0
+    for path in sources:
+        base = os.path.basename(path)
+        for record_index, rec in enumerate(pyfastx.Fastx(path, uppercase=True)):
+            n_records += 1
+            if (base, record_index) in bad:
+                n_quarantine_seen += 1
+                continue
+            if row >= counts[-1]:
+                problems.append(f"{path}: more good records than the dataset holds")
+                return
+            if rng.random() < sample:
+                shard = int(np.searchsorted(counts, row, side="right") - 1)
+                if shard not in maps:
+                    entry = manifest["shards"][shard]
+                    if manifest["layout"] == "mmap":
+                        maps[shard] = fmt.map_shard(directory / entry["file"], entry, L, int(manifest["num_classes"]))
+                    else:
+                        import h5py
+
+                        with h5py.File(directory / entry["file"], "r") as f:
+                            maps[shard] = {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates")}
+                m = maps[shard]
+                r = row - int(counts[shard])
+                want = rec[1].translate(_IUPAC_TO_N)
+                got = tok.decode(m["input_ids"][r][: int(m["lengths"][r])])
+                if not (got == want or (int(m["lengths"][r]) == L and want.startswith(got[: max(len(got) - 8, 0)]))):
+                    problems.append(f"{path}, record {record_index}: stored tokens decode to {got[:30]}..., source read is {want[:30]}...")
+                match = rx.match(rec[0])
+                if match is None or int(match.group("class_id")) != int(m["class_ids"][r]):
+                    problems.append(f"{path}, record {record_index}: class id does not match the header {rec[0]!r}")
+                elif match.groupdict().get("mate") and int(match.group("mate")) != int(m["mates"][r]):
+                    problems.append(f"{path}, record {record_index}: mate does not match the header {rec[0]!r}")
+                n_checked += 1
+            row += 1
+    if report is not None and n_records != report["records_in"]:
+        problems.append(f"pyfastx reads {n_records} records in the sources, the report says {report['records_in']} came in")
+    if n_quarantine_seen != len(quarantined):
+        problems.append(f"{len(quarantined) - n_quarantine_seen} quarantined records were not found at their recorded positions")
+    if row != counts[-1]:
+        problems.append(f"the sources hold {row} good records, the dataset {counts[-1]}")
+    messages.append(
+        f"sources: {n_records:,} records re-read with pyfastx; {n_checked:,} sampled reads decoded and matched; "
+        f"{n_quarantine_seen:,} quarantined records found at their positions"
+    )
+
+
+def dataset_stats(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Counts, lengths and per-class totals of a dataset (reads only small vectors)."""
+    directory = Path(directory)
+    manifest = fmt.read_manifest(directory)
+    L = int(manifest["max_length"])
+    C = int(manifest["num_classes"])
+    per_class = np.zeros(C, dtype=np.int64)
+    length_hist = np.zeros(L + 1, dtype=np.int64)
+    for entry in manifest["shards"]:
+        m = fmt.map_shard(directory / entry["file"], entry, L, C, names=("lengths", "labels"))
+        per_class += np.bincount(m["labels"], minlength=C)
+        length_hist += np.bincount(m["lengths"].astype(np.int64), minlength=L + 1)
+    n = int(per_class.sum())
+    mean_len = float((length_hist * np.arange(L + 1)).sum() / max(n, 1))
+    report_path = directory / fmt.REPORT_NAME
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return {
+        "dataset": str(directory),
+        "format_version": manifest["format_version"],
+        "tokenizer": f"{manifest['tokenizer']['name']} (vocab {manifest['tokenizer']['vocab_size']}, sha256 {manifest['tokenizer']['sha256'][:12]})",
+        "layout": manifest["layout"],
+        "max_length": L,
+        "reads": n,
+        "shards": len(manifest["shards"]),
+        "classes": C,
+        "mean_tokens_per_read": round(mean_len, 2),
+        "reads_at_max_length": int(length_hist[L]),
+        "bytes_on_disk": sum(e["bytes"] for e in manifest["shards"]),
+        "records_in": report.get("records_in"),
+        "skipped": report.get("skipped"),
+        "per_class": {manifest["label_names"][i]: int(per_class[i]) for i in range(C)},
+    }

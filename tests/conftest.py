@@ -1,0 +1,107 @@
+"""Shared fixtures: paths, a small labeled read generator from real genomes, a CLI runner."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+SHARED = Path(os.environ.get("READSHARD_SHARED", REPO.parent / "shared"))
+
+
+def genome_files() -> list[Path]:
+    """Genomes shipped in the repo (gzip), else the shared ones."""
+    shipped = sorted((REPO / "convert" / "assets" / "genomes").glob("*.fasta.gz"))
+    return shipped or sorted((SHARED / "data" / "genomes").glob("*.fasta"))
+
+
+def _read_genome(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return "".join(line.strip() for line in f if not line.startswith(">")).upper()
+
+
+_COMP = str.maketrans("ACGTN", "TGCAN")
+
+
+def write_reads(
+    path: Path,
+    *,
+    n_per_class: int = 200,
+    classes: int = 4,
+    seed: int = 0,
+    fastq: bool = False,
+    gz: bool = False,
+    line_width: int = 0,
+) -> tuple[Path, Path]:
+    """Write labeled paired reads sampled from real genomes in the seed header format.
+
+    Returns:
+        (reads path, mapping TSV path). Class ids are non-contiguous (10, 20, ...).
+    """
+    rng = np.random.default_rng(seed)
+    genomes = [_read_genome(p) for p in genome_files()[:classes]]
+    lines: list[str] = []
+    for c, genome in enumerate(genomes):
+        cid = 10 * (c + 1)
+        tax = "" if c % 2 else str(1000 + c)
+        for i in range(n_per_class // 2):
+            frag = int(rng.integers(200, 400))
+            start = int(rng.integers(0, len(genome) - frag))
+            f = genome[start : start + frag]
+            if rng.random() < 0.5:
+                f = f.translate(_COMP)[::-1]
+            for mate, seq in ((1, f[: int(rng.integers(100, 151))]), (2, f[::-1].translate(_COMP)[: int(rng.integers(100, 151))])):
+                header = f"lbl|{cid}|{tax}|{len(seq)}|g{c}_{i}/{mate}"
+                if fastq:
+                    lines.append(f"@{header}\n{seq}\n+\n{'I' * len(seq)}\n")
+                elif line_width:
+                    body = "\n".join(seq[k : k + line_width] for k in range(0, len(seq), line_width))
+                    lines.append(f">{header}\n{body}\n")
+                else:
+                    lines.append(f">{header}\n{seq}\n")
+    # Interleave classes so every shard holds several (a fixed, seeded order).
+    order = rng.permutation(len(lines) // 2)
+    text = "".join(lines[2 * k] + lines[2 * k + 1] for k in order).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path.write_bytes(gzip.compress(text, mtime=0))
+    else:
+        path.write_bytes(text)
+    mapping = path.parent / "mapping.tsv"
+    rows = ["class_id\ttax_id\tspecies"] + [
+        f"{10 * (c + 1)}\t{'' if c % 2 else 1000 + c}\t{genome_files()[c].name.split('__')[0]}" for c in range(len(genomes))
+    ]
+    mapping.write_text("\n".join(rows) + "\n")
+    return path, mapping
+
+
+def run_convert(*args: str | os.PathLike[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m convert ARGS`` in a subprocess, capturing output."""
+    return subprocess.run(
+        [sys.executable, "-m", "convert", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.fixture
+def reads(tmp_path: Path) -> tuple[Path, Path]:
+    """A small labeled FASTA (4 real genomes, 200 reads each) and its mapping."""
+    return write_reads(tmp_path / "in" / "reads.fa")
+
+
+@pytest.fixture(scope="session")
+def metagene_tokenizer_path() -> Path:
+    """The shipped real METAGENE-1 tokenizer.json."""
+    return REPO / "convert" / "assets" / "tokenizers" / "metagene-1" / "tokenizer.json"
