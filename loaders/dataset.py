@@ -94,6 +94,11 @@ class ShardDataset(_ViewMixin, Dataset):
     chunk touched) but are slow; train on that layout with :meth:`iter_chunk_shuffled` or
     ``IterableShardDataset(shuffle=True)``, which read whole chunks in a shuffled order.
 
+    Hugging Face ``Trainer``: pass ``data_collator=collate_batch`` and
+    ``TrainingArguments(remove_unused_columns=False)``; torch's DataLoader calls
+    ``__getitems__`` whenever a dataset has it, and Trainer's column-removing wrapper would
+    split the batch dict into its keys.
+
     Args:
         path: dataset directory (holding ``manifest.json``).
         verify: also check every shard's sha256 against the manifest (reads all bytes).
