@@ -19,8 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	if [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)"; fi
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]" $(if $(TORCH),"$(TORCH)")
 	touch $(STAMP)
 
 $(SAMPLE)/reads/train.fa: | $(STAMP)
@@ -48,7 +47,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pip install -q -e ".[$(EXTRAS),bench]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS),bench]" $(if $(TORCH),"$(TORCH)")
 	$(PY) -m loaders.bench
 
 clean:

@@ -142,16 +142,24 @@ class BpeTokenizer:
         """See :class:`ReadTokenizer`."""
         text = seqs.decode("ascii")
         n = offsets.shape[0] - 1
-        counts = np.empty(n, dtype=np.int64)
+        out = np.full((n, max_length), self.info["pad_id"], dtype=np.int16)
+        counts = np.empty(n, dtype=np.int32)
         encode = self._tok.encode
-        flat: list[int] = []
-        extend = flat.extend
         off = offsets.tolist()
+        last = max_length - 1
+        tail = self._tail
+        # Row by row into the preallocated matrix: no list of every id of the unit.
         for i in range(n):
             ids = encode(text[off[i] : off[i + 1]]).ids
-            counts[i] = len(ids)
-            extend(ids)
-        return _finish_rows(np.asarray(flat, dtype=np.int16), counts, max_length, self.info["pad_id"], self._tail)
+            k = len(ids)
+            counts[i] = k
+            if k <= max_length:
+                out[i, :k] = ids
+            else:
+                out[i] = ids[:max_length]
+                if tail is not None:
+                    out[i, last] = tail
+        return out, counts
 
     def decode(self, ids: np.ndarray) -> str:
         """See :class:`ReadTokenizer`."""
@@ -325,5 +333,7 @@ def choose_max_length(full_lengths: np.ndarray, coverage: float = 0.9999, multip
     """Smallest multiple of ``multiple`` covering ``coverage`` of the measured token lengths."""
     if full_lengths.size == 0:
         return multiple
-    q = float(np.quantile(full_lengths, coverage, method="higher"))
-    return max(multiple, int(np.ceil(q / multiple) * multiple))
+    # The k-th smallest length, k = ceil(coverage * n): at least `coverage` of reads fit.
+    k = max(1, int(np.ceil(coverage * full_lengths.size - 1e-9)))
+    q = int(np.partition(np.asarray(full_lengths), k - 1)[k - 1])
+    return max(multiple, -(-q // multiple) * multiple)
