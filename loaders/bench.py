@@ -145,6 +145,16 @@ def _proc_rss(pid: int) -> tuple[int, int]:
     return rss, anon
 
 
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of one process in seconds (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _tree_pids(pid: int) -> list[int]:
     """``pid`` and its descendants, from /proc/PID/task/TID/children (cheap: no /proc scan)."""
     out, todo = [], [pid]
@@ -161,16 +171,22 @@ def _tree_pids(pid: int) -> list[int]:
 
 
 class RssWatch:
-    """Peak RSS (and anonymous RSS) of this process and its children while the block runs.
+    """Peak RSS (and anonymous RSS) of this process and its children while the block runs,
+    and the CPU seconds they used.
 
     Sampled every ``interval`` s by a thread; RSS counts the file pages a memory map has
-    touched (page cache), so ``peak_anon_mb`` is the memory the loader itself allocates.
+    touched (page cache), so ``peak_anon_mb`` is the memory the loader itself allocates;
+    ``start`` is the tree's RSS when the block began. CPU time makes a contention-robust
+    figure (samples per CPU-second) on a shared machine.
     """
 
     def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
         self.peak = 0
         self.peak_anon = 0
+        self.start = 0
+        self._cpu0: dict[int, float] = {}
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -180,8 +196,15 @@ class RssWatch:
             r, a = _proc_rss(pid)
             rss += r
             anon += a
+            c = _proc_cpu(pid)
+            self._cpu0.setdefault(pid, 0.0 if self._thread is not None else c)
+            self._cpu[pid] = max(self._cpu.get(pid, 0.0), c)
         self.peak = max(self.peak, rss)
         self.peak_anon = max(self.peak_anon, anon)
+
+    def sample_now(self) -> None:
+        """Take a sample immediately (e.g. before worker processes exit)."""
+        self._sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -189,6 +212,7 @@ class RssWatch:
 
     def __enter__(self) -> "RssWatch":
         self._sample()
+        self.start = self.peak
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -205,6 +229,16 @@ class RssWatch:
         return self.peak / 2**20
 
     @property
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the process tree used inside the block."""
+        return sum(max(0.0, c - self._cpu0.get(p, 0.0)) for p, c in self._cpu.items())
+
+    @property
+    def delta_mb(self) -> float:
+        """Peak RSS minus RSS at the start of the block, MiB."""
+        return (self.peak - self.start) / 2**20
+
+    @property
     def peak_anon_mb(self) -> float:
         """Peak RssAnon of the process tree, MiB."""
         return self.peak_anon / 2**20
@@ -219,12 +253,19 @@ class Measurement:
     peak_rss_mb: float = 0.0
     peak_anon_mb: float = 0.0
     warm_s: float = 0.0
+    delta_mb: float = 0.0
+    cpu_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
         """Samples per second."""
         return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Samples per CPU-second of the process tree (robust to other load on the machine)."""
+        return self.samples / self.cpu_s if self.cpu_s > 0 else 0.0
 
 
 def timebox(step: Callable[[], int], seconds: float, warmup_steps: int = 3, max_steps: int | None = None) -> tuple[int, float]:
@@ -257,7 +298,12 @@ def measure(
     warm_s = warm_files(files)
     with RssWatch() as watch:
         n, elapsed = timebox(step, seconds, warmup_steps, max_steps)
-    return Measurement(n, elapsed, watch.peak_mb, watch.peak_anon_mb, warm_s)
+    return _from_watch(n, elapsed, watch, warm_s)
+
+
+def _from_watch(n: int, elapsed: float, watch: RssWatch, warm_s: float = 0.0, extra: dict[str, Any] | None = None) -> Measurement:
+    return Measurement(n, elapsed, peak_rss_mb=watch.peak_mb, peak_anon_mb=watch.peak_anon_mb, warm_s=warm_s,
+                       delta_mb=watch.delta_mb, cpu_s=watch.cpu_s, extra=extra or {})
 
 
 def _cycle(make: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
@@ -649,9 +695,9 @@ def bench_dataloader(path: Path, seconds: float, num_workers: int = 2, warmup_ba
             if time.perf_counter() >= deadline:
                 break
         elapsed = time.perf_counter() - t0
-        del it  # shuts the workers down
-    return Measurement(n, elapsed, watch.peak_mb, watch.peak_anon_mb, warm_s,
-                       {"startup_plus_warmup_s": round(startup, 3), "num_workers": num_workers})
+        watch.sample_now()
+    del it  # shuts the workers down
+    return _from_watch(n, elapsed, watch, warm_s, {"startup_plus_warmup_s": round(startup, 3), "num_workers": num_workers})
 
 
 def _hf_env(cache: Path) -> None:
@@ -794,8 +840,13 @@ def _common_notes(cfg: BenchConfig) -> list[str]:
         "from .npy copies on np.memmap; numpy_memmap_ids_only (extra) gathers the token matrix alone.",
         f"Memory-only competitors run {cfg.rounds} interleaved rounds of {cfg.seconds:g} s; "
         "the best round counts (the machine is shared).",
-        "Peak RSS counts mapped file pages (page cache) the process touched; peak_anon_rss_mb "
-        "is what it allocated. DataLoader figures include the worker processes.",
+        "Peak RSS counts mapped file pages (page cache) the process touched; '+RSS' is the peak "
+        "over the RSS when the measurement began (peak_anon_rss_mb in the JSON: allocated memory). "
+        "DataLoader figures include the worker processes (forked pages counted in each).",
+        "'per CPU-s' = samples per CPU-second used by the process tree: less sensitive than "
+        "samples/s to other load on the machine (load averages at start and end are printed).",
+        "dataloader_2_workers_collate_in_main (extra): workers return __getitems__'s numpy dicts "
+        "and collate_batch runs in the main process, i.e. no torch tensor crosses processes.",
         "mosaicml-streaming (MDS) skipped: it pulls torchvision and a CUDA torch over the CPU "
         "torch this project pins.",
     ]
@@ -863,7 +914,10 @@ def _package(cfg: BenchConfig, mode: str, dataset: dict[str, Any], results: dict
         "ratio_to_numpy_memmap_limit": {k: round(v, 4) for k, v in to_limit.items()},
         "readshard_batched_speedup_over": {k: round(v, 3) for k, v in speedup.items() if k != "readshard_batched"},
         "peak_rss_mb": {k: round(m.peak_rss_mb, 1) for k, m in results.items()},
+        "peak_rss_delta_mb": {k: round(m.delta_mb, 1) for k, m in results.items()},
         "peak_anon_rss_mb": {k: round(m.peak_anon_mb, 1) for k, m in results.items()},
+        "samples_per_cpu_s": {k: round(m.per_cpu_s, 1) for k, m in {**results, **extras}.items()},
+        "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
         "seconds_measured": {k: round(m.seconds, 2) for k, m in results.items()},
         "warm_read_s": {k: round(m.warm_s, 3) for k, m in results.items()},
         "extra_samples_per_s": {k: round(m.rate, 1) for k, m in extras.items()},
@@ -1029,7 +1083,7 @@ def run_scale(cfg: BenchConfig) -> dict[str, Any]:
         it = iter(cold_batches)
         with RssWatch() as w:
             n, el = timebox(lambda: ds.__getitems__(next(it))["labels"].shape[0], secs, 0, len(cold_batches))
-        cold["readshard_batched_cold"] = Measurement(n, el, w.peak_mb, w.peak_anon_mb)
+        cold["readshard_batched_cold"] = _from_watch(n, el, w)
         ds.close()
         del ds
         for name, adv in (("numpy_memmap_cold_madv_random", mmap.MADV_RANDOM), ("numpy_memmap_cold_default_readahead", None)):
@@ -1038,7 +1092,7 @@ def run_scale(cfg: BenchConfig) -> dict[str, Any]:
             step, close = _limit_step(limit_paths, cold_batches, advice=adv)
             with RssWatch() as w:
                 n, el = timebox(step, secs, 0, len(cold_batches))
-            cold[name] = Measurement(n, el, w.peak_mb, w.peak_anon_mb)
+            cold[name] = _from_watch(n, el, w)
             close()
         notes.append("Cold figures: the files' pages were evicted (posix_fadvise DONTNEED) before "
                      "each; readshard maps shards with MADV_RANDOM, so a random row faults in one page "
@@ -1082,10 +1136,11 @@ def format_report(rep: dict[str, Any]) -> str:
         f"{ds.get('num_shards', '?')} shards, batch {rep['batch_size']}",
         f"machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, load avg at start "
         f"{m['load_avg_at_start']}; python {m['python']}, torch {m['torch']}, numpy {m['numpy']}, "
-        f"h5py {m['h5py']}, datasets {m.get('datasets')}, pyfastx {m.get('pyfastx')}",
+        f"h5py {m['h5py']}, datasets {m.get('datasets')}, pyfastx {m.get('pyfastx')}; load avg at end "
+        f"{rep['load_avg_at_end']}",
         "files read right before each measurement (page cache is evicted after ~30 s idle here)",
         "",
-        f"{'competitor':<32}{'samples/s':>12}{'/ limit':>10}{'batched /':>11}{'peak RSS':>11}{'anon RSS':>10}",
+        f"{'competitor':<32}{'samples/s':>11}{'/ limit':>9}{'batched /':>11}{'per CPU-s':>11}{'peak RSS':>10}{'+RSS':>9}",
     ]
     sps, lim, sp = rep["samples_per_s"], rep["ratio_to_numpy_memmap_limit"], rep["readshard_batched_speedup_over"]
     for k in COMPETITORS:
@@ -1093,8 +1148,9 @@ def format_report(rep: dict[str, Any]) -> str:
             continue
         spx = f"{sp[k]:.2f}x" if k in sp else "-"
         lines.append(
-            f"{k:<32}{_fmt_rate(sps[k]):>12}{lim.get(k, float('nan')):>10.3f}{spx:>11}"
-            f"{rep['peak_rss_mb'][k]:>8.0f} MB{rep['peak_anon_rss_mb'][k]:>7.0f} MB"
+            f"{k:<32}{_fmt_rate(sps[k]):>11}{lim.get(k, float('nan')):>9.3f}{spx:>11}"
+            f"{_fmt_rate(rep['samples_per_cpu_s'][k]):>11}{rep['peak_rss_mb'][k]:>7.0f} MB"
+            f"{rep['peak_rss_delta_mb'][k]:>6.0f} MB"
         )
     if rep["extra_samples_per_s"]:
         lines.append("extra: " + ", ".join(f"{k} {_fmt_rate(v)}/s" for k, v in rep["extra_samples_per_s"].items()))
