@@ -67,15 +67,37 @@ class ShardHandles:
         self._pid = os.getpid()
         self._open: OrderedDict[int, tuple[Any, Callable[[], None]]] = OrderedDict()
         self._inherited: list[Any] = []
+        self._local: dict[str, Any] = {}
 
-    def get(self, shard: int) -> Any:
-        """The open object for ``shard``, opening it (and evicting the oldest) if needed."""
+    def _check_pid(self) -> None:
         if os.getpid() != self._pid:
             # Forked child: never use or close the parent's handles; keep them referenced
             # so no HDF5/munmap call runs on inherited state.
-            self._inherited.append(self._open)
+            self._inherited.append((self._open, self._local))
             self._open = OrderedDict()
+            self._local = {}
             self._pid = os.getpid()
+
+    @property
+    def local(self) -> dict[str, Any]:
+        """Scratch state of the owner for this process (reset in a forked child)."""
+        self._check_pid()
+        return self._local
+
+    def touch(self, shards: list[int]) -> None:
+        """Mark open ``shards`` as recently used (so opening others evicts them last)."""
+        for s in shards:
+            if s in self._open:
+                self._open.move_to_end(s)
+
+    def is_open(self, shard: int) -> bool:
+        """Whether ``shard`` is open in this process."""
+        self._check_pid()
+        return shard in self._open
+
+    def get(self, shard: int) -> Any:
+        """The open object for ``shard``, opening it (and evicting the oldest) if needed."""
+        self._check_pid()
         hit = self._open.get(shard)
         if hit is not None:
             self._open.move_to_end(shard)
@@ -92,9 +114,7 @@ class ShardHandles:
 
     def close(self) -> None:
         """Release every handle this process opened."""
-        if os.getpid() != self._pid:
-            self._open = OrderedDict()
-            return
+        self._check_pid()
         while self._open:
             _, (_, closer) = self._open.popitem(last=False)
             closer()
