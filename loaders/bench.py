@@ -1111,8 +1111,9 @@ def run_scale(cfg: BenchConfig) -> dict[str, Any]:
         notes.append("Cold figures: the files' pages were evicted (posix_fadvise DONTNEED) before each; "
                      "'disk KB/sample' is what the process read from storage. readshard maps shards with "
                      "MADV_RANDOM: one page per row and array (~3 random 4 KiB reads per sample, disk-IOPS bound). "
-                     "The default 8 MiB read-ahead reads far more per sample: it wins while the whole file fits in "
-                     "RAM (it pulls the file in at sequential speed), and thrashes once data exceed RAM.")
+                     "The default read-ahead pulls 8 MiB around each fault: while the file fits in RAM it soon holds the "
+                     "whole file (read at sequential speed, so it wins here); once data exceed RAM every random row "
+                     "costs 8 MiB of reads and evicts other rows.")
     _log("chunk-shuffle quality on the synthetic labels (class-sorted: worst case)")
     ds = ShardDataset(paths["mmap"])
     q = shuffle_quality(chunk_shuffle_labels(ds, seed=0, epoch=0), BATCH_SIZE)
