@@ -12,7 +12,7 @@ Competitors (samples/s):
 * ``readshard_compressed``: the ``compressed`` layout, served by its chunk-shuffle mode
   (``ds.iter_chunk_shuffled``); its batch mix is reported against a full shuffle.
 * ``readshard_dataloader_2_workers``: ``torch.utils.data.DataLoader``, 2 workers, batches
-  of 256 from ``ShuffleBatchSampler``, ``collate_batch``; counted after warm-up.
+  of 256 from ``ShuffleBatchSampler`` through ``loaders.ReadLoader``; counted after warm-up.
 * ``numpy_memmap_limit``: the same int16 token matrix (plus lengths and labels: the bytes
   ``__getitems__`` returns) saved as ``.npy`` and gathered with numpy fancy indexing on
   ``np.memmap``: the machine's limit for this access pattern.
@@ -674,24 +674,28 @@ def _identity(batch: Any) -> Any:
 
 
 def bench_dataloader(path: Path, seconds: float, num_workers: int = 2, warmup_batches: int = 20,
-                     collate_in_main: bool = False) -> Measurement:
-    """``readshard_dataloader_2_workers``: a real DataLoader (fork), counted after warm-up.
+                     collate_in_workers: bool = False) -> Measurement:
+    """``readshard_dataloader_2_workers``: ``loaders.ReadLoader`` (a real DataLoader, fork), after warm-up.
 
-    With ``collate_in_main`` the workers return the numpy batch dicts of ``__getitems__``
-    (pickled through the worker pipe) and ``collate_batch`` runs in the main process, so no
-    tensor crosses processes through shared memory (a diagnostic variant).
+    ``ReadLoader`` trims batches in the workers (numpy, pickled through the worker pipe) and
+    makes the int64 tensors in the main process. With ``collate_in_workers`` the plain
+    ``DataLoader(collate_fn=collate_batch)`` path is measured instead: each tensor made in a
+    worker crosses through a new shared-memory segment (a diagnostic variant).
     """
     from torch.utils.data import DataLoader
 
-    from loaders import ShardDataset, ShuffleBatchSampler, collate_batch
+    from loaders import ReadLoader, ShardDataset, ShuffleBatchSampler, collate_batch
 
     ds = ShardDataset(path)
     sampler = ShuffleBatchSampler(len(ds), BATCH_SIZE, seed=4)
     epochs = max(2, int(seconds * 3e6 / max(1, len(ds))) + 2)  # more than the time box can use
-    loader = DataLoader(ds, batch_sampler=_MultiEpochBatches(sampler, epochs),
-                        collate_fn=_identity if collate_in_main else collate_batch,
-                        num_workers=num_workers, prefetch_factor=4)
-    post = collate_batch if collate_in_main else _identity
+    batches = _MultiEpochBatches(sampler, epochs)
+    if collate_in_workers:
+        loader: Any = DataLoader(ds, batch_sampler=batches, collate_fn=collate_batch,
+                                 num_workers=num_workers, prefetch_factor=4)
+    else:
+        loader = ReadLoader(ds, batches, num_workers=num_workers, prefetch_factor=4)
+    post = _identity
     warm_s = warm_files(_shard_files(ds))
     with RssWatch() as watch:
         it = iter(loader)
@@ -857,8 +861,8 @@ def _common_notes(cfg: BenchConfig) -> list[str]:
         "DataLoader figures include the worker processes (forked pages counted in each).",
         "'per CPU-s' = samples per CPU-second used by the process tree: less sensitive than "
         "samples/s to other load on the machine (load averages at start and end are printed).",
-        "dataloader_2_workers_collate_in_main (extra): workers return __getitems__'s numpy dicts "
-        "and collate_batch runs in the main process, i.e. no torch tensor crosses processes.",
+        "dataloader_2_workers_collate_in_workers (extra): plain DataLoader(collate_fn=collate_batch): "
+        "tensors made in workers cross through shared memory; ReadLoader avoids that.",
         "mosaicml-streaming (MDS) skipped: it pulls torchvision and a CUDA torch over the CPU "
         "torch this project pins.",
     ]
@@ -992,7 +996,7 @@ def run_side_by_side(cfg: BenchConfig) -> dict[str, Any]:
     if "dataloader" not in cfg.skip:
         _log("readshard_dataloader_2_workers")
         results["readshard_dataloader_2_workers"] = bench_dataloader(paths["mmap"], secs)
-        extras["dataloader_2_workers_collate_in_main"] = bench_dataloader(paths["mmap"], secs / 2, collate_in_main=True)
+        extras["dataloader_2_workers_collate_in_workers"] = bench_dataloader(paths["mmap"], secs / 2, collate_in_workers=True)
     if "hf" not in cfg.skip:
         _log("hf_datasets")
         results["hf_datasets"] = bench_hf(limit_paths, work, batches, secs)
@@ -1083,7 +1087,7 @@ def run_scale(cfg: BenchConfig) -> dict[str, Any]:
     if "dataloader" not in cfg.skip:
         _log("readshard_dataloader_2_workers (warm)")
         results["readshard_dataloader_2_workers"] = bench_dataloader(paths["mmap"], secs)
-        extras["dataloader_2_workers_collate_in_main"] = bench_dataloader(paths["mmap"], secs / 2, collate_in_main=True)
+        extras["dataloader_2_workers_collate_in_workers"] = bench_dataloader(paths["mmap"], secs / 2, collate_in_workers=True)
     ds.close()
 
     cold: dict[str, Measurement] = {}
