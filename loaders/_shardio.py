@@ -25,9 +25,36 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ShardHandles", "map_file", "read_array"]
+__all__ = ["ShardHandles", "map_file", "read_array", "open_shard_budget"]
 
 _MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+_FD_HEADROOM = 256  # descriptors left for sockets, worker pipes, logs, ...
+
+
+def open_shard_budget(num_shards: int) -> int:
+    """How many shards this process may keep mapped: all of them if descriptors allow.
+
+    A full shuffle touches every shard in every batch once there are hundreds, so an LRU
+    smaller than the shard count turns each batch into a churn of open/close. On Python <
+    3.13 each mapping holds a descriptor: raise this process's soft RLIMIT_NOFILE toward
+    the hard limit when needed, and keep ``_FD_HEADROOM`` free.
+    """
+    if sys.version_info >= (3, 13):
+        return max(1, num_shards)
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = num_shards + _FD_HEADROOM
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    except (ImportError, ValueError, OSError):
+        return max(1, min(num_shards, 512))
+    if soft == resource.RLIM_INFINITY:
+        return max(1, num_shards)
+    return max(1, min(num_shards, soft - _FD_HEADROOM))
 
 
 def map_file(path: str) -> mmap.mmap:

@@ -27,7 +27,7 @@ from convert.format import (
     file_sha256,
     read_manifest,
 )
-from loaders._shardio import ShardHandles, map_file, read_array
+from loaders._shardio import ShardHandles, map_file, open_shard_budget, read_array
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 
@@ -105,7 +105,8 @@ class ShardDataset(_ViewMixin, Dataset):
         expect_tokenizer: tokenizer identity the caller needs (``name``/``sha256`` compared).
         expect_max_length: L the caller needs.
         max_open_shards: shards kept mapped per process (LRU); each costs one descriptor
-            on Python < 3.13.
+            on Python < 3.13. Default: every shard, raising the soft descriptor limit
+            toward the hard one if needed (see ``loaders._shardio.open_shard_budget``).
 
     Raises:
         FormatError: missing/other-version manifest, tokenizer or length mismatch, a
@@ -120,7 +121,7 @@ class ShardDataset(_ViewMixin, Dataset):
         verify: bool = False,
         expect_tokenizer: Mapping[str, Any] | None = None,
         expect_max_length: int | None = None,
-        max_open_shards: int = 512,
+        max_open_shards: int | None = None,
     ) -> None:
         self.path = Path(path)
         manifest = read_manifest(self.path)
@@ -144,7 +145,7 @@ class ShardDataset(_ViewMixin, Dataset):
                 f"{int(self._starts[-1])}; the manifest is inconsistent, re-run the conversion"
             )
         self._check_files(entries, verify)
-        self._max_open = int(max_open_shards)
+        self._max_open = None if max_open_shards is None else int(max_open_shards)
         self._span_gather = True  # False forces the per-shard path (tests compare both)
         self._nonempty = int((self._counts > 0).sum())
         self._fast_layout = manifest["layout"] == "mmap"
@@ -195,7 +196,8 @@ class ShardDataset(_ViewMixin, Dataset):
                 )
 
     def _init_process_state(self) -> None:
-        self._handles = ShardHandles(self._open_shard, self._max_open)
+        budget = self._max_open if self._max_open is not None else open_shard_budget(len(self._files))
+        self._handles = ShardHandles(self._open_shard, budget)
         self._vectors: dict[str, np.ndarray] = {}
         self._class_table: np.ndarray | None = None
         self._class_cum: np.ndarray | None = None
