@@ -86,3 +86,19 @@ def test_val_with_other_tokenizer_is_refused(split: tuple[Path, Path], tmp_path:
                           tokenizer="dnabert-6mer", max_length=160)
     with pytest.raises(FormatError, match="tokenized with"):
         run(tiny_config(split[0], other, tmp_path / "out"))
+
+
+def test_config_tokenizer_mismatch_is_refused(split: tuple[Path, Path], tmp_path: Path) -> None:
+    """A config that expects DNABERT-2 tokens refuses METAGENE-1 shards, saying what to do."""
+    cfg = tmp_path / "c.yaml"
+    train, val = split
+    cfg.write_text(
+        f"data: {{train: {train}, val: {val}, num_workers: 0, tokenizer: dnabert-2}}\n"
+        f"model: {{arch: llama, config: {json.dumps(TINY)}}}\n"
+        "train: {batch_size: 16, max_steps: 2, progress: false, baseline: false, threads: 1}\n"
+    )
+    res = subprocess.run([sys.executable, "-m", "train", "--config", str(cfg), "--out", str(tmp_path / "o")],
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "metagene-1" in res.stderr and "dnabert-2" in res.stderr and "Re-convert" in res.stderr

@@ -53,6 +53,8 @@ class DataConfig:
         verify: check every shard's sha256 when opening (slow on big datasets).
         eval_max_reads: cap on validation reads for the periodic evaluations (the final
             evaluation always uses the whole validation set); ``None`` = all.
+        tokenizer: tokenizer name the model expects (e.g. ``metagene-1``); datasets
+            converted with another one are refused with a message. ``None`` = no check.
     """
 
     train: str = "data/sample/train"
@@ -60,6 +62,7 @@ class DataConfig:
     num_workers: int = 2
     verify: bool = False
     eval_max_reads: int | None = None
+    tokenizer: str | None = None
 
 
 @dataclass

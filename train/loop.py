@@ -220,7 +220,8 @@ def evaluate(model: nn.Module, ds: ShardDataset, *, batch_size: int, info: DistI
 
 
 def _open_datasets(cfg: TrainConfig) -> tuple[ShardDataset, ShardDataset]:
-    train_ds = ShardDataset(cfg.data.train, verify=cfg.data.verify)
+    expect = {"name": cfg.data.tokenizer} if cfg.data.tokenizer else None
+    train_ds = ShardDataset(cfg.data.train, verify=cfg.data.verify, expect_tokenizer=expect)
     val_ds = ShardDataset(cfg.data.val, verify=cfg.data.verify, expect_tokenizer=train_ds.tokenizer_info,
                           expect_max_length=train_ds.max_length)
     if list(val_ds.class_names) != list(train_ds.class_names):
