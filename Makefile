@@ -10,6 +10,7 @@ SAMPLE   ?= data/sample
 JOBS     ?= 2
 NPROC    ?= 1
 CONFIG   ?= configs/sample.yaml
+CONVERT_FLAGS ?=
 STAMP    := $(VENV)/.installed
 
 .PHONY: install convert sample test train bench clean
@@ -29,9 +30,9 @@ sample: $(SAMPLE)/reads/train.fa
 
 convert: $(SAMPLE)/reads/train.fa
 	$(PY) -m convert $(SAMPLE)/reads/train.fa --mapping $(SAMPLE)/reads/mapping.tsv \
-	    --config configs/convert_sample.yaml --jobs $(JOBS) --out $(SAMPLE)/train --overwrite
+	    --config configs/convert_sample.yaml --jobs $(JOBS) --out $(SAMPLE)/train --overwrite $(CONVERT_FLAGS)
 	$(PY) -m convert $(SAMPLE)/reads/val.fa --mapping $(SAMPLE)/reads/mapping.tsv \
-	    --config configs/convert_sample.yaml --jobs $(JOBS) --out $(SAMPLE)/val --overwrite
+	    --config configs/convert_sample.yaml --jobs $(JOBS) --out $(SAMPLE)/val --overwrite $(CONVERT_FLAGS)
 
 $(SAMPLE)/train/manifest.json $(SAMPLE)/val/manifest.json:
 	$(MAKE) convert
