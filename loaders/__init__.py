@@ -1,0 +1,36 @@
+"""Serve readshard datasets to PyTorch: O(1) random access, full shuffling, balanced views.
+
+Public API:
+
+* :class:`ShardDataset` (map-style; ``ds[i]``, ``ds.__getitems__``, ``subset``) and its
+  views :class:`ShardSubset`; :class:`IterableShardDataset` for sequential passes and
+  chunk-shuffled epochs (the ``compressed`` layout).
+* :class:`ShuffleSampler` / :class:`ShuffleBatchSampler`: full uniform shuffles in O(1)
+  memory, resumable and elastic across ranks; :class:`BalancedSampler`.
+* :func:`collate_batch`: the DataLoader / Hugging Face Trainer collate function.
+* :func:`shuffle_quality`: how close chunk-shuffled batches come to a full shuffle.
+"""
+
+from convert.format import FormatError
+from loaders.balanced import BalancedSampler
+from loaders.chunks import batch_class_entropy, chunk_shuffle_labels, shuffle_quality
+from loaders.collate import collate_batch
+from loaders.dataset import ShardDataset, ShardSubset
+from loaders.iterable import IterableShardDataset
+from loaders.sampler import ShuffleBatchSampler, ShuffleSampler, permutation_block, rank_indices
+
+__all__ = [
+    "BalancedSampler",
+    "FormatError",
+    "IterableShardDataset",
+    "ShardDataset",
+    "ShardSubset",
+    "ShuffleBatchSampler",
+    "ShuffleSampler",
+    "batch_class_entropy",
+    "chunk_shuffle_labels",
+    "collate_batch",
+    "permutation_block",
+    "rank_indices",
+    "shuffle_quality",
+]

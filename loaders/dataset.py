@@ -1,0 +1,624 @@
+"""Map-style access to a readshard dataset: O(1) random reads from memory-mapped shards.
+
+Global index ``i`` lives in shard ``s = searchsorted(starts, i, "right") - 1`` at row
+``i - starts[s]``, where ``starts`` are the cumulative shard sizes from the manifest.
+Nothing that grows with the read count is built at open time; opening needs the manifest
+and one ``stat`` per shard (no HDF5 call). Shards are mapped lazily, in the process that
+reads them (see :mod:`loaders._shardio`), and the dataset pickles as paths plus small
+arrays, so it works under ``fork``, ``spawn`` and ``forkserver`` DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from convert.format import (
+    CHUNK_ROWS,
+    LAYOUTS,
+    ROW_VECTORS,
+    FormatError,
+    check_compatible,
+    file_sha256,
+    read_manifest,
+)
+from loaders._shardio import ShardHandles, map_file, read_array
+
+__all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
+
+# Keys of the batch dict returned by ``__getitems__``.
+BATCH_KEYS = ("input_ids", "lengths", "labels")
+_VECTOR_NAMES = tuple(n for n in ROW_VECTORS if n != "class_rows")
+
+
+def _as_index_array(indices: Any) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.dtype == np.bool_ or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+    return idx.astype(np.int64, copy=False).reshape(-1)
+
+
+class _ViewMixin:
+    """Metadata every dataset view shares with its base ``ShardDataset``."""
+
+    _base: "ShardDataset"
+
+    @property
+    def num_classes(self) -> int:
+        """C, the number of contiguous labels."""
+        return int(self._base.manifest["num_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label names, index = label."""
+        return list(self._base.manifest["label_names"])
+
+    @property
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The manifest's tokenizer identity dict (name, kind, sha256, vocab_size, pad_id, ...)."""
+        return dict(self._base.manifest["tokenizer"])
+
+    @property
+    def max_length(self) -> int:
+        """L, the padded token length."""
+        return int(self._base.manifest["max_length"])
+
+    @property
+    def pad_id(self) -> int:
+        """The tokenizer's pad id (padding value of ``input_ids``)."""
+        return int(self._base.manifest["tokenizer"]["pad_id"])
+
+    @property
+    def layout(self) -> str:
+        """``"mmap"`` or ``"compressed"``."""
+        return str(self._base.manifest["layout"])
+
+
+class ShardDataset(_ViewMixin, Dataset):
+    """A readshard dataset directory as a map-style torch Dataset.
+
+    ``ds[i]`` returns ``{"input_ids": (L,) int16, "attention_mask": (L,) int8, "labels": int}``
+    with the mask built from the stored length (never from ``id != pad``).
+    ``ds.__getitems__(indices)`` (used by ``DataLoader`` for whole batches) returns
+    ``{"input_ids": (B, L) int16, "lengths": (B,) int16, "labels": (B,) int64}`` gathered
+    with one numpy fancy-index per shard touched; :func:`loaders.collate_batch` takes either.
+
+    Layout ``compressed``: ``input_ids`` sits in gzip/lzf chunks of ``CHUNK_ROWS`` rows, and
+    a random row costs a whole chunk decompression (~1000x slower than a mapped row).
+    ``ds[i]`` and ``__getitems__`` still work there (h5py reads, one chunk per distinct
+    chunk touched) but are slow; train on that layout with :meth:`iter_chunk_shuffled` or
+    ``IterableShardDataset(shuffle=True)``, which read whole chunks in a shuffled order.
+
+    Args:
+        path: dataset directory (holding ``manifest.json``).
+        verify: also check every shard's sha256 against the manifest (reads all bytes).
+        expect_tokenizer: tokenizer identity the caller needs (``name``/``sha256`` compared).
+        expect_max_length: L the caller needs.
+        max_open_shards: shards kept mapped per process (LRU); each costs one descriptor
+            on Python < 3.13.
+
+    Raises:
+        FormatError: missing/other-version manifest, tokenizer or length mismatch, a
+            missing, truncated or (with ``verify``) modified shard; the message names the
+            file and says what to do.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        verify: bool = False,
+        expect_tokenizer: Mapping[str, Any] | None = None,
+        expect_max_length: int | None = None,
+        max_open_shards: int = 512,
+    ) -> None:
+        self.path = Path(path)
+        manifest = read_manifest(self.path)
+        check_compatible(
+            manifest, tokenizer=expect_tokenizer, max_length=expect_max_length, where=str(self.path)
+        )
+        if manifest.get("layout") not in LAYOUTS:
+            raise FormatError(f"{self.path}: unknown layout {manifest.get('layout')!r}; re-convert it")
+        self.manifest = manifest
+        self._base = self
+        entries = manifest["shards"]
+        self._files = [str(self.path / e["file"]) for e in entries]
+        self._counts = np.array([int(e["num_rows"]) for e in entries], dtype=np.int64)
+        self._starts = np.zeros(len(entries) + 1, dtype=np.int64)
+        np.cumsum(self._counts, out=self._starts[1:])
+        self._offsets = [dict(e["offsets"]) for e in entries]
+        total = int(manifest.get("totals", {}).get("num_rows", self._starts[-1]))
+        if total != int(self._starts[-1]):
+            raise FormatError(
+                f"{self.path}: manifest totals say {total} reads but its shards hold "
+                f"{int(self._starts[-1])}; the manifest is inconsistent, re-run the conversion"
+            )
+        self._check_files(entries, verify)
+        self._max_open = int(max_open_shards)
+        self._init_process_state()
+
+    # -- opening and checking ------------------------------------------------------------
+    def _extent(self, s: int, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        n, L, C = int(self._counts[s]), int(self.manifest["max_length"]), int(self.manifest["num_classes"])
+        if name == "input_ids":
+            return np.dtype(np.int16), (n, L)
+        if name == "class_offsets":
+            return np.dtype(np.int64), (C + 1,)
+        return ROW_VECTORS[name], (n,)
+
+    def _check_files(self, entries: Sequence[Mapping[str, Any]], verify: bool) -> None:
+        for s, (entry, file) in enumerate(zip(entries, self._files)):
+            try:
+                size = os.stat(file).st_size
+            except FileNotFoundError:
+                raise FormatError(
+                    f"{file}: shard listed in the manifest is missing; restore it or re-convert "
+                    "(`python -m convert INPUT --out DIR --resume`)"
+                ) from None
+            need = 0
+            for name, off in entry["offsets"].items():
+                if off is None:
+                    continue
+                dtype, shape = self._extent(s, name)
+                need = max(need, int(off) + int(np.prod(shape)) * dtype.itemsize)
+            if (self.manifest["layout"] == "mmap" and self._counts[s] > 0
+                    and entry["offsets"].get("input_ids") is None):
+                raise FormatError(f"{file}: input_ids is not contiguous in an mmap-layout dataset; re-convert it")
+            if size < need or size < int(entry.get("bytes", 0)):
+                raise FormatError(
+                    f"{file}: truncated shard ({size} bytes, the manifest needs "
+                    f"{max(need, int(entry.get('bytes', 0)))}); re-convert it: "
+                    "`python -m convert INPUT --out DIR --resume`"
+                )
+            if "bytes" in entry and size != int(entry["bytes"]):
+                raise FormatError(
+                    f"{file}: {size} bytes but the manifest says {entry['bytes']}; the shard was "
+                    "modified or replaced: re-convert it (`python -m convert INPUT --out DIR --resume`)"
+                )
+            if verify and entry.get("sha256") and file_sha256(file) != entry["sha256"]:
+                raise FormatError(
+                    f"{file}: sha256 differs from the manifest (corrupt or modified shard); "
+                    "re-convert it: `python -m convert INPUT --out DIR --resume`"
+                )
+
+    def _init_process_state(self) -> None:
+        self._handles = ShardHandles(self._open_shard, self._max_open)
+        self._vectors: dict[str, np.ndarray] = {}
+        self._class_table: np.ndarray | None = None
+        self._class_cum: np.ndarray | None = None
+
+    def _open_shard(self, s: int) -> tuple[dict[str, Any], Any]:
+        """Map shard ``s``: numpy views into one mmap (+ an h5py dataset when compressed)."""
+        file, offs = self._files[s], self._offsets[s]
+        mm = map_file(file)
+        views: dict[str, Any] = {}
+        for name in ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"):
+            off = offs.get(name)
+            if off is None:
+                continue
+            dtype, shape = self._extent(s, name)
+            views[name] = np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=int(off)).reshape(shape)
+        h5 = None
+        if "input_ids" not in views:
+            import h5py  # only the compressed layout needs HDF5 at read time
+
+            h5 = h5py.File(file, "r")
+            views["input_ids"] = h5["input_ids"]
+
+        def close() -> None:
+            views.clear()
+            if h5 is not None:
+                h5.close()
+            try:
+                mm.close()
+            except BufferError:  # a caller still holds a view; the GC unmaps it later
+                pass
+
+        return views, close
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Paths and small arrays only: open maps, HDF5 handles and lazily built vectors
+        # are per process and rebuilt on first use.
+        state = self.__dict__.copy()
+        for key in ("_handles", "_vectors", "_class_table", "_class_cum"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_process_state()
+
+    def close(self) -> None:
+        """Unmap every shard this process opened (they reopen on the next access)."""
+        self._handles.close()
+
+    # -- sizes ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def num_shards(self) -> int:
+        """Number of shard files."""
+        return len(self._files)
+
+    @property
+    def shard_starts(self) -> np.ndarray:
+        """(S+1,) cumulative row counts: shard ``s`` holds global rows ``starts[s]:starts[s+1]``."""
+        return self._starts
+
+    def _locate(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            bad = idx[(idx < -n) | (idx >= n)][0]
+            raise IndexError(f"index {int(bad)} out of range for a dataset of {n} reads")
+        if idx.size and idx.min() < 0:
+            idx = np.where(idx < 0, idx + n, idx)
+        shard = np.searchsorted(self._starts, idx, side="right") - 1
+        return shard, idx - self._starts[shard]
+
+    # -- item access ---------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One read as ``{"input_ids", "attention_mask", "labels"}`` (copies, not views).
+
+        On the compressed layout this decompresses a whole chunk per call: slow, use the
+        chunk-shuffled iteration for training there.
+        """
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"ShardDataset indices are integers, got {type(index).__name__}")
+        shard, row = self._locate(np.array([index], dtype=np.int64))
+        s, r = int(shard[0]), int(row[0])
+        views = self._handles.get(s)
+        ids = np.array(views["input_ids"][r], dtype=np.int16)
+        mask = np.zeros(ids.shape[0], dtype=np.int8)
+        mask[: int(views["lengths"][r])] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": int(views["labels"][r])}
+
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """A whole batch: ``{"input_ids" (B, L) int16, "lengths" (B,) int16, "labels" (B,) int64}``.
+
+        One vectorised gather per shard touched (rows grouped by shard with a stable sort);
+        output order follows ``indices``.
+        """
+        idx = _as_index_array(indices)
+        shard, row = self._locate(idx)
+        B, L = idx.size, self.max_length
+        if B == 0:
+            return {
+                "input_ids": np.empty((0, L), dtype=np.int16),
+                "lengths": np.empty(0, dtype=np.int16),
+                "labels": np.empty(0, dtype=np.int64),
+            }
+        if shard[0] == shard[-1] and (shard == shard[0]).all():
+            return self._gather_one(int(shard[0]), row)
+        ids = np.empty((B, L), dtype=np.int16)
+        lengths = np.empty(B, dtype=np.int16)
+        labels = np.empty(B, dtype=np.int64)
+        order = np.argsort(shard, kind="stable")
+        sorted_shards = shard[order]
+        cuts = np.flatnonzero(sorted_shards[1:] != sorted_shards[:-1]) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, B]):
+            pos = order[a:b]
+            part = self._gather_one(int(sorted_shards[a]), row[pos])
+            ids[pos] = part["input_ids"]
+            lengths[pos] = part["lengths"]
+            labels[pos] = part["labels"]
+        return {"input_ids": ids, "lengths": lengths, "labels": labels}
+
+    def _gather_one(self, s: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+        views = self._handles.get(s)
+        src = views["input_ids"]
+        if isinstance(src, np.ndarray):
+            ids = src[rows]
+        else:
+            ids = self._read_compressed_rows(src, rows)
+        return {
+            "input_ids": ids,
+            "lengths": views["lengths"][rows],
+            "labels": views["labels"][rows].astype(np.int64),
+        }
+
+    @staticmethod
+    def _read_compressed_rows(dset: Any, rows: np.ndarray) -> np.ndarray:
+        # Decompress each distinct chunk touched once, then gather from it.
+        out = np.empty((rows.size, dset.shape[1]), dtype=np.int16)
+        chunk = (dset.chunks or (CHUNK_ROWS,))[0]
+        which = rows // chunk
+        order = np.argsort(which, kind="stable")
+        sw = which[order]
+        cuts = np.flatnonzero(sw[1:] != sw[:-1]) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, rows.size]):
+            c = int(sw[a])
+            block = dset[c * chunk : min((c + 1) * chunk, dset.shape[0])]
+            pos = order[a:b]
+            out[pos] = block[rows[pos] - c * chunk]
+        return out
+
+    # -- per-read vectors without tokens -------------------------------------------------
+    def read_vector(self, s: int, name: str) -> np.ndarray:
+        """Shard ``s``'s whole vector ``name`` (e.g. ``labels``) read with one pread."""
+        dtype, shape = self._extent(s, name)
+        off = self._offsets[s].get(name)
+        if off is None:
+            return np.zeros(shape, dtype=dtype)
+        return read_array(self._files[s], dtype, int(np.prod(shape)), int(off)).reshape(shape)
+
+    def _concat(self, name: str) -> np.ndarray:
+        if name not in self._vectors:
+            parts = [self.read_vector(s, name) for s in range(self.num_shards)]
+            out = np.concatenate(parts) if parts else np.empty(0, dtype=ROW_VECTORS[name])
+            out.flags.writeable = False
+            self._vectors[name] = out
+        return self._vectors[name]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int32 labels of every read (read once from the shards, then cached)."""
+        return self._concat("labels")
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """(N,) int32 header class ids (cached)."""
+        return self._concat("class_ids")
+
+    @property
+    def tax_ids(self) -> np.ndarray:
+        """(N,) int32 NCBI tax ids, -1 unknown (cached)."""
+        return self._concat("tax_ids")
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) int16 stored token counts (cached)."""
+        return self._concat("lengths")
+
+    def gather_vector(self, name: str, indices: Any) -> np.ndarray:
+        """Vector ``name`` at global ``indices`` from the mapped shards (no full concat)."""
+        idx = _as_index_array(indices)
+        out = np.empty(idx.size, dtype=ROW_VECTORS[name])
+        if not idx.size:
+            return out
+        shard, row = self._locate(idx)
+        order = np.argsort(shard, kind="stable")
+        ss = shard[order]
+        cuts = np.flatnonzero(ss[1:] != ss[:-1]) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, idx.size]):
+            pos = order[a:b]
+            out[pos] = self._handles.get(int(ss[a]))[name][row[pos]]
+        return out
+
+    # -- the per-class CSR index ---------------------------------------------------------
+    @property
+    def class_table(self) -> np.ndarray:
+        """(S, C+1) int64: each shard's ``class_offsets`` (C+1 ints per shard, not per read)."""
+        if self._class_table is None:
+            C = self.num_classes
+            table = np.zeros((self.num_shards, C + 1), dtype=np.int64)
+            for s in range(self.num_shards):
+                table[s] = self.read_vector(s, "class_offsets")
+            self._class_table = table
+        return self._class_table
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """(C,) int64 reads per label, from the CSR offsets (no label scan)."""
+        return np.diff(self.class_table, axis=1).sum(axis=0)
+
+    def _cum_class_major(self) -> np.ndarray:
+        # Positions ordered class-major, then shard: entry c*S+s starts class c's rows in
+        # shard s. (C*S + 1,) int64 - grows with classes x shards, never with reads.
+        if self._class_cum is None:
+            per = np.diff(self.class_table, axis=1).T.reshape(-1)  # (C*S,) class-major
+            cum = np.zeros(per.size + 1, dtype=np.int64)
+            np.cumsum(per, out=cum[1:])
+            self._class_cum = cum
+        return self._class_cum
+
+    def class_positions_to_indices(self, classes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Global indices of the ``positions[k]``-th read of label ``classes[k]``.
+
+        Reads of one label are numbered in shard order, then in stored (row) order. Only
+        ``class_rows`` entries at those positions are read.
+        """
+        classes = np.asarray(classes, dtype=np.int64)
+        positions = np.asarray(positions, dtype=np.int64)
+        S = self.num_shards
+        cum = self._cum_class_major()
+        g = cum[classes * S] + positions
+        pair = np.searchsorted(cum, g, side="right") - 1
+        shard = pair % S
+        csr_pos = self.class_table[shard, classes] + (g - cum[pair])
+        out = np.empty(g.size, dtype=np.int64)
+        if not g.size:
+            return out
+        order = np.argsort(shard, kind="stable")
+        ss = shard[order]
+        cuts = np.flatnonzero(ss[1:] != ss[:-1]) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, g.size]):
+            pos = order[a:b]
+            s = int(ss[a])
+            out[pos] = self._starts[s] + self._handles.get(s)["class_rows"][csr_pos[pos]]
+        return out
+
+    def _class_list(self, classes: Sequence[int | str] | None) -> np.ndarray:
+        C = self.num_classes
+        if classes is None:
+            return np.arange(C, dtype=np.int64)
+        names = {name: i for i, name in enumerate(self.manifest["label_names"])}
+        out = []
+        for c in classes:
+            if isinstance(c, str):
+                if c not in names:
+                    raise KeyError(f"unknown class name {c!r}")
+                out.append(names[c])
+            else:
+                if not 0 <= int(c) < C:
+                    raise IndexError(f"label {c} outside 0..{C - 1}")
+                out.append(int(c))
+        return np.unique(np.asarray(out, dtype=np.int64))
+
+    def subset(
+        self, per_class: int | None = None, *, classes: Sequence[int | str] | None = None, seed: int = 0
+    ) -> "ShardSubset":
+        """An instant view built from the stored per-class index (no label scan).
+
+        Args:
+            per_class: keep at most this many reads per label, chosen uniformly without
+                replacement (deterministic per ``seed``); None keeps all.
+            classes: keep only these labels (ints) or label names; None keeps all.
+            seed: sampling seed for ``per_class``.
+
+        Returns:
+            A :class:`ShardSubset` in ascending global index order.
+        """
+        sel = self._class_list(classes)
+        counts = self.class_counts
+        if per_class is None:
+            return self._subset_whole_classes(sel)
+        if per_class < 0:
+            raise ValueError(f"per_class must be >= 0, got {per_class}")
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed) % (1 << 64), 0x5B5E7])))
+        cls_parts, pos_parts = [], []
+        for c in sel.tolist():  # a loop over classes, never over reads
+            n_c = int(counts[c])
+            k = min(int(per_class), n_c)
+            if k == 0:
+                continue
+            pos_parts.append(rng.choice(n_c, size=k, replace=False).astype(np.int64))
+            cls_parts.append(np.full(k, c, dtype=np.int64))
+        if not pos_parts:
+            return ShardSubset(self, np.empty(0, np.int64), np.empty(0, np.int32))
+        cls = np.concatenate(cls_parts)
+        idx = self.class_positions_to_indices(cls, np.concatenate(pos_parts))
+        order = np.argsort(idx, kind="stable")
+        return ShardSubset(self, idx[order], cls[order].astype(np.int32))
+
+    def _subset_whole_classes(self, sel: np.ndarray) -> "ShardSubset":
+        table = self.class_table
+        idx_parts, lab_parts = [], []
+        for s in range(self.num_shards):  # a loop over shards, vectorised within
+            lo, hi = table[s, sel], table[s, sel + 1]
+            n = hi - lo
+            total = int(n.sum())
+            if total == 0:
+                continue
+            # positions lo[c]..hi[c]-1 for every selected class, concatenated
+            pos = np.repeat(lo - np.r_[0, np.cumsum(n)[:-1]], n) + np.arange(total)
+            rows = self._handles.get(s)["class_rows"][pos]
+            idx_parts.append(self._starts[s] + rows.astype(np.int64))
+            lab_parts.append(np.repeat(sel, n).astype(np.int32))
+        if not idx_parts:
+            return ShardSubset(self, np.empty(0, np.int64), np.empty(0, np.int32))
+        idx, lab = np.concatenate(idx_parts), np.concatenate(lab_parts)
+        order = np.argsort(idx, kind="stable")
+        return ShardSubset(self, idx[order], lab[order])
+
+    def select(self, indices: Any) -> "ShardSubset":
+        """A view of the given global indices (kept in the given order)."""
+        idx = _as_index_array(indices)
+        self._locate(idx)  # bounds check
+        idx = np.where(idx < 0, idx + len(self), idx)
+        return ShardSubset(self, idx, self.gather_vector("labels", idx))
+
+    def iter_chunk_shuffled(
+        self,
+        seed: int = 0,
+        epoch: int = 0,
+        *,
+        buffer_chunks: int = 16,
+        batch_size: int = 256,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        return_index: bool = False,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Batches from whole-chunk reads in a shuffled chunk order (any layout).
+
+        The way to train on the ``compressed`` layout: chunks of ``CHUNK_ROWS`` rows are
+        visited in a random order (per seed and epoch); ``buffer_chunks`` chunks at a time are
+        read whole, their rows are shuffled together and cut into batches. Every read is
+        served once per epoch, but a batch draws from ``buffer_chunks`` chunks only, so
+        it is less mixed than a full shuffle (converters write reads grouped by source);
+        :func:`loaders.chunks.shuffle_quality` measures how close it comes.
+
+        Yields:
+            ``{"input_ids", "lengths", "labels"}`` batch dicts (plus ``"index"`` if asked).
+        """
+        from loaders.chunks import chunk_shuffle_groups, iter_groups
+
+        groups = chunk_shuffle_groups(
+            self._counts, seed, epoch, buffer_chunks, consumer=rank, num_consumers=world_size, chunk_rows=chunk_rows
+        )
+        return iter_groups(self, groups, batch_size, drop_last=drop_last, return_index=return_index)
+
+
+class ShardSubset(_ViewMixin, Dataset):
+    """A view of a :class:`ShardDataset`: an int64 index array (and its labels).
+
+    Behaves like the base dataset (``[i]``, ``__getitems__``, ``labels``, ``subset``) and
+    pickles as the base's small state plus the index array.
+    """
+
+    def __init__(self, base: ShardDataset, indices: np.ndarray, labels: np.ndarray) -> None:
+        self._base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._labels = np.asarray(labels, dtype=np.int32)
+        self.indices.flags.writeable = False
+        self._labels.flags.writeable = False
+
+    @property
+    def base(self) -> ShardDataset:
+        """The dataset this view selects from."""
+        return self._base
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One read of the view (see :meth:`ShardDataset.__getitem__`)."""
+        return self._base[int(self.indices[index])]
+
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """A batch of the view (see :meth:`ShardDataset.__getitems__`)."""
+        return self._base.__getitems__(self.indices[_as_index_array(indices)])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(n,) int32 labels of the view."""
+        return self._labels
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """(n,) int32 header class ids of the view."""
+        return self._base.gather_vector("class_ids", self.indices)
+
+    @property
+    def tax_ids(self) -> np.ndarray:
+        """(n,) int32 tax ids of the view."""
+        return self._base.gather_vector("tax_ids", self.indices)
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """(C,) int64 reads per label in the view."""
+        return np.bincount(self._labels, minlength=self.num_classes).astype(np.int64)
+
+    def subset(
+        self, per_class: int | None = None, *, classes: Sequence[int | str] | None = None, seed: int = 0
+    ) -> "ShardSubset":
+        """Narrow this view further (same arguments as :meth:`ShardDataset.subset`)."""
+        keep = np.ones(len(self), dtype=bool)
+        if classes is not None:
+            keep = np.isin(self._labels, self._base._class_list(classes))
+        pos = np.flatnonzero(keep)
+        if per_class is not None:
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed) % (1 << 64), 0x5B5E7])))
+            pos = pos[rng.permutation(pos.size)]
+            lab = self._labels[pos]
+            order = np.argsort(lab, kind="stable")
+            pos, lab = pos[order], lab[order]
+            starts = np.searchsorted(lab, lab, side="left")
+            pos = np.sort(pos[(np.arange(pos.size) - starts) < per_class])
+        return ShardSubset(self._base, self.indices[pos], self._labels[pos])
