@@ -27,6 +27,7 @@ import resource
 import shutil
 import sys
 import time
+from concurrent.futures import BrokenExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +57,7 @@ SKIP_REASONS = (
     "malformed_fastq",
 )
 AUTO_SAMPLE = 20000
+ORPHAN_WAIT_S = 600.0
 
 
 class ConvertError(Exception):
@@ -102,6 +104,7 @@ class _Settings:
     on_bad_record: str
     staging: str
     tokenizer_info: dict[str, Any] = field(default_factory=dict)
+    parent_pid: int = 0
 
 
 def staging_dir(out: str | os.PathLike[str]) -> Path:
@@ -130,9 +133,30 @@ def _int_or(value: bytes | None, default: int) -> int:
 def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     """Convert one unit into ``shard-<shard_index>.h5`` plus its quarantine part and unit record.
 
+    The worker holds a shared lock on ``.units/.workers.lock`` while it writes, and first
+    checks that the converter that started it is still its parent: a pool worker orphaned
+    by a killed converter (pool workers outlive their parent and may hold queued units)
+    must never write into staging beside the workers of a ``--resume`` run.
+
     Returns:
         The unit record (also written to ``.units/u-NNNNN.json``).
+
+    Raises:
+        ConvertError: this worker's converter is gone.
     """
+    fd = os.open(Path(s.staging) / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        # After taking the lock: a new converter that got its exclusive lock first has
+        # already outlived our parent, so this check cannot pass for an orphan.
+        if s.parent_pid and os.getpid() != s.parent_pid and os.getppid() != s.parent_pid:
+            raise ConvertError(f"converter pid {s.parent_pid} is gone; this orphaned worker stops")
+        return _convert_unit(unit, shard_index, s)
+    finally:
+        os.close(fd)
+
+
+def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     tok = _worker_tokenizer(s.tokenizer)
     rx = compile_header_regex(s.header_regex)
     label_of = s.label_map.label_of
@@ -277,6 +301,32 @@ def _lock(staging: Path) -> int:
     return fd
 
 
+def _wait_for_orphans(staging: Path, timeout: float = ORPHAN_WAIT_S) -> None:
+    """Wait until no worker of an earlier (killed) converter is still writing a unit.
+
+    Workers hold ``.units/.workers.lock`` shared while they write (see :func:`convert_unit`);
+    taking it exclusively once proves none is left. Orphans finish their unit and stop.
+    """
+    fd = os.open(staging / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConvertError(
+                        f"worker processes of an earlier, interrupted converter are still writing to "
+                        f"{staging} after {timeout:.0f} s; stop them (they run "
+                        "joblib.externals.loky.backend.popen_loky_posix) and rerun with --resume"
+                    ) from None
+                time.sleep(0.05)
+    finally:
+        os.close(fd)
+
+
 def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: LabelMap) -> dict[str, Any]:
     inputs = []
     for p in opts.inputs:
@@ -371,7 +421,9 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     staging.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(staging)
     try:
-        if staging.exists() and not opts.resume and opts.overwrite:
+        (staging / ".units").mkdir(exist_ok=True)
+        _wait_for_orphans(staging)
+        if not opts.resume and opts.overwrite:
             for child in staging.iterdir():
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -404,6 +456,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             on_bad_record=opts.on_bad_record,
             staging=str(staging),
             tokenizer_info=tok.info,
+            parent_pid=os.getpid(),
         )
         records = _run_units(opts, settings, staging)
         report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
@@ -463,9 +516,22 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
             records[idx] = rec
             reads_done += rec["records_in"]
             bar.set_postfix_str(f"{reads_done / max(time.time() - start, 1e-9):,.0f} reads/s", refresh=False)
+    except BrokenExecutor as exc:
+        # joblib/loky: a worker died (killed, out of memory, segfault); its unit is not done.
+        raise ConvertError(
+            f"a worker process died while converting ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]} {_worker_exit_codes(exc)}). Nothing was published at "
+            f"{opts.out}; finished shards are kept in {staging}: rerun the same command with "
+            "--resume (with fewer --jobs or a smaller --reads-per-shard if memory ran out)."
+        ) from None
     finally:
         bar.close()
     return [records[i] for i in sorted(records)]
+
+
+def _worker_exit_codes(exc: BaseException) -> str:
+    codes = [line.strip() for line in str(exc).splitlines() if "exit codes" in line]
+    return f"({codes[0].rstrip('.')})" if codes else ""
 
 
 def _finish(
