@@ -19,6 +19,7 @@ pure function, so shards, hashes and the manifest are identical for any ``--jobs
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -418,8 +419,11 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
                 f"an unfinished conversion to {out} exists in {staging}; continue it with --resume, "
                 "or start over with --overwrite"
             )
-    staging.mkdir(parents=True, exist_ok=True)
-    lock_fd = _lock(staging)
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(staging)
+    except OSError as exc:  # read-only or full filesystem, no permission, parent is a file
+        raise _io_error(exc, out, staging, started=False) from None
     try:
         (staging / ".units").mkdir(exist_ok=True)
         _wait_for_orphans(staging)
@@ -461,18 +465,26 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         records = _run_units(opts, settings, staging)
         report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
     except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
-            raise ConvertError(
-                f"disk full while writing {exc.filename or staging}: nothing was published at {out}. "
-                "Free space, then rerun the same command with --resume (finished shards are kept)."
-            ) from None
-        raise ConvertError(
-            f"cannot write {exc.filename or staging}: {exc.strerror}. Nothing was published at {out}; "
-            "fix the problem and rerun with --resume."
-        ) from None
+        raise _io_error(exc, out, staging, started=True) from None
     finally:
         os.close(lock_fd)
     return report
+
+
+def _io_error(exc: OSError, out: Path, staging: Path, *, started: bool) -> ConvertError:
+    """A one-paragraph ConvertError for a failed read or write (disk full, read-only, ...)."""
+    where = exc.filename or staging
+    then = (
+        "then rerun the same command with --resume (finished shards are kept)"
+        if started
+        else "then rerun the command"
+    )
+    if exc.errno == errno.ENOSPC:
+        return ConvertError(f"disk full while writing {where}: nothing was published at {out}. Free space, {then}.")
+    return ConvertError(
+        f"cannot write {where}: {exc.strerror or exc}. Nothing was published at {out}; fix the problem "
+        f"(permissions, a read-only or missing directory), {then}."
+    )
 
 
 def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list[dict[str, Any]]:
