@@ -246,17 +246,29 @@ def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except OSError as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, UnicodeDecodeError) as exc:
+        # h5py reports corrupt metadata as OSError, RuntimeError or KeyError (checksums).
         raise FormatError(
-            f"{path}: not a readable HDF5 shard ({exc}); the file is truncated or corrupt: "
+            f"{path}: not a readable HDF5 shard ({_first_line(exc)}); the file is truncated or corrupt: "
             "run `python -m convert verify` on the dataset and re-convert with --resume"
         ) from None
     if attrs.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: not a readshard shard (format attribute {attrs.get('format')!r})")
-    attrs["tokenizer"] = json.loads(attrs["tokenizer"])
-    for key in ("format_version", "max_length", "num_rows", "num_classes", "shard_index"):
-        attrs[key] = int(attrs[key])
+    try:
+        attrs["tokenizer"] = json.loads(attrs["tokenizer"])
+        for key in ("format_version", "max_length", "num_rows", "num_classes", "shard_index"):
+            attrs[key] = int(attrs[key])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise FormatError(
+            f"{path}: corrupt shard attributes ({exc.__class__.__name__}: {_first_line(exc)}); "
+            "re-convert it: `python -m convert INPUT --out DIR --resume`"
+        ) from None
     return attrs
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def map_shard(

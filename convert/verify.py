@@ -60,8 +60,22 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
     n = int(entry["num_rows"])
     if n == 0:
         return np.zeros(0, dtype=np.int32)
+    try:
+        return _check_rows(path, n, manifest, problems)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        # Corrupt HDF5 metadata (bad checksum, wrong shape) surfaces in many types.
+        problems.append(
+            f"{path}: unreadable shard content ({exc.__class__.__name__}: {fmt._first_line(exc)}); "
+            "re-convert it: `python -m convert INPUT --out DIR --resume`"
+        )
+        return None
+
+
+def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str]) -> np.ndarray:
     import h5py
 
+    L = int(manifest["max_length"])
+    C = int(manifest["num_classes"])
     with h5py.File(path, "r") as f:
         lengths = f["lengths"][:].astype(np.int64)
         labels = f["labels"][:]
@@ -129,7 +143,11 @@ def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | N
         if len(quarantined) != report["skipped"]:
             problems.append(f"quarantine.tsv lists {len(quarantined)} records, report says {report['skipped']} skipped")
     if sources:
-        _check_sources(directory, manifest, report, quarantined, list(sources), sample, problems, messages)
+        try:
+            _check_sources(directory, manifest, report, quarantined, list(sources), sample, problems, messages)
+        except (fmt.FormatError, OSError, RuntimeError, KeyError, ValueError) as exc:
+            # A shard already reported above as corrupt or truncated; or an unreadable source.
+            problems.append(f"source check stopped: {fmt._first_line(exc)}")
     ok = not problems
     summary = f"{directory}: {total:,} reads in {len(manifest['shards'])} shards" + ("" if ok else f"; {len(problems)} problem(s)")
     return {"ok": ok, "summary": summary, "messages": messages + problems, "problems": problems}
