@@ -127,8 +127,33 @@ def _worker_tokenizer(spec: str):
     return _CACHE[key]
 
 
-def _int_or(value: bytes | None, default: int) -> int:
-    return int(value) if value else default
+# Header fields -> (default when absent or empty, largest value the shard column holds).
+_FIELD_LIMITS = {"tax_id": (-1, 2**31 - 1), "mate": (0, 127), "readlen": (-1, 2**62)}
+_INT32_MAX = 2**31 - 1
+
+
+def _header_fields(m: re.Match[bytes]) -> tuple[int, int, int, int] | None:
+    """``(class_id, tax_id, mate, readlen)`` from a header match; None if a field is unusable.
+
+    A custom ``--header-regex`` may capture non-digits, and digits may not fit the int32/int8
+    shard columns (a tax id of 99999999999, a mate of 300): such a header does not match the
+    expected format and the record is skipped as ``header_mismatch``, never a crash.
+    """
+    gd = m.groupdict()
+    try:
+        cid = int(gd["class_id"] or b"")
+        out = [cid]
+        for name, (default, top) in _FIELD_LIMITS.items():
+            raw = gd.get(name)
+            value = int(raw) if raw else default
+            if not default <= value <= top:
+                return None
+            out.append(value)
+    except ValueError:
+        return None
+    if not 0 <= cid <= _INT32_MAX:
+        return None
+    return out[0], out[1], out[2], out[3]
 
 
 def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
@@ -184,10 +209,11 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
             if problem is None:
                 rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
                 m = rx.match(rid)
-                if m is None:
+                fields = None if m is None else _header_fields(m)
+                if fields is None:
                     problem = "header_mismatch"
                 else:
-                    cid = int(m.group("class_id"))
+                    cid, tax, mate, header_readlen = fields
                     if cid not in label_of:
                         problem = "unknown_class"
             if problem is not None:
@@ -201,19 +227,16 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
                 q_fa.write(rec.raw if rec.raw.endswith(b"\n") else rec.raw + b"\n")
                 q_tsv.write(f"{unit.file}\t{rec.line}\t{unit.first_record + records_in - 1}\t{problem}\n")
                 continue
-            gd = m.groupdict()
             seq = rec.seq
             labels[n] = label_of[cid]
             class_ids[n] = cid
-            tax = _int_or(gd.get("tax_id"), -1)
             if tax < 0:
                 tax = s.label_map.tax_ids[labels[n]]
             tax_ids[n] = tax
             taxa.setdefault(cid, set()).add(tax)
-            mates[n] = _int_or(gd.get("mate"), 0)
+            mates[n] = mate
             read_lengths[n] = len(seq)
-            rl = gd.get("readlen")
-            if rl and int(rl) != len(seq):
+            if header_readlen >= 0 and header_readlen != len(seq):
                 readlen_mismatch += 1
             if rec.iupac:
                 iupac_reads += 1

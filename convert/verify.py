@@ -30,7 +30,9 @@ from . import format as fmt
 
 __all__ = ["verify_dataset", "dataset_stats"]
 
-_IUPAC_TO_N = str.maketrans({c: "N" for c in "RYSWKMBDHVU"})
+# The converter's view of a sequence: IUPAC codes as N, and no CR/tab/space (pyfastx keeps
+# e.g. the CR of a blank CRLF line inside the sequence; the converter drops it).
+_IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVU"}, "\r": None, "\t": None, " ": None})
 
 
 def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str]) -> np.ndarray | None:
