@@ -309,6 +309,38 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     return record
 
 
+def _locked_message(holder: str, staging: Path) -> str:
+    return (
+        f"another converter (pid {holder}) is writing to {staging}; wait for it to finish "
+        "or stop it before converting to the same --out"
+    )
+
+
+def _lock_holder(staging: Path) -> str | None:
+    """The pid written in a staging dir's lock if a live converter holds it, else None."""
+    try:
+        fd = os.open(staging / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.read(fd, 64).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)  # also drops the probe's shared lock
+
+
+def _discard_if_empty(staging: Path) -> None:
+    """Remove a staging dir that holds nothing but its lock (this run created it)."""
+    try:
+        if {p.name for p in staging.iterdir()} <= {".lock"}:
+            (staging / ".lock").unlink(missing_ok=True)
+            staging.rmdir()
+    except OSError:
+        pass
+
+
 def _lock(staging: Path) -> int:
     fd = os.open(staging / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -316,10 +348,7 @@ def _lock(staging: Path) -> int:
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise ConvertError(
-            f"another converter (pid {holder}) is writing to {staging}; wait for it to finish "
-            "or stop it before converting to the same --out"
-        ) from None
+        raise ConvertError(_locked_message(holder, staging)) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
@@ -438,6 +467,9 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     staging = staging_dir(out)
     if staging.exists() and not opts.resume:
         if not opts.overwrite:
+            holder = _lock_holder(staging)
+            if holder is not None:  # not unfinished: running now
+                raise ConvertError(_locked_message(holder, staging))
             raise ConvertError(
                 f"an unfinished conversion to {out} exists in {staging}; continue it with --resume, "
                 "or start over with --overwrite"
@@ -448,6 +480,13 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     except OSError as exc:  # read-only or full filesystem, no permission, parent is a file
         raise _io_error(exc, out, staging, started=False) from None
     try:
+        if out.exists() and not opts.overwrite:
+            # Another converter published --out while this one was starting: never replace it.
+            _discard_if_empty(staging)
+            raise ConvertError(
+                f"{out} already exists (another converter finished it while this one was starting); "
+                "use --overwrite to replace it"
+            )
         (staging / ".units").mkdir(exist_ok=True)
         _wait_for_orphans(staging)
         if not opts.resume and opts.overwrite:
