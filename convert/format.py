@@ -369,7 +369,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise FormatError(
-            f"{directory}: dataset format version {version}, this readshard reads version "
+            f"{directory}: dataset format version {version!r}, this readshard reads version "
             f"{FORMAT_VERSION}. Re-convert the source with this version "
             "(`python -m convert INPUT --out NEW_DIR`) or install the readshard release that wrote it."
         )

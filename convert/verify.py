@@ -54,7 +54,12 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
         return None
     L = int(manifest["max_length"])
     C = int(manifest["num_classes"])
-    for key, want in (("format_version", fmt.FORMAT_VERSION), ("max_length", L), ("num_rows", entry["num_rows"]), ("num_classes", C)):
+    if attrs["format_version"] != fmt.FORMAT_VERSION:
+        problems.append(
+            f"{path}: shard written in format version {attrs['format_version']}, this readshard reads "
+            f"version {fmt.FORMAT_VERSION}; re-convert the source (`python -m convert INPUT --out NEW_DIR`)"
+        )
+    for key, want in (("max_length", L), ("num_rows", entry["num_rows"]), ("num_classes", C)):
         if attrs[key] != want:
             problems.append(f"{path}: attribute {key}={attrs[key]}, expected {want}")
     if attrs["tokenizer"] != manifest["tokenizer"]:
