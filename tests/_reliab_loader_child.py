@@ -1,0 +1,45 @@
+"""Child process for tests/test_reliability_workers.py: SIGKILL a DataLoader worker mid-epoch.
+
+Usage: python tests/_reliab_loader_child.py DATASET START_METHOD
+Prints one JSON line: how many batches arrived and what the main process raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import torch
+from torch.utils.data import DataLoader
+
+from loaders import ShardDataset, collate_batch
+
+
+def main() -> int:
+    path, method = sys.argv[1], sys.argv[2]
+    ds = ShardDataset(path)
+    loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=2, collate_fn=collate_batch,
+                        multiprocessing_context=method, generator=torch.Generator().manual_seed(0))
+    total = len(loader)
+    it = iter(loader)
+    got = 0
+    result = {"total_batches": total, "error": None, "message": None, "killed": None}
+    try:
+        for batch in it:
+            got += 1
+            if got == 3:
+                victim = it._workers[1].pid
+                os.kill(victim, signal.SIGKILL)
+                result["killed"] = victim
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        result["error"] = type(exc).__name__
+        result["message"] = str(exc)
+    result["batches"] = got
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
