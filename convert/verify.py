@@ -182,7 +182,8 @@ def _check_sources(
         problems.append(f"cannot load the dataset's tokenizer to decode reads ({exc})")
         return
     rx = re.compile(manifest["source"]["header_regex"])
-    bad = {(os.path.basename(f), r) for f, _, r, _ in quarantined}
+    bad = {(os.path.basename(f), r): reason for f, _, r, reason in quarantined}
+    known = set(int(c) for c in manifest["label_class_ids"])
     counts = np.cumsum([0] + [e["num_rows"] for e in manifest["shards"]])
     maps: dict[int, dict[str, np.ndarray]] = {}
     L = int(manifest["max_length"])
@@ -193,8 +194,15 @@ def _check_sources(
         base = os.path.basename(path)
         for record_index, rec in enumerate(pyfastx.Fastx(path, uppercase=True)):
             n_records += 1
-            if (base, record_index) in bad:
-                n_quarantine_seen += 1
+            reason = bad.get((base, record_index))
+            if reason is not None:
+                if _has_problem(rec[0], rec[1], reason, rx, known):
+                    n_quarantine_seen += 1
+                else:
+                    problems.append(
+                        f"{path}, record {record_index}: quarantined as {reason}, but the source record "
+                        f"there is usable ({rec[0][:60]!r}): the source changed since the conversion"
+                    )
                 continue
             if row >= counts[-1]:
                 problems.append(f"{path}: more good records than the dataset holds")
@@ -233,6 +241,33 @@ def _check_sources(
         f"sources: {n_records:,} records re-read with pyfastx; {n_checked:,} sampled reads decoded and matched; "
         f"{n_quarantine_seen:,} quarantined records found at their positions"
     )
+
+
+_NUCLEOTIDE = set("ACGTNRYSWKMBDHVU")
+
+
+def _has_problem(name: str, seq: str, reason: str, rx: re.Pattern[str], known: set[int]) -> bool:
+    """Does the source record (as pyfastx reads it) have the problem it was quarantined for?"""
+    if reason == "empty_header":
+        return not name.strip()
+    bases = seq.upper().translate(_IUPAC_TO_N)  # drops CR/tab/space too
+    if reason == "empty_sequence":
+        return not bases
+    if reason == "non_nucleotide":
+        return not set(bases) <= _NUCLEOTIDE
+    m = rx.match(name.split(None, 1)[0] if name.strip() else "")
+    if reason == "header_mismatch":
+        return m is None or _header_fields(m) is None
+    if reason == "unknown_class":
+        return m is not None and int(m.group("class_id")) not in known
+    return True  # malformed_fastq: pyfastx reads such records its own way; position checked only
+
+
+def _header_fields(m: re.Match[str]):
+    # The converter's rule for usable header fields (convert.pipeline._header_fields), on str.
+    from .pipeline import _header_fields as on_bytes
+
+    return on_bytes(re.compile(m.re.pattern.encode()).match(m.string.encode(errors="surrogateescape")))
 
 
 def dataset_stats(directory: str | os.PathLike[str]) -> dict[str, Any]:
