@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=("mmap", "compressed"), help="mmap (default): contiguous, memory-mappable; "
                    "compressed: chunked + shuffle + gzip/lzf, read by whole chunks")
     p.add_argument("--compression", choices=("gzip", "lzf"), help="codec for --layout compressed (default gzip)")
-    p.add_argument("--reads-per-shard", type=int, help="records per input unit = per shard (default 262144)")
+    p.add_argument("--reads-per-shard", type=int, help="records per unit of work = per shard (default 65536)")
     p.add_argument("--jobs", type=int, help="worker processes (default 1); output is identical for any value")
     p.add_argument("--on-bad-record", choices=("skip", "error"), help="skip (default): quarantine and count bad "
                    "records; error: stop at the first one, naming file and line")

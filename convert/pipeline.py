@@ -84,7 +84,7 @@ class ConvertOptions:
     max_length: int | str = "auto"
     layout: str = "mmap"
     compression: str = "gzip"
-    reads_per_shard: int = 262144
+    reads_per_shard: int = 65536
     jobs: int = 1
     on_bad_record: str = "skip"
     resume: bool = False

@@ -7,22 +7,25 @@ Public API:
   chunk-shuffled epochs (the ``compressed`` layout).
 * :class:`ShuffleSampler` / :class:`ShuffleBatchSampler`: full uniform shuffles in O(1)
   memory, resumable and elastic across ranks; :class:`BalancedSampler`.
-* :func:`collate_batch`: the DataLoader / Hugging Face Trainer collate function.
+* :func:`collate_batch`: the DataLoader / Hugging Face Trainer collate function;
+  :class:`ReadLoader`: the fast multi-worker loader (numpy in workers, tensors in the main process).
 * :func:`shuffle_quality`: how close chunk-shuffled batches come to a full shuffle.
 """
 
 from convert.format import FormatError
 from loaders.balanced import BalancedSampler
 from loaders.chunks import batch_class_entropy, chunk_shuffle_labels, shuffle_quality
-from loaders.collate import collate_batch
+from loaders.collate import collate_batch, to_tensors, trim_batch
 from loaders.dataset import ShardDataset, ShardSubset
 from loaders.iterable import IterableShardDataset
+from loaders.loader import ReadLoader
 from loaders.sampler import ShuffleBatchSampler, ShuffleSampler, permutation_block, rank_indices
 
 __all__ = [
     "BalancedSampler",
     "FormatError",
     "IterableShardDataset",
+    "ReadLoader",
     "ShardDataset",
     "ShardSubset",
     "ShuffleBatchSampler",
@@ -33,4 +36,6 @@ __all__ = [
     "permutation_block",
     "rank_indices",
     "shuffle_quality",
+    "to_tensors",
+    "trim_batch",
 ]

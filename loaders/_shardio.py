@@ -25,9 +25,36 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ShardHandles", "map_file", "read_array"]
+__all__ = ["ShardHandles", "map_file", "read_array", "open_shard_budget"]
 
 _MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+_FD_HEADROOM = 256  # descriptors left for sockets, worker pipes, logs, ...
+
+
+def open_shard_budget(num_shards: int) -> int:
+    """How many shards this process may keep mapped: all of them if descriptors allow.
+
+    A full shuffle touches every shard in every batch once there are hundreds, so an LRU
+    smaller than the shard count turns each batch into a churn of open/close. On Python <
+    3.13 each mapping holds a descriptor: raise this process's soft RLIMIT_NOFILE toward
+    the hard limit when needed, and keep ``_FD_HEADROOM`` free.
+    """
+    if sys.version_info >= (3, 13):
+        return max(1, num_shards)
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = num_shards + _FD_HEADROOM
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    except (ImportError, ValueError, OSError):
+        return max(1, min(num_shards, 512))
+    if soft == resource.RLIM_INFINITY:
+        return max(1, num_shards)
+    return max(1, min(num_shards, soft - _FD_HEADROOM))
 
 
 def map_file(path: str) -> mmap.mmap:
@@ -67,15 +94,37 @@ class ShardHandles:
         self._pid = os.getpid()
         self._open: OrderedDict[int, tuple[Any, Callable[[], None]]] = OrderedDict()
         self._inherited: list[Any] = []
+        self._local: dict[str, Any] = {}
 
-    def get(self, shard: int) -> Any:
-        """The open object for ``shard``, opening it (and evicting the oldest) if needed."""
+    def _check_pid(self) -> None:
         if os.getpid() != self._pid:
             # Forked child: never use or close the parent's handles; keep them referenced
             # so no HDF5/munmap call runs on inherited state.
-            self._inherited.append(self._open)
+            self._inherited.append((self._open, self._local))
             self._open = OrderedDict()
+            self._local = {}
             self._pid = os.getpid()
+
+    @property
+    def local(self) -> dict[str, Any]:
+        """Scratch state of the owner for this process (reset in a forked child)."""
+        self._check_pid()
+        return self._local
+
+    def touch(self, shards: list[int]) -> None:
+        """Mark open ``shards`` as recently used (so opening others evicts them last)."""
+        for s in shards:
+            if s in self._open:
+                self._open.move_to_end(s)
+
+    def is_open(self, shard: int) -> bool:
+        """Whether ``shard`` is open in this process."""
+        self._check_pid()
+        return shard in self._open
+
+    def get(self, shard: int) -> Any:
+        """The open object for ``shard``, opening it (and evicting the oldest) if needed."""
+        self._check_pid()
         hit = self._open.get(shard)
         if hit is not None:
             self._open.move_to_end(shard)
@@ -92,9 +141,7 @@ class ShardHandles:
 
     def close(self) -> None:
         """Release every handle this process opened."""
-        if os.getpid() != self._pid:
-            self._open = OrderedDict()
-            return
+        self._check_pid()
         while self._open:
             _, (_, closer) = self._open.popitem(last=False)
             closer()

@@ -7,27 +7,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["collate_batch"]
+__all__ = ["collate_batch", "trim_batch", "to_tensors"]
 
 
 def _np(x: Any) -> np.ndarray:
     return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def collate_batch(batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Turn reads into ``{"input_ids", "attention_mask", "labels"}`` int64 tensors.
+def trim_batch(batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Worker-side half of :func:`collate_batch`: numpy only, ids still int16.
 
-    Accepts the batch dict of ``ShardDataset.__getitems__`` / ``IterableShardDataset``
-    (``input_ids`` (B, L), ``lengths`` (B,), ``labels`` (B,)) or a list of item dicts
-    (``input_ids`` (L,), ``attention_mask`` (L,), ``labels``) as the default DataLoader
-    path and Hugging Face ``Trainer(data_collator=collate_batch)`` pass. Columns are cut
-    to the longest read of the batch; the mask comes from stored lengths. An ``index``
-    entry, if present, is passed through. Works as the DataLoader ``collate_fn`` in worker
-    processes (plain tensors; ``pin_memory`` applies after).
+    Returns ``{"input_ids" (B, W) int16, "lengths" (B,) int64, "labels" (B,) int64[, "index"]}``
+    with W the longest read of the batch. Numpy arrays cross from DataLoader workers as
+    plain pickles; tensors made in a worker each cost a shared-memory segment (~5 ms a
+    batch here), which is why :class:`loaders.ReadLoader` widens in the main process.
 
     Raises:
-        TypeError: the input is neither form (e.g. a batch dict split into its keys by a
-            wrapper such as Trainer's ``remove_unused_columns``; set that to False).
+        TypeError: the input is neither a batch dict nor a list of item dicts.
     """
     if isinstance(batch, Mapping):
         ids = _np(batch["input_ids"])
@@ -55,12 +51,43 @@ def collate_batch(batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dic
         index = np.array([int(it["index"]) for it in items], dtype=np.int64) if "index" in items[0] else None
     width = max(1, int(lengths.max())) if lengths.size else 1
     width = min(width, ids.shape[1]) if ids.ndim == 2 else width
+    out = {"input_ids": np.ascontiguousarray(ids[:, :width]), "lengths": lengths}
+    if labels is not None:
+        out["labels"] = np.asarray(labels, dtype=np.int64)
+    if index is not None:
+        out["index"] = np.asarray(index, dtype=np.int64)
+    return out
+
+
+def to_tensors(batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Main-process half of :func:`collate_batch`: int64 tensors and the attention mask."""
+    ids = batch["input_ids"]
+    lengths = batch["lengths"]
+    width = ids.shape[1]
     out = {
-        "input_ids": torch.from_numpy(np.ascontiguousarray(ids[:, :width], dtype=np.int64)),
+        "input_ids": torch.from_numpy(ids.astype(np.int64)),
         "attention_mask": torch.from_numpy((np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)),
     }
-    if labels is not None:
-        out["labels"] = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    if index is not None:
-        out["index"] = torch.from_numpy(np.asarray(index, dtype=np.int64))
+    for key in ("labels", "index"):
+        if key in batch:
+            out[key] = torch.from_numpy(np.asarray(batch[key], dtype=np.int64))
     return out
+
+
+def collate_batch(batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Turn reads into ``{"input_ids", "attention_mask", "labels"}`` int64 tensors.
+
+    Accepts the batch dict of ``ShardDataset.__getitems__`` / ``IterableShardDataset``
+    (``input_ids`` (B, L), ``lengths`` (B,), ``labels`` (B,)) or a list of item dicts
+    (``input_ids`` (L,), ``attention_mask`` (L,), ``labels``) as the default DataLoader
+    path and Hugging Face ``Trainer(data_collator=collate_batch)`` pass. Columns are cut
+    to the longest read of the batch; the mask comes from stored lengths. An ``index``
+    entry, if present, is passed through. For a fast multi-worker DataLoader use
+    :class:`loaders.ReadLoader`, which runs :func:`trim_batch` in the workers and
+    :func:`to_tensors` here.
+
+    Raises:
+        TypeError: the input is neither form (e.g. a batch dict split into its keys by a
+            wrapper such as Trainer's ``remove_unused_columns``; set that to False).
+    """
+    return to_tensors(trim_batch(batch))

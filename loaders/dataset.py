@@ -10,6 +10,7 @@ arrays, so it works under ``fork``, ``spawn`` and ``forkserver`` DataLoader work
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ from convert.format import (
     file_sha256,
     read_manifest,
 )
-from loaders._shardio import ShardHandles, map_file, read_array
+from loaders._shardio import ShardHandles, map_file, open_shard_budget, read_array
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 
@@ -93,13 +94,19 @@ class ShardDataset(_ViewMixin, Dataset):
     chunk touched) but are slow; train on that layout with :meth:`iter_chunk_shuffled` or
     ``IterableShardDataset(shuffle=True)``, which read whole chunks in a shuffled order.
 
+    Hugging Face ``Trainer``: pass ``data_collator=collate_batch`` and
+    ``TrainingArguments(remove_unused_columns=False)``; torch's DataLoader calls
+    ``__getitems__`` whenever a dataset has it, and Trainer's column-removing wrapper would
+    split the batch dict into its keys.
+
     Args:
         path: dataset directory (holding ``manifest.json``).
         verify: also check every shard's sha256 against the manifest (reads all bytes).
         expect_tokenizer: tokenizer identity the caller needs (``name``/``sha256`` compared).
         expect_max_length: L the caller needs.
         max_open_shards: shards kept mapped per process (LRU); each costs one descriptor
-            on Python < 3.13.
+            on Python < 3.13. Default: every shard, raising the soft descriptor limit
+            toward the hard one if needed (see ``loaders._shardio.open_shard_budget``).
 
     Raises:
         FormatError: missing/other-version manifest, tokenizer or length mismatch, a
@@ -114,7 +121,7 @@ class ShardDataset(_ViewMixin, Dataset):
         verify: bool = False,
         expect_tokenizer: Mapping[str, Any] | None = None,
         expect_max_length: int | None = None,
-        max_open_shards: int = 512,
+        max_open_shards: int | None = None,
     ) -> None:
         self.path = Path(path)
         manifest = read_manifest(self.path)
@@ -138,7 +145,10 @@ class ShardDataset(_ViewMixin, Dataset):
                 f"{int(self._starts[-1])}; the manifest is inconsistent, re-run the conversion"
             )
         self._check_files(entries, verify)
-        self._max_open = int(max_open_shards)
+        self._max_open = None if max_open_shards is None else int(max_open_shards)
+        self._span_gather = True  # False forces the per-shard path (tests compare both)
+        self._nonempty = int((self._counts > 0).sum())
+        self._fast_layout = manifest["layout"] == "mmap"
         self._init_process_state()
 
     # -- opening and checking ------------------------------------------------------------
@@ -186,7 +196,8 @@ class ShardDataset(_ViewMixin, Dataset):
                 )
 
     def _init_process_state(self) -> None:
-        self._handles = ShardHandles(self._open_shard, self._max_open)
+        budget = self._max_open if self._max_open is not None else open_shard_budget(len(self._files))
+        self._handles = ShardHandles(self._open_shard, budget)
         self._vectors: dict[str, np.ndarray] = {}
         self._class_table: np.ndarray | None = None
         self._class_cum: np.ndarray | None = None
@@ -202,6 +213,9 @@ class ShardDataset(_ViewMixin, Dataset):
                 continue
             dtype, shape = self._extent(s, name)
             views[name] = np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=int(off)).reshape(shape)
+        local = self._handles.local
+        if "input_ids" in views and self._counts[s] > 0:
+            self._register(local, s, views)
         h5 = None
         if "input_ids" not in views:
             import h5py  # only the compressed layout needs HDF5 at read time
@@ -210,6 +224,11 @@ class ShardDataset(_ViewMixin, Dataset):
             views["input_ids"] = h5["input_ids"]
 
         def close() -> None:
+            addr = local.get("addr")
+            if addr is not None:
+                addr[:, s] = -1
+                local["live"] = int((addr[0] >= 0).sum())
+                local.pop("span", None)
             views.clear()
             if h5 is not None:
                 h5.close()
@@ -219,6 +238,70 @@ class ShardDataset(_ViewMixin, Dataset):
                 pass
 
         return views, close
+
+    # -- one gather across all mapped shards ---------------------------------------------
+    # A batch drawn uniformly from hundreds of shards touches hundreds of them: a numpy
+    # call per shard would cost more than the copy. Instead the address range spanning every
+    # open mapping is viewed as one byte-strided array, and global row -> address arithmetic
+    # gathers the whole batch in one fancy-index per field. Only addresses of open mappings
+    # of rows bounds-checked by _locate are ever read: a shard stays open while its
+    # address is registered (the closer unregisters it before unmapping).
+    def _register(self, local: dict[str, Any], s: int, views: Mapping[str, np.ndarray]) -> None:
+        addr = local.get("addr")
+        if addr is None:
+            addr = local["addr"] = np.full((3, self.num_shards), -1, dtype=np.int64)
+        addr[:, s] = [views[k].ctypes.data for k in ("input_ids", "lengths", "labels")]
+        local["live"] = int((addr[0] >= 0).sum())
+        local.pop("span", None)
+
+    def _span(self, local: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(base (3, S), ids, lengths, labels)``: views over the span of all open maps.
+
+        Field ``k`` of global row ``i`` in shard ``s`` sits at ``base[k, s] + i * itemsize``
+        of the field's view (``base`` folds in the span start and the shard's first row).
+        """
+        span = local.get("span")
+        if span is None:
+            addr = local["addr"]
+            live = np.flatnonzero(addr[0] >= 0)
+            n, L = self._counts[live], self.max_length
+            lo = int(addr[:, live].min())
+            hi = int(max((addr[0, live] + n * L * 2).max(), (addr[1, live] + n * 2).max(), (addr[2, live] + n * 4).max()))
+            u8 = np.frombuffer((ctypes.c_char * (hi - lo)).from_address(lo), dtype=np.uint8)
+            ids = np.ndarray((hi - lo - 2 * L + 1, L), dtype=np.int16, buffer=u8, strides=(1, 2))
+            lens = np.ndarray((hi - lo - 1,), dtype=np.int16, buffer=u8, strides=(1,))
+            labs = np.ndarray((hi - lo - 3,), dtype=np.int32, buffer=u8, strides=(1,))
+            for view in (ids, lens, labs):
+                view.flags.writeable = False
+            item = np.array([[2 * L], [2], [4]], dtype=np.int64)
+            base = addr - lo - self._starts[None, :-1] * item
+            base[:, addr[0] < 0] = -(1 << 62)  # unopened: any use would fail the bounds check
+            span = local["span"] = (base, ids, lens, labs)
+        return span
+
+    def _gather_span(self, shard: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The batch via one gather per field, or None when its shards can't all be open."""
+        handles = self._handles
+        local = handles.local
+        if local.get("live", 0) < self._nonempty:  # some shard is not mapped yet
+            addr = local.get("addr")
+            missing = shard if addr is None else shard[addr[0, shard] < 0]
+            if missing.size:
+                needed = np.unique(shard)
+                if needed.size > handles.max_open:
+                    return None
+                handles.touch(needed.tolist())  # open batch members are evicted last
+                for s in np.unique(missing).tolist():
+                    handles.get(s)
+                if (local["addr"][0, shard] < 0).any():
+                    return None
+        base, ids, lens, labs = self._span(local)
+        b = base[:, shard]
+        return {
+            "input_ids": ids[b[0] + idx * (2 * self.max_length)],
+            "lengths": lens[b[1] + idx * 2],
+            "labels": labs[b[2] + idx * 4].astype(np.int64),
+        }
 
     def __getstate__(self) -> dict[str, Any]:
         # Paths and small arrays only: open maps, HDF5 handles and lazily built vectors
@@ -280,11 +363,13 @@ class ShardDataset(_ViewMixin, Dataset):
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """A whole batch: ``{"input_ids" (B, L) int16, "lengths" (B,) int16, "labels" (B,) int64}``.
 
-        One vectorised gather per shard touched (rows grouped by shard with a stable sort);
-        output order follows ``indices``.
+        Layout ``mmap``: one vectorised gather per field across all shards touched (see
+        ``_gather_span``); otherwise, or when a batch spans more shards than may be open,
+        one gather per shard (rows grouped with a stable sort). Output order follows
+        ``indices``.
         """
-        idx = _as_index_array(indices)
-        shard, row = self._locate(idx)
+        idx = indices if isinstance(indices, np.ndarray) and indices.dtype == np.int64 else None
+        idx = _as_index_array(indices) if idx is None or idx.ndim != 1 else idx
         B, L = idx.size, self.max_length
         if B == 0:
             return {
@@ -292,6 +377,18 @@ class ShardDataset(_ViewMixin, Dataset):
                 "lengths": np.empty(0, dtype=np.int16),
                 "labels": np.empty(0, dtype=np.int64),
             }
+        if (idx.view(np.uint64) >= len(self)).any():  # negative or too large: the careful path
+            shard, row = self._locate(idx)
+            idx = row + self._starts[shard]
+        else:
+            shard = np.searchsorted(self._starts, idx, side="right") - 1
+            row = None
+        if self._span_gather and self._fast_layout:
+            out = self._gather_span(shard, idx)
+            if out is not None:
+                return out
+        if row is None:
+            row = idx - self._starts[shard]
         if shard[0] == shard[-1] and (shard == shard[0]).all():
             return self._gather_one(int(shard[0]), row)
         ids = np.empty((B, L), dtype=np.int16)

@@ -1,14 +1,16 @@
 """Build small, real readshard datasets for the loader tests.
 
-Reads are windows of the real genomes in the shared data directory, tokenized with the
-real METAGENE-1 BPE tokenizer, and written with ``convert.format.write_shard`` and
-``write_manifest`` (real HDF5 files). The shared directory is ``$READSHARD_SHARED``,
-default ``<repo>/../shared``; without it, random DNA and a fixed 4-mer table stand in so
-the loader tests still run (the loaders never look at token meaning).
+Reads are windows of real genomes, tokenized with the real METAGENE-1 BPE tokenizer, and
+written with ``convert.format.write_shard`` and ``write_manifest`` (real HDF5 files).
+Genomes and tokenizer come from the repository's ``convert/assets`` when shipped there,
+else from the shared directory ``$READSHARD_SHARED`` (default ``<repo>/../shared``);
+without either, random DNA and a fixed 4-mer table stand in so the loader tests still run
+(the loaders never look at token meaning).
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +29,22 @@ def shared_dir() -> Path:
 
 
 def default_tokenizer_path() -> Path:
-    """Where the METAGENE-1 ``tokenizer.json`` lives in the shared directory."""
+    """The METAGENE-1 ``tokenizer.json``: shipped in ``convert/assets``, else the shared one."""
+    shipped = REPO / "convert" / "assets" / "tokenizers" / "metagene-1" / "tokenizer.json"
+    if shipped.is_file():
+        return shipped
     return shared_dir() / "data" / "tokenizers" / "metagene-1" / "tokenizer.json"
 
 
 def _genomes(num: int) -> list[str]:
-    gdir = shared_dir() / "data" / "genomes"
-    files = sorted(gdir.glob("*.fasta"))[:num] if gdir.is_dir() else []
+    files = sorted((REPO / "convert" / "assets" / "genomes").glob("*.fasta.gz"))
+    if not files:
+        gdir = shared_dir() / "data" / "genomes"
+        files = sorted(gdir.glob("*.fasta")) if gdir.is_dir() else []
     out = []
-    for f in files:
-        seq = "".join(line.strip() for line in f.read_text().splitlines() if not line.startswith(">"))
-        out.append(seq.upper())
+    for f in files[:num]:
+        with (gzip.open(f, "rt") if f.suffix == ".gz" else open(f)) as fh:
+            out.append("".join(line.strip() for line in fh if not line.startswith(">")).upper())
     return out
 
 

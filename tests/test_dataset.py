@@ -44,11 +44,13 @@ def test_items_equal_written(built):
     ds[np.int64(5)]  # numpy integers are indices too
 
 
+@pytest.mark.parametrize("path", ["span", "per_shard"])
 @pytest.mark.parametrize("indices", [
-    "random", "sorted", "one_shard", "single", "empty", "duplicates",
+    "random", "sorted", "one_shard", "single", "empty", "duplicates", "negative",
 ])
-def test_getitems_equal_written(built, indices):
+def test_getitems_equal_written(built, indices, path):
     ds = ShardDataset(built.path)
+    ds._span_gather = path == "span"
     rng = np.random.default_rng(0)
     idx = {
         "random": rng.integers(0, 2513, 256),
@@ -57,6 +59,7 @@ def test_getitems_equal_written(built, indices):
         "single": np.array([2512]),
         "empty": np.array([], dtype=np.int64),
         "duplicates": np.array([5, 5, 1800, 5, 1800]),
+        "negative": np.array([-1, 0, -2513, 2000]),
     }[indices]
     batch = ds.__getitems__(idx.tolist() if indices == "random" else idx)
     a = built.arrays
@@ -120,13 +123,17 @@ def test_pickle_after_first_access_is_small_and_works(built):
     np.testing.assert_array_equal(clone.__getitems__([3, 2100])["input_ids"], built.arrays["input_ids"][[3, 2100]])
 
 
-def test_lru_bounds_open_shards(built):
-    ds = ShardDataset(built.path, max_open_shards=1)
+@pytest.mark.parametrize("max_open", [1, 2])
+def test_lru_bounds_open_shards(built, max_open):
+    """Fewer open shards than a batch spans: evictions never unmap what a gather reads."""
+    ds = ShardDataset(built.path, max_open_shards=max_open)
     rng = np.random.default_rng(1)
-    for _ in range(5):
+    for _ in range(8):
         idx = rng.integers(0, len(ds), 100)
         np.testing.assert_array_equal(ds.__getitems__(idx)["input_ids"], built.arrays["input_ids"][idx])
-        assert len(ds._handles) <= 1
+        assert len(ds._handles) <= max_open
+        one = rng.integers(0, len(ds))
+        np.testing.assert_array_equal(ds.__getitems__([one])["input_ids"][0], built.arrays["input_ids"][one])
     ds.close()
     assert len(ds._handles) == 0
     assert ds[2500]["labels"] == int(built.arrays["labels"][2500])
