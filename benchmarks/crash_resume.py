@@ -7,7 +7,7 @@ Run: ``python benchmarks/crash_resume.py --trials 20 --seed 0 [--json]``
 2. Converts it once, uninterrupted (``--jobs 2 --reads-per-shard small``): the reference,
    and its duration ``D``.
 3. Each trial starts the same command in its own session and, after a delay drawn uniformly
-   over ``[0, 1.1 D]``, sends SIGKILL to one of (drawn per trial):
+   over ``[0, D]``, sends SIGKILL to one of (drawn per trial):
 
    * ``group``: the whole process group (parent, pool workers, resource trackers);
    * ``worker``: one pool worker only; the parent must then exit non-zero with a one-paragraph
@@ -241,7 +241,7 @@ def run_trials(
     results = []
     for t in range(trials):
         mode = modes[t % len(modes)] if modes else rng.choices(MODES, MODE_WEIGHTS)[0]
-        delay = rng.uniform(0.0, 1.1 * duration)
+        delay = rng.uniform(0.0, duration)
         out = workdir / f"out-{t}"
         cmd = _cmd(reads, mapping, out, reads_per_shard, jobs)
         first = run_polled(cmd, out, workdir / f"t{t}-0.log", kill_at=delay, mode=mode)

@@ -299,6 +299,10 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     shard = staging / fmt.shard_name(index)
     if not rec_path.is_file() or not shard.is_file():
         return None
+    # The quarantine parts too: a crash while the finished run removed .units can leave a
+    # unit record whose parts are already gone.
+    if not all((staging / ".units" / f"q-{index:05d}.{ext}").is_file() for ext in ("fa", "tsv")):
+        return None
     try:
         record = json.loads(rec_path.read_text())
     except ValueError:

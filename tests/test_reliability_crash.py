@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 
@@ -53,3 +55,61 @@ def test_snapshot_phases(tmp_path: Path) -> None:
     assert cr.snapshot(out)["phase"] == "finalising"
     st.rename(out)
     assert cr.snapshot(out)["phase"] == "published"
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing in the converter catches it."""
+
+
+@pytest.mark.parametrize(
+    "after_manifest, remove",
+    [
+        (False, []),                                   # killed while writing the manifest
+        (True, ["q-00001.fa", "q-00001.tsv"]),         # killed inside rmtree(.units): parts gone, record left
+        (True, ["u-00000.json", "u-00002.json"]),      # ... records gone, parts left
+        (True, [".units"]),                            # killed before unlinking plan.json
+        (True, [".units", "plan.json"]),               # killed just before the final rename
+    ],
+)
+def test_kill_during_finalisation_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              after_manifest: bool, remove: list[str]) -> None:
+    import shutil
+
+    from conftest import write_reads
+    from convert import ConvertOptions, convert
+    from convert import format as fmt
+    from convert.pipeline import staging_dir
+
+    text = write_reads(tmp_path / "in" / "r.fa", n_per_class=150, classes=2)[0].read_bytes()
+    inp = tmp_path / "in" / "r.fa"
+    inp.write_bytes(text[: len(text) // 2] + b">not_the_seed_format\nACGT\n" + text[len(text) // 2 :].lstrip(b"\n"))
+    mapping = tmp_path / "in" / "mapping.tsv"
+
+    def opts(out: Path, **kw) -> ConvertOptions:
+        return ConvertOptions(inputs=[str(inp)], out=str(out), mapping=str(mapping), reads_per_shard=100,
+                              progress=False, **kw)
+
+    convert(opts(tmp_path / "ref"))
+    real = fmt.write_manifest
+
+    def killed(directory, manifest):
+        if after_manifest:
+            real(directory, manifest)
+        raise _Killed
+
+    monkeypatch.setattr(fmt, "write_manifest", killed)
+    out = tmp_path / "out"
+    with pytest.raises(_Killed):
+        convert(opts(out))
+    monkeypatch.setattr(fmt, "write_manifest", real)
+    st = staging_dir(out)
+    for name in remove:
+        p = st / name if name in (".units", "plan.json") else st / ".units" / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    assert not out.exists()
+    report = convert(opts(out, resume=True))
+    assert report["skipped"] == 1
+    ref = tmp_path / "ref"
+    for name in ("manifest.json", "quarantine.fa", "quarantine.tsv"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
