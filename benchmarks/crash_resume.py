@@ -6,8 +6,10 @@ Run: ``python benchmarks/crash_resume.py --trials 20 --seed 0 [--json]``
    records, so the quarantine is exercised too.
 2. Converts it once, uninterrupted (``--jobs 2 --reads-per-shard small``): the reference,
    and its duration ``D``.
-3. Each trial starts the same command in its own session and, after a delay drawn uniformly
-   over ``[0, D]``, sends SIGKILL to one of (drawn per trial):
+3. Each trial starts the same command in its own session and, after a random delay (uniform
+   over the reference's start-up ``[0, P]`` for one trial in four, else over ``[P, D]``, where
+   ``P`` is when the reference had written its plan and began converting units), sends
+   SIGKILL to one of (drawn per trial):
 
    * ``group``: the whole process group (parent, pool workers, resource trackers);
    * ``worker``: one pool worker only; the parent must then exit non-zero with a one-paragraph
@@ -144,9 +146,13 @@ def _check_published_shards(out: Path) -> list[str]:
 
 def run_polled(
     cmd: list[str], out: Path, log: Path, *, kill_at: float | None = None, mode: str = "group",
-    timeout: float = 300.0,
+    timeout: float = 300.0, track_phases: bool = False,
 ) -> dict[str, Any]:
-    """Run ``cmd`` in its own session, polling ``out``; optionally SIGKILL at ``kill_at`` s."""
+    """Run ``cmd`` in its own session, polling ``out``; optionally SIGKILL at ``kill_at`` s.
+
+    With ``track_phases``, also record when each phase (see :func:`snapshot`) was first seen.
+    """
+    phases: dict[str, float] = {}
     with open(log, "wb") as logf:
         t0 = time.monotonic()
         proc = subprocess.Popen(
@@ -159,6 +165,8 @@ def run_polled(
             now = time.monotonic() - t0
             if not _visible_ok(out):
                 violations.append(f"{out} visible without manifest.json at {now:.3f} s")
+            if track_phases:
+                phases.setdefault(snapshot(out)["phase"], now)
             if kill_at is not None and killed is None and now >= kill_at:
                 snap = snapshot(out)
                 if mode == "group":
@@ -186,7 +194,8 @@ def run_polled(
     if not _visible_ok(out):
         violations.append(f"{out} visible without manifest.json after exit")
     text = log.read_text(errors="replace")
-    return {"rc": rc, "seconds": elapsed, "killed": killed, "violations": violations, "log": text, "pgid": proc.pid}
+    return {"rc": rc, "seconds": elapsed, "killed": killed, "violations": violations, "log": text, "pgid": proc.pid,
+            "phases": phases}
 
 
 def _reap_session(pgid: int) -> None:
@@ -232,16 +241,20 @@ def run_trials(
     rng = random.Random(seed)
     reads, mapping = make_input(workdir, fragments_per_species, seed)
     ref_out = workdir / "ref"
-    ref_run = run_polled(_cmd(reads, mapping, ref_out, reads_per_shard, jobs), ref_out, workdir / "ref.log")
+    ref_run = run_polled(_cmd(reads, mapping, ref_out, reads_per_shard, jobs), ref_out, workdir / "ref.log",
+                         track_phases=True)
     if ref_run["rc"] != 0:
         raise RuntimeError(f"reference conversion failed:\n{ref_run['log']}")
     duration = ref_run["seconds"]
+    # Start-up (imports, lock, max-length sample) takes much of a small run; draw 3 kills in 4
+    # over the part where units are converted and the dataset finalised.
+    work_start = min(ref_run["phases"].get("parsing", 0.0), duration)
     ref = _digest(ref_out)
     n_shards = len(ref["shards"])
     results = []
     for t in range(trials):
         mode = modes[t % len(modes)] if modes else rng.choices(MODES, MODE_WEIGHTS)[0]
-        delay = rng.uniform(0.0, duration)
+        delay = rng.uniform(0.0, work_start) if rng.random() < 0.25 else rng.uniform(work_start, duration)
         out = workdir / f"out-{t}"
         cmd = _cmd(reads, mapping, out, reads_per_shard, jobs)
         first = run_polled(cmd, out, workdir / f"t{t}-0.log", kill_at=delay, mode=mode)
@@ -288,6 +301,7 @@ def run_trials(
         "trials": trials,
         "seed": seed,
         "reference": {"seconds": round(duration, 3), "shards": n_shards,
+                      "phases_s": {k: round(v, 3) for k, v in ref_run["phases"].items()},
                       "records": json.loads((ref_out / fmt.REPORT_NAME).read_text())["records_in"]},
         "all_equal": all(r["ok"] for r in results),
         "failed": [r["trial"] for r in results if not r["ok"]],
@@ -329,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"{summary['trials']} trials (seed {summary['seed']}), reference {summary['reference']['records']:,} records, "
-            f"{summary['reference']['shards']} shards in {summary['reference']['seconds']} s; "
+            f"{summary['reference']['shards']} shards in {summary['reference']['seconds']} s "
+            f"(phases first seen at {summary['reference']['phases_s']}); "
+            f"{summary['trials'] - summary['by_phase'].get('not_killed', 0)} killed; "
             f"kills by mode {summary['by_mode']}, by phase {summary['by_phase']}; "
             f"shards present at kill {summary['shards_at_kill']}; resumes needed {summary['resumes']}; "
             f"all equal to the reference: {summary['all_equal']}"

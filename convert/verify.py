@@ -263,7 +263,7 @@ def _has_problem(name: str, seq: str, reason: str, rx: re.Pattern[str], known: s
     return True  # malformed_fastq: pyfastx reads such records its own way; position checked only
 
 
-def _header_fields(m: re.Match[str]):
+def _header_fields(m: re.Match[str]) -> tuple[int, int, int, int] | None:
     # The converter's rule for usable header fields (convert.pipeline._header_fields), on str.
     from .pipeline import _header_fields as on_bytes
 
