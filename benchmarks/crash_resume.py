@@ -6,10 +6,11 @@ Run: ``python benchmarks/crash_resume.py --trials 20 --seed 0 [--json]``
    records, so the quarantine is exercised too.
 2. Converts it once, uninterrupted (``--jobs 2 --reads-per-shard small``): the reference,
    and its duration ``D``.
-3. Each trial starts the same command in its own session and, after a random delay (uniform
-   over the reference's start-up ``[0, P]`` for one trial in four, else over ``[P, D]``, where
-   ``P`` is when the reference had written its plan and began converting units), sends
-   SIGKILL to one of (drawn per trial):
+3. Each trial starts the same command in its own session and, after a random delay, sends
+   SIGKILL to one of the targets below (drawn per trial). The delay is uniform within a
+   window of the reference run, drawn per trial: start-up until its plan was written
+   (1/4), first units in flight until its first shard (1/4), first shard to the end:
+   shards landing and finalisation (1/2).
 
    * ``group``: the whole process group (parent, pool workers, resource trackers);
    * ``worker``: one pool worker only; the parent must then exit non-zero with a one-paragraph
@@ -246,15 +247,19 @@ def run_trials(
     if ref_run["rc"] != 0:
         raise RuntimeError(f"reference conversion failed:\n{ref_run['log']}")
     duration = ref_run["seconds"]
-    # Start-up (imports, lock, max-length sample) takes much of a small run; draw 3 kills in 4
-    # over the part where units are converted and the dataset finalised.
-    work_start = min(ref_run["phases"].get("parsing", 0.0), duration)
+    # Start-up (imports, lock, max-length sample, pool start) takes much of a small run, so
+    # the delay is drawn from three windows: start-up, first units in flight, shards landing
+    # and finalisation (half the trials).
+    ph = ref_run["phases"]
+    plan_t = min(ph.get("parsing", 0.0), duration)
+    shard_t = min([ph[k] for k in ("shard_write", "between_shards", "finalising") if k in ph] + [duration])
+    windows = ((0.0, plan_t), (plan_t, shard_t), (shard_t, duration))
     ref = _digest(ref_out)
     n_shards = len(ref["shards"])
     results = []
     for t in range(trials):
         mode = modes[t % len(modes)] if modes else rng.choices(MODES, MODE_WEIGHTS)[0]
-        delay = rng.uniform(0.0, work_start) if rng.random() < 0.25 else rng.uniform(work_start, duration)
+        delay = rng.uniform(*rng.choices(windows, (0.25, 0.25, 0.5))[0])
         out = workdir / f"out-{t}"
         cmd = _cmd(reads, mapping, out, reads_per_shard, jobs)
         first = run_polled(cmd, out, workdir / f"t{t}-0.log", kill_at=delay, mode=mode)
