@@ -113,3 +113,39 @@ def test_kill_during_finalisation_then_resume(tmp_path: Path, monkeypatch: pytes
     for name in ("manifest.json", "quarantine.fa", "quarantine.tsv"):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
+
+
+def test_new_converter_waits_for_orphaned_workers(tmp_path: Path) -> None:
+    """A worker of a killed converter still writing (shared lock held) blocks a new one."""
+    import fcntl
+    import os
+    import time
+
+    from convert.pipeline import ConvertError, _wait_for_orphans
+
+    (tmp_path / ".units").mkdir()
+    fd = os.open(tmp_path / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        t0 = time.monotonic()
+        with pytest.raises(ConvertError, match="still writing"):
+            _wait_for_orphans(tmp_path, timeout=0.3)
+        assert time.monotonic() - t0 >= 0.3
+    finally:
+        os.close(fd)
+    _wait_for_orphans(tmp_path, timeout=0.3)  # released: returns at once
+
+
+def test_orphaned_worker_refuses_to_write(tmp_path: Path) -> None:
+    """A pool worker whose converter is gone (it is no longer its parent) writes nothing."""
+    from convert.fastx import Unit
+    from convert.pipeline import ConvertError, _Settings, convert_unit
+
+    (tmp_path / ".units").mkdir()
+    unit = Unit(file="x.fa", file_index=0, index_in_file=0, first_line=1, first_record=0, data=b">a\nACGT\n", fmt="fasta")
+    gone = 2**22 + 12345  # neither this process nor its parent
+    s = _Settings(tokenizer="char", max_length=8, header_regex="(?P<class_id>.*)", label_map=None, layout="mmap",
+                  compression="gzip", on_bad_record="skip", staging=str(tmp_path), parent_pid=gone)
+    with pytest.raises(ConvertError, match="is gone"):
+        convert_unit(unit, 0, s)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [".units", ".workers.lock"]
