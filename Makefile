@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 # CPU build by default (installs from local disk here); a GPU user runs e.g.
 #   make install TORCH=   (keeps whatever torch the venv already has)
 TORCH    ?= torch==2.13.0
-EXTRAS   ?= test,train
+EXTRAS   ?= test,train,lora
 SAMPLE   ?= data/sample
 JOBS     ?= 2
 NPROC    ?= 1

@@ -1,0 +1,64 @@
+"""Small real datasets for the training tests: synthetic labeled reads in the seed header
+format, converted by the real converter (``convert.convert``, METAGENE-1 BPE by default)
+into real HDF5 shards.
+
+Each class is a random "genome"; reads are random windows of it with a few substitutions,
+so classes are learnable but not trivially.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from convert import ConvertOptions, convert
+
+__all__ = ["make_reads", "write_fasta", "convert_reads", "build_split"]
+
+
+def make_reads(num_classes: int, reads_per_class: int, *, seed: int, genome_len: int = 3000,
+               read_len: int = 150, error_rate: float = 0.01, genome_seed: int = 1234) -> tuple[list[str], np.ndarray]:
+    """Random reads of ``num_classes`` random genomes (the same genomes for every ``seed``)."""
+    grng = np.random.default_rng(genome_seed)
+    genomes = grng.integers(0, 4, size=(num_classes, genome_len))
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), reads_per_class)
+    rng.shuffle(labels)
+    starts = rng.integers(0, genome_len - read_len, size=len(labels))
+    reads = genomes[labels[:, None], starts[:, None] + np.arange(read_len)[None, :]]
+    err = rng.random(reads.shape) < error_rate
+    reads = np.where(err, (reads + rng.integers(1, 4, size=reads.shape)) % 4, reads)
+    letters = np.frombuffer(b"ACGT", dtype=np.uint8)[reads]
+    return [row.tobytes().decode() for row in letters], labels
+
+
+def write_fasta(path: Path, reads: list[str], labels: np.ndarray, num_classes: int) -> Path:
+    """Write reads in the seed header format (class id = 100 + label) and ``mapping.tsv`` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, (seq, lab) in enumerate(zip(reads, labels.tolist())):
+            f.write(f">lbl|{100 + lab}|{5000 + lab}|{len(seq)}|r{i}/1\n{seq}\n")
+    rows = ["class_id\ttax_id\tspecies"] + [f"{100 + c}\t{5000 + c}\tspecies_{c}" for c in range(num_classes)]
+    (path.parent / "mapping.tsv").write_text("\n".join(rows) + "\n")
+    return path
+
+
+def convert_reads(fasta: Path, out: Path, *, tokenizer: str = "metagene-1", max_length: int = 48,
+                  reads_per_shard: int = 500) -> Path:
+    """Run the real converter on ``fasta`` (mapping.tsv beside it) into ``out``."""
+    convert(ConvertOptions(inputs=[str(fasta)], out=str(out), mapping=str(fasta.parent / "mapping.tsv"),
+                           tokenizer=tokenizer, max_length=max_length, reads_per_shard=reads_per_shard,
+                           jobs=1, progress=False))
+    return out
+
+
+def build_split(root: Path, *, num_classes: int = 4, train_per_class: int = 300, val_per_class: int = 60,
+                max_length: int = 48, tokenizer: str = "metagene-1") -> tuple[Path, Path]:
+    """A converted train and val dataset from the same genomes (different reads)."""
+    out = []
+    for split, per_class, seed in (("train", train_per_class, 1), ("val", val_per_class, 2)):
+        reads, labels = make_reads(num_classes, per_class, seed=seed)
+        fa = write_fasta(root / "reads" / f"{split}.fa", reads, labels, num_classes)
+        out.append(convert_reads(fa, root / split, tokenizer=tokenizer, max_length=max_length))
+    return out[0], out[1]

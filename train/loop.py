@@ -1,0 +1,495 @@
+"""The training loop: shards -> shuffled batches -> model -> checkpoints and metrics.
+
+One function, :func:`run`, does a whole run from a :class:`~train.config.TrainConfig`:
+
+* data: :class:`loaders.ShardDataset` for train and val (the val set must use the same
+  tokenizer, max length and labels), :class:`loaders.ShuffleBatchSampler` (full shuffle per
+  epoch, split over ranks), ``collate_batch``, a real ``DataLoader`` with workers;
+* model: :func:`train.model.build_model`; AdamW (no decay on biases and norms), linear
+  warmup then cosine decay (:func:`lr_factor`), gradient accumulation, clipping, bf16
+  autocast on CUDA;
+* evaluation every ``eval_every`` steps (on at most ``eval_max_reads`` reads) and on the
+  whole validation set at the end: ``OUT/metrics.json``, ``OUT/confusion.png``;
+* checkpoints (``OUT/checkpoint.pt``) with model, optimizer, scheduler, every rank's RNG
+  and the sampler's global cursor for the batches actually consumed, so ``resume`` replays
+  exactly the batches an uninterrupted run would have seen;
+* DDP when started by ``torchrun`` (gloo on CPU, nccl on CUDA): each rank takes its
+  interleaved share of the same global order, so the union of the ranks' micro-batches at
+  each step is the single-process batch of ``batch_size * world_size`` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from convert.format import FormatError
+from loaders import ShardDataset, ShuffleBatchSampler, collate_batch
+from train.config import ConfigError, TrainConfig
+from train.metrics import (confusion_matrix, format_per_class_table, metrics_from_confusion, per_class_table,
+                           plot_confusion, write_json)
+from train.model import DataSpec, build_model, count_parameters
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "METRICS_NAME",
+    "DistInfo",
+    "lr_factor",
+    "setup_distributed",
+    "evaluate",
+    "run",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: rank, world size, device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based): linear warmup, cosine decay.
+
+    Rises linearly to 1 over ``warmup_steps``, then follows a half cosine down to
+    ``min_ratio`` at ``total_steps``; stays at ``min_ratio`` afterwards.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group ``torchrun`` describes in the environment, if any.
+
+    Uses nccl on CUDA and gloo on CPU. A plain ``python -m train`` is rank 0 of 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available (use auto or cpu)")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+class _RecordingBatchSampler:
+    """Passes the sampler's batches to the DataLoader and remembers them in order.
+
+    The DataLoader iterates its batch sampler in the main process and returns batches in
+    the same order, so popping the oldest entry when a batch arrives names its indices.
+    """
+
+    def __init__(self, sampler: ShuffleBatchSampler) -> None:
+        self.sampler = sampler
+        self.pending: deque[np.ndarray] = deque()
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.pending.clear()
+        for batch in self.sampler:
+            self.pending.append(batch)
+            yield batch
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _model_state(model: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
+    # With LoRA only the adapters and the head change: do not write 14 GB of frozen weights.
+    if not trainable_only:
+        return model.state_dict()
+    keep = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in keep}
+
+
+def _autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if dev.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Biases, norms (1-D) and nothing else escape weight decay.
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _to_device(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ds: ShardDataset, *, batch_size: int, info: DistInfo, precision: str,
+             max_reads: int | None = None) -> np.ndarray:
+    """Confusion matrix of ``model`` on ``ds`` (all ranks share the work; summed over ranks).
+
+    Args:
+        model: the (unwrapped) classifier.
+        ds: validation dataset.
+        batch_size: reads per forward pass.
+        info: rank/world/device.
+        precision: autocast policy (see :class:`~train.config.LoopConfig`).
+        max_reads: evaluate on this many reads spread evenly over the set (None = all).
+
+    Returns:
+        (C, C) int64 confusion matrix (rows: true label).
+    """
+    n = len(ds)
+    idx = np.arange(n) if max_reads is None or max_reads >= n else np.linspace(0, n - 1, max_reads).astype(np.int64)
+    batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)][info.rank :: info.world_size]
+    C = ds.num_classes
+    cm = np.zeros((C, C), dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    # Workers are not worth their start-up here: one __getitems__ gather per batch is cheap.
+    loader = DataLoader(ds, batch_sampler=batches, collate_fn=collate_batch, num_workers=0)
+    for batch in loader:
+        batch = _to_device(batch, info.device)
+        with _autocast(info.device, precision):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        cm += confusion_matrix(batch["labels"].cpu().numpy(), logits.argmax(-1).cpu().numpy(), C)
+    if info.distributed:
+        t = torch.from_numpy(cm).to(info.device)
+        dist.all_reduce(t)
+        cm = t.cpu().numpy()
+    model.train(was_training)
+    return cm
+
+
+def _open_datasets(cfg: TrainConfig) -> tuple[ShardDataset, ShardDataset]:
+    expect = {"name": cfg.data.tokenizer} if cfg.data.tokenizer else None
+    train_ds = ShardDataset(cfg.data.train, verify=cfg.data.verify, expect_tokenizer=expect)
+    val_ds = ShardDataset(cfg.data.val, verify=cfg.data.verify, expect_tokenizer=train_ds.tokenizer_info,
+                          expect_max_length=train_ds.max_length)
+    if list(val_ds.class_names) != list(train_ds.class_names):
+        raise FormatError(
+            f"{cfg.data.val}: its labels differ from {cfg.data.train}'s; convert both with the same --mapping"
+        )
+    return train_ds, val_ds
+
+
+def _log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) the run ``cfg`` describes; returns the metrics written to ``metrics.json``.
+
+    Returns ``{"interrupted": True, ...}`` without evaluating when ``stop_at_step`` stops it.
+
+    Raises:
+        ConfigError: the config does not fit the data (e.g. a batch bigger than the dataset).
+        FormatError: the datasets are missing, incompatible or corrupt.
+    """
+    t_start = time.perf_counter()
+    tc, oc = cfg.train, cfg.optim
+    info = setup_distributed(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    elif info.distributed and info.device.type == "cpu":
+        # N processes on one machine: split the cores rather than oversubscribe them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))))
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", cfg.to_dict())
+    if info.distributed:
+        dist.barrier()
+
+    train_ds, val_ds = _open_datasets(cfg)
+    tok = train_ds.tokenizer_info
+    spec = DataSpec(vocab_size=int(tok["vocab_size"]), pad_id=int(train_ds.pad_id),
+                    num_labels=int(train_ds.num_classes), max_length=int(train_ds.max_length))
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    model = build_model(cfg.model, spec).to(info.device)
+    model.train()
+    total_params, trainable = count_parameters(model)
+    lora = cfg.model.lora is not None
+    opt = torch.optim.AdamW(_param_groups(model, oc.weight_decay), lr=oc.lr, betas=oc.betas, eps=oc.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, warmup_steps=oc.warmup_steps, total_steps=tc.max_steps, min_ratio=oc.min_lr_ratio))
+    sampler = ShuffleBatchSampler(len(train_ds), tc.batch_size, seed=tc.seed, rank=info.rank,
+                                  world_size=info.world_size, drop_last=True)
+    if len(train_ds) < tc.batch_size * info.world_size:
+        raise ConfigError(f"train.batch_size {tc.batch_size} x {info.world_size} process(es) is more than the "
+                          f"{len(train_ds)} training reads; lower --batch-size")
+    # Different dropout masks per rank; the weights are already identical.
+    torch.manual_seed(tc.seed * 1000 + info.rank + 1)
+    step, epoch = 0, 0
+    stats = {"reads": 0, "wait_s": 0.0, "train_s": 0.0}
+    history: list[dict[str, Any]] = []
+    if cfg.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        missing, unexpected = model.load_state_dict(ck["model"], strict=not lora)
+        if unexpected:
+            raise FormatError(f"{ckpt_path}: checkpoint does not fit this model (unexpected {unexpected[:3]}...)")
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        sampler.load_state_dict(ck["sampler"])
+        step, epoch, stats, history = ck["step"], ck["epoch"], ck["stats"], ck.get("history", [])
+        rng = ck["rng"]
+        if len(rng) == info.world_size:
+            _set_rng_state(rng[info.rank])
+        if info.is_main:
+            print(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, cursor {ck['sampler']['cursor']})",
+                  file=sys.stderr)
+    elif cfg.resume and info.is_main:
+        print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
+    raw_model = model
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+
+    recorder = _RecordingBatchSampler(sampler)
+    nw = cfg.data.num_workers
+    loader = DataLoader(train_ds, batch_sampler=recorder, collate_fn=collate_batch, num_workers=nw,
+                        pin_memory=info.device.type == "cuda", persistent_workers=nw > 0,
+                        prefetch_factor=4 if nw > 0 else None,
+                        # its own generator: starting an epoch must not draw from the global RNG
+                        # (dropout), or a resumed run would diverge from an uninterrupted one
+                        generator=torch.Generator().manual_seed(tc.seed))
+    batch_log = out / f"batches-rank{info.rank}.jsonl" if tc.log_batches else None
+    log_path = out / LOG_NAME
+
+    def save_checkpoint(consumed: int) -> None:
+        rng = [_rng_state()]
+        if info.distributed:
+            rng = [None] * info.world_size
+            dist.all_gather_object(rng, _rng_state())
+        if info.is_main:
+            ck = {
+                "step": step, "epoch": epoch, "sampler": sampler.state_dict(consumed=consumed),
+                "model": _model_state(raw_model, lora), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": rng, "stats": stats, "history": history,
+                "config": cfg.to_dict(), "world_size": info.world_size,
+            }
+            tmp = ckpt_path.with_name(f".{ckpt_path.name}.tmp")
+            torch.save(ck, tmp)
+            os.replace(tmp, ckpt_path)
+        if info.distributed:
+            dist.barrier()
+
+    def run_eval(max_reads: int | None) -> np.ndarray:
+        cm = evaluate(raw_model, val_ds, batch_size=tc.eval_batch_size, info=info, precision=tc.precision,
+                      max_reads=max_reads)
+        m = metrics_from_confusion(cm)
+        rec = {"step": step, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_reads": m["num_reads"]}
+        history.append(rec)
+        if info.is_main:
+            _log(log_path, {"event": "eval", **rec})
+            if bar is not None:
+                bar.write(f"step {step}: val accuracy {100 * m['accuracy']:.2f}% macro-F1 "
+                          f"{100 * m['macro_f1']:.2f}% on {m['num_reads']} reads")
+        return cm
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (info.is_main and tc.progress), mininterval=1.0)
+    deadline = None if tc.max_minutes is None else t_start + 60 * tc.max_minutes
+    stopped_by = "max_steps"
+    interrupted = False
+    sampler.set_epoch(epoch)  # same epoch after a resume: the loaded cursor is kept
+    it = iter(loader)
+    consumed = 0  # batches of the running iteration that were trained on
+    loss_sum = torch.zeros((), device=info.device)
+    loss_count = 0
+    t_phase = time.perf_counter()
+    while step < tc.max_steps:
+        for micro in range(tc.grad_accum):
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                epoch += 1
+                sampler.set_epoch(epoch)
+                it = iter(loader)
+                consumed = 0
+                batch = next(it)
+            stats["wait_s"] += time.perf_counter() - t0
+            indices = recorder.pending.popleft()
+            consumed += 1
+            if batch_log is not None:
+                _log(batch_log, {"step": step, "micro": micro, "epoch": epoch, "indices": indices.tolist()})
+            batch = _to_device(batch, info.device)
+            sync = not info.distributed or micro == tc.grad_accum - 1
+            ctx = contextlib.nullcontext() if sync else model.no_sync()
+            with ctx:
+                with _autocast(info.device, tc.precision):
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=oc.label_smoothing)
+                (loss / tc.grad_accum).backward()
+            loss_sum += loss.detach()
+            loss_count += 1
+        if oc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in raw_model.parameters() if p.requires_grad], oc.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        stats["reads"] += tc.batch_size * tc.grad_accum * info.world_size
+        bar.update(1)
+
+        if step % tc.log_every == 0 or step == tc.max_steps:
+            mean_loss = loss_sum / max(loss_count, 1)
+            if info.distributed:  # SUM then divide: gloo has no AVG
+                dist.all_reduce(mean_loss)
+                mean_loss /= info.world_size
+            elapsed = stats["train_s"] + time.perf_counter() - t_phase
+            rate = stats["reads"] / max(elapsed, 1e-9)
+            wait = stats["wait_s"] / max(elapsed, 1e-9)
+            if info.is_main:
+                lv = float(mean_loss)
+                _log(log_path, {"step": step, "epoch": epoch, "loss": lv, "lr": sched.get_last_lr()[0],
+                                "reads_per_s": rate, "loader_wait_fraction": wait})
+                bar.set_postfix_str(f"loss {lv:.4f} lr {sched.get_last_lr()[0]:.2e} "
+                                    f"{rate:,.0f} reads/s wait {100 * wait:.1f}%", refresh=False)
+            loss_sum.zero_()
+            loss_count = 0
+
+        stop = False
+        if deadline is not None and time.perf_counter() > deadline:
+            stop, stopped_by = True, "max_minutes"
+        if tc.stop_at_step is not None and step >= tc.stop_at_step and step < tc.max_steps:
+            stop, stopped_by, interrupted = True, "stop_at_step", True
+        if info.distributed:  # every rank must leave the loop at the same step
+            flag = torch.tensor([int(stop)], device=info.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not stop:
+                stop, stopped_by = True, "max_minutes"
+        pause = stop or (tc.eval_every and step % tc.eval_every == 0 and step < tc.max_steps) or \
+            (tc.checkpoint_every and step % tc.checkpoint_every == 0)
+        if pause:  # evaluation and checkpoints do not count as training time
+            stats["train_s"] += time.perf_counter() - t_phase
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not stop:
+                save_checkpoint(consumed)
+            if tc.eval_every and step % tc.eval_every == 0 and step < tc.max_steps and not stop:
+                run_eval(cfg.data.eval_max_reads)
+            t_phase = time.perf_counter()
+        if stop:
+            break
+    else:
+        stats["train_s"] += time.perf_counter() - t_phase
+    bar.close()
+    save_checkpoint(consumed)
+    del it  # stop the workers before the evaluation
+    if interrupted:
+        return {"interrupted": True, "step": step}
+
+    cm = run_eval(None)
+    result: dict[str, Any] = {}
+    if info.is_main:
+        m = metrics_from_confusion(cm)
+        names = list(val_ds.class_names)
+        table = per_class_table(cm, names)
+        result = {
+            "val_accuracy": m["accuracy"],
+            "val_macro_f1": m["macro_f1"],
+            "val_reads": m["num_reads"],
+            "train_reads_per_s": stats["reads"] / max(stats["train_s"], 1e-9),
+            "loader_wait_fraction": stats["wait_s"] / max(stats["train_s"], 1e-9),
+            "steps": step,
+            "epochs": stats["reads"] / len(train_ds),
+            "train_reads_seen": stats["reads"],
+            "train_seconds": stats["train_s"],
+            "wall_seconds": time.perf_counter() - t_start,
+            "stopped_by": stopped_by,
+            "world_size": info.world_size,
+            "device": str(info.device),
+            "precision": "bf16" if info.device.type == "cuda" and tc.precision != "fp32" else "fp32",
+            "model": {"arch": cfg.model.arch, "pretrained": cfg.model.pretrained, "parameters": total_params,
+                      "trainable_parameters": trainable},
+            "chance_accuracy": float(np.max(m["support"]) / max(m["num_reads"], 1)),
+            "eval_history": history,
+            "per_class": table,
+            "confusion": cm.tolist(),
+        }
+        if tc.baseline:
+            from train.baseline import BaselineError, run_baseline
+
+            try:
+                base = run_baseline(cfg.data.train, cfg.data.val)
+                result["baseline"] = {k: v for k, v in base.items() if k not in ("confusion",)}
+                result["baseline_val_accuracy"] = base["val_accuracy"]
+                result["baseline_val_macro_f1"] = base["val_macro_f1"]
+                result["beats_baseline"] = m["accuracy"] > base["val_accuracy"]
+            except (BaselineError, FormatError) as exc:
+                result["baseline_error"] = str(exc)
+        write_json(out / METRICS_NAME, result)
+        plot_confusion(cm, names, out / "confusion.png",
+                       title=f"val accuracy {100 * m['accuracy']:.2f}%, macro-F1 {100 * m['macro_f1']:.2f}%")
+        print(format_per_class_table(table))
+        line = (f"val accuracy {100 * m['accuracy']:.2f}%  macro-F1 {100 * m['macro_f1']:.2f}%  "
+                f"{result['train_reads_per_s']:,.0f} reads/s  loader wait {100 * result['loader_wait_fraction']:.1f}%  "
+                f"{result['wall_seconds']:.0f} s")
+        if "baseline_val_accuracy" in result:
+            line += f"  (6-mer naive Bayes: {100 * result['baseline_val_accuracy']:.2f}%)"
+        print(line)
+    if info.distributed:
+        dist.barrier()
+    return result
