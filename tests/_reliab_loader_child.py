@@ -25,17 +25,27 @@ def main() -> int:
     total = len(loader)
     it = iter(loader)
     got = 0
-    result = {"total_batches": total, "error": None, "message": None, "killed": None}
+    result = {"total_batches": total, "errors": [], "messages": [], "killed": None}
+
+    def note(exc: BaseException) -> None:
+        result["errors"].append(type(exc).__name__)
+        result["messages"].append(str(exc))
+
+    # torch's SIGCHLD handler raises asynchronously, wherever the main thread is, possibly
+    # while an error from the receive itself is being handled: catch at two levels.
     try:
-        for batch in it:
-            got += 1
-            if got == 3:
-                victim = it._workers[1].pid
-                os.kill(victim, signal.SIGKILL)
-                result["killed"] = victim
-    except Exception as exc:  # noqa: BLE001 - reported to the test
-        result["error"] = type(exc).__name__
-        result["message"] = str(exc)
+        try:
+            for batch in it:
+                got += 1
+                if got == 3:
+                    victim = it._workers[1].pid
+                    result["killed"] = victim
+                    os.kill(victim, signal.SIGKILL)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            note(exc)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except BaseException as exc:  # noqa: BLE001
+        note(exc)
     result["batches"] = got
     print(json.dumps(result), flush=True)
     return 0

@@ -51,7 +51,8 @@ def test_killed_worker_raises_in_main_process(dataset: Path, method: str) -> Non
     assert proc.returncode == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert result["killed"], result
-    assert result["error"] in SURFACED, result
-    if result["error"] == "RuntimeError":
-        assert str(result["killed"]) in result["message"] and "DataLoader worker" in result["message"], result
+    assert result["errors"] and set(result["errors"]) <= SURFACED, result
+    for name, message in zip(result["errors"], result["messages"]):
+        if name == "RuntimeError":
+            assert str(result["killed"]) in message and "DataLoader worker" in message, result
     assert 3 <= result["batches"] < result["total_batches"], result
