@@ -151,7 +151,7 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
     unit_no = 0
     last_pos = 0
     at_line_start = True  # is pending[scanned] at the start of a line?
-    nl_seen = 0  # FASTQ: newlines in pending[:scanned]
+    fq_k = 0  # FASTQ: line-in-record index (0..3) of the next line to start in the unscanned region
     try:
         while True:
             try:
@@ -175,14 +175,14 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
                     prev[~nz] = at_line_start
                     starts.extend((hits[prev] + scanned).tolist())
             else:
-                nls = np.flatnonzero(arr == 0x0A)
-                # Record starts: line numbers 0, 4, 8, ... of the unit (counted from pending[0]).
-                line_idx = nl_seen + np.arange(1, nls.size + 1)
-                rec = nls[(line_idx % 4) == 0] + scanned + 1
-                if scanned == 0 and nl_seen == 0 and len(pending) > 0:
-                    starts.append(0)
-                starts.extend(rec[rec < len(pending)].tolist())
-                nl_seen += nls.size
+                # Line starts in the new region whose first byte is known (a line beginning at
+                # the very end of `pending` waits for the next block).
+                line_starts = np.flatnonzero(arr == 0x0A) + 1
+                if at_line_start:
+                    line_starts = np.concatenate(([0], line_starts))
+                line_starts = line_starts[line_starts < arr.size]
+                new_starts, fq_k = _fastq_record_starts(arr, line_starts, fq_k)
+                starts.extend((new_starts + scanned).tolist())
             if arr.size:
                 at_line_start = bool(arr[-1] == 0x0A)
             del arr  # release the buffer export so `pending` can be resized
@@ -200,8 +200,6 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
                 del pending[:cut]
                 scanned -= cut
                 starts = [s - cut for s in starts[records_per_unit:]]
-                if fmt == "fastq":
-                    nl_seen = pending[:scanned].count(b"\n")
             if not block:
                 break
         if starts:
@@ -213,6 +211,30 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
     finally:
         stream.close()
         raw.close()
+
+
+def _fastq_record_starts(arr: np.ndarray, line_starts: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """Record starts among ``line_starts`` (offsets into ``arr``), FASTQ rules of :func:`parse_unit`.
+
+    ``k`` is the line-in-record index (0..3) of the first line. Between records (k == 0) a
+    line whose first byte is LF or CR is blank and skipped; inside a record every line
+    counts. Returns the starts and the ``k`` of the next line.
+    """
+    if line_starts.size == 0:
+        return line_starts, k
+    first = arr[line_starts]
+    if not ((first == 0x0A) | (first == 0x0D)).any():
+        # No blank line: plain arithmetic (the common case, vectorized).
+        idx = (k + np.arange(line_starts.size)) % 4
+        return line_starts[idx == 0], int((k + line_starts.size) % 4)
+    out = []
+    for pos, c in zip(line_starts.tolist(), first.tolist()):
+        if k == 0:
+            if c in (0x0A, 0x0D):
+                continue
+            out.append(pos)
+        k = (k + 1) % 4
+    return np.asarray(out, dtype=np.int64), k
 
 
 @dataclass

@@ -150,14 +150,6 @@ def file_sha256(path: str | os.PathLike[str], bufsize: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _fsync_path(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_shard(
     path: str | os.PathLike[str],
     *,
@@ -193,7 +185,11 @@ def write_shard(
     if input_ids.dtype != np.int16:
         raise FormatError(f"input_ids must be int16, got {input_ids.dtype}")
     offsets_csr, rows = build_class_index(np.asarray(vectors["labels"]), num_classes)
-    with h5py.File(path, "w", libver="v110", track_order=False) as f:
+    # HDF5 builds the file in memory (core driver, no backing store) and Python writes the
+    # bytes: a full disk or an I/O error then surfaces as a plain OSError with its errno,
+    # instead of HDF5 failing inside close() with a RuntimeError and a half-flushed file
+    # (which can crash the interpreter at exit).
+    with h5py.File(path, "w", libver="v110", track_order=False, driver="core", backing_store=False) as f:
         if layout == "compressed" and n > 0:
             comp = compression or "gzip"
             if comp not in COMPRESSIONS:
@@ -234,12 +230,14 @@ def write_shard(
         for name in ("input_ids", "class_offsets", *ROW_VECTORS):
             off = f[name].id.get_offset()
             offsets[name] = None if off is None else int(off)
-    _fsync_path(path)
+        f.flush()
+        image = f.id.get_file_image()
+    _write_file(path, image)
     return {
         "num_rows": int(n),
         "offsets": offsets,
-        "bytes": os.path.getsize(path),
-        "sha256": file_sha256(path),
+        "bytes": len(image),
+        "sha256": hashlib.sha256(image).hexdigest(),
     }
 
 
@@ -248,17 +246,29 @@ def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except OSError as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, UnicodeDecodeError) as exc:
+        # h5py reports corrupt metadata as OSError, RuntimeError or KeyError (checksums).
         raise FormatError(
-            f"{path}: not a readable HDF5 shard ({exc}); the file is truncated or corrupt: "
+            f"{path}: not a readable HDF5 shard ({_first_line(exc)}); the file is truncated or corrupt: "
             "run `python -m convert verify` on the dataset and re-convert with --resume"
         ) from None
     if attrs.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: not a readshard shard (format attribute {attrs.get('format')!r})")
-    attrs["tokenizer"] = json.loads(attrs["tokenizer"])
-    for key in ("format_version", "max_length", "num_rows", "num_classes", "shard_index"):
-        attrs[key] = int(attrs[key])
+    try:
+        attrs["tokenizer"] = json.loads(attrs["tokenizer"])
+        for key in ("format_version", "max_length", "num_rows", "num_classes", "shard_index"):
+            attrs[key] = int(attrs[key])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise FormatError(
+            f"{path}: corrupt shard attributes ({exc.__class__.__name__}: {_first_line(exc)}); "
+            "re-convert it: `python -m convert INPUT --out DIR --resume`"
+        ) from None
     return attrs
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def map_shard(
@@ -311,15 +321,23 @@ def map_shard(
     return out
 
 
+def _write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` and fsync; an OSError (disk full, ...) names ``path``."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        # write()/close() errors carry no file name; the converter's message needs it.
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON to ``path`` via a temporary file, fsync and rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+    _write_file(tmp, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
     os.replace(tmp, path)
 
 
@@ -351,7 +369,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise FormatError(
-            f"{directory}: dataset format version {version}, this readshard reads version "
+            f"{directory}: dataset format version {version!r}, this readshard reads version "
             f"{FORMAT_VERSION}. Re-convert the source with this version "
             "(`python -m convert INPUT --out NEW_DIR`) or install the readshard release that wrote it."
         )

@@ -5,13 +5,19 @@ Crash safety, in order of what is written:
 1. Everything goes to a staging directory beside the output,
    ``<parent>/.<name>.readshard-partial/``, locked with ``flock`` so two converters cannot
    share it. Nothing appears at ``--out`` until the dataset is complete.
-2. A worker writes ``.shard-NNNNN.h5.tmp``, fsyncs, hashes, renames it to
-   ``shard-NNNNN.h5``, then writes its quarantine part and, last, its unit record
-   ``.units/u-NNNNN.json`` (shard entry + counts). A unit is done iff its record exists and
-   the shard's size and sha256 match it; ``--resume`` redoes every other unit.
+2. A worker builds the shard in memory, writes ``.shard-NNNNN.h5.tmp``, fsyncs, renames it
+   to ``shard-NNNNN.h5``, then writes its quarantine parts and, last, its unit record
+   ``.units/u-NNNNN.json`` (shard entry + counts). A unit is done iff its record and parts
+   exist and the shard's size and sha256 match it; ``--resume`` redoes every other unit.
+   Workers hold ``.units/.workers.lock`` shared while writing and stop if their converter
+   is gone, and a new converter waits for that lock: pool workers orphaned by a killed
+   converter never write beside a ``--resume``. A worker that dies (killed, out of memory)
+   ends the run with a :class:`ConvertError` saying to ``--resume``.
 3. When all units are done: ``quarantine.fa``/``quarantine.tsv``, ``report.json``, then
    ``manifest.json``; the staging directory is renamed to ``--out`` (atomic on one
-   filesystem). A crash at any point leaves either no dataset or a complete one.
+   filesystem). A crash at any point leaves either no dataset or a complete one; a full
+   disk or unwritable output is a :class:`ConvertError` (nothing published, ``--resume``
+   continues). ``benchmarks/crash_resume.py`` checks this with SIGKILL at random moments.
 
 Units depend only on the input and ``--reads-per-shard``, and each is converted by the same
 pure function, so shards, hashes and the manifest are identical for any ``--jobs``.
@@ -19,6 +25,7 @@ pure function, so shards, hashes and the manifest are identical for any ``--jobs
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -27,6 +34,7 @@ import resource
 import shutil
 import sys
 import time
+from concurrent.futures import BrokenExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +64,7 @@ SKIP_REASONS = (
     "malformed_fastq",
 )
 AUTO_SAMPLE = 20000
+ORPHAN_WAIT_S = 600.0
 
 
 class ConvertError(Exception):
@@ -102,6 +111,7 @@ class _Settings:
     on_bad_record: str
     staging: str
     tokenizer_info: dict[str, Any] = field(default_factory=dict)
+    parent_pid: int = 0
 
 
 def staging_dir(out: str | os.PathLike[str]) -> Path:
@@ -123,16 +133,62 @@ def _worker_tokenizer(spec: str):
     return _CACHE[key]
 
 
-def _int_or(value: bytes | None, default: int) -> int:
-    return int(value) if value else default
+# Header fields -> (default when absent or empty, largest value the shard column holds).
+_FIELD_LIMITS = {"tax_id": (-1, 2**31 - 1), "mate": (0, 127), "readlen": (-1, 2**62)}
+_INT32_MAX = 2**31 - 1
+
+
+def _header_fields(m: re.Match[bytes]) -> tuple[int, int, int, int] | None:
+    """``(class_id, tax_id, mate, readlen)`` from a header match; None if a field is unusable.
+
+    A custom ``--header-regex`` may capture non-digits, and digits may not fit the int32/int8
+    shard columns (a tax id of 99999999999, a mate of 300): such a header does not match the
+    expected format and the record is skipped as ``header_mismatch``, never a crash.
+    """
+    gd = m.groupdict()
+    try:
+        cid = int(gd["class_id"] or b"")
+        out = [cid]
+        for name, (default, top) in _FIELD_LIMITS.items():
+            raw = gd.get(name)
+            value = int(raw) if raw else default
+            if not default <= value <= top:
+                return None
+            out.append(value)
+    except ValueError:
+        return None
+    if not 0 <= cid <= _INT32_MAX:
+        return None
+    return out[0], out[1], out[2], out[3]
 
 
 def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     """Convert one unit into ``shard-<shard_index>.h5`` plus its quarantine part and unit record.
 
+    The worker holds a shared lock on ``.units/.workers.lock`` while it writes, and first
+    checks that the converter that started it is still its parent: a pool worker orphaned
+    by a killed converter (pool workers outlive their parent and may hold queued units)
+    must never write into staging beside the workers of a ``--resume`` run.
+
     Returns:
         The unit record (also written to ``.units/u-NNNNN.json``).
+
+    Raises:
+        ConvertError: this worker's converter is gone.
     """
+    fd = os.open(Path(s.staging) / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        # After taking the lock: a new converter that got its exclusive lock first has
+        # already outlived our parent, so this check cannot pass for an orphan.
+        if s.parent_pid and os.getpid() != s.parent_pid and os.getppid() != s.parent_pid:
+            raise ConvertError(f"converter pid {s.parent_pid} is gone; this orphaned worker stops")
+        return _convert_unit(unit, shard_index, s)
+    finally:
+        os.close(fd)
+
+
+def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     tok = _worker_tokenizer(s.tokenizer)
     rx = compile_header_regex(s.header_regex)
     label_of = s.label_map.label_of
@@ -159,10 +215,11 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
             if problem is None:
                 rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
                 m = rx.match(rid)
-                if m is None:
+                fields = None if m is None else _header_fields(m)
+                if fields is None:
                     problem = "header_mismatch"
                 else:
-                    cid = int(m.group("class_id"))
+                    cid, tax, mate, header_readlen = fields
                     if cid not in label_of:
                         problem = "unknown_class"
             if problem is not None:
@@ -176,19 +233,16 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
                 q_fa.write(rec.raw if rec.raw.endswith(b"\n") else rec.raw + b"\n")
                 q_tsv.write(f"{unit.file}\t{rec.line}\t{unit.first_record + records_in - 1}\t{problem}\n")
                 continue
-            gd = m.groupdict()
             seq = rec.seq
             labels[n] = label_of[cid]
             class_ids[n] = cid
-            tax = _int_or(gd.get("tax_id"), -1)
             if tax < 0:
                 tax = s.label_map.tax_ids[labels[n]]
             tax_ids[n] = tax
             taxa.setdefault(cid, set()).add(tax)
-            mates[n] = _int_or(gd.get("mate"), 0)
+            mates[n] = mate
             read_lengths[n] = len(seq)
-            rl = gd.get("readlen")
-            if rl and int(rl) != len(seq):
+            if header_readlen >= 0 and header_readlen != len(seq):
                 readlen_mismatch += 1
             if rec.iupac:
                 iupac_reads += 1
@@ -251,6 +305,10 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     shard = staging / fmt.shard_name(index)
     if not rec_path.is_file() or not shard.is_file():
         return None
+    # The quarantine parts too: a crash while the finished run removed .units can leave a
+    # unit record whose parts are already gone.
+    if not all((staging / ".units" / f"q-{index:05d}.{ext}").is_file() for ext in ("fa", "tsv")):
+        return None
     try:
         record = json.loads(rec_path.read_text())
     except ValueError:
@@ -261,6 +319,38 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     return record
 
 
+def _locked_message(holder: str, staging: Path) -> str:
+    return (
+        f"another converter (pid {holder}) is writing to {staging}; wait for it to finish "
+        "or stop it before converting to the same --out"
+    )
+
+
+def _lock_holder(staging: Path) -> str | None:
+    """The pid written in a staging dir's lock if a live converter holds it, else None."""
+    try:
+        fd = os.open(staging / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.read(fd, 64).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)  # also drops the probe's shared lock
+
+
+def _discard_if_empty(staging: Path) -> None:
+    """Remove a staging dir that holds nothing but its lock (this run created it)."""
+    try:
+        if {p.name for p in staging.iterdir()} <= {".lock"}:
+            (staging / ".lock").unlink(missing_ok=True)
+            staging.rmdir()
+    except OSError:
+        pass
+
+
 def _lock(staging: Path) -> int:
     fd = os.open(staging / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -268,13 +358,36 @@ def _lock(staging: Path) -> int:
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise ConvertError(
-            f"another converter (pid {holder}) is writing to {staging}; wait for it to finish "
-            "or stop it before converting to the same --out"
-        ) from None
+        raise ConvertError(_locked_message(holder, staging)) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _wait_for_orphans(staging: Path, timeout: float = ORPHAN_WAIT_S) -> None:
+    """Wait until no worker of an earlier (killed) converter is still writing a unit.
+
+    Workers hold ``.units/.workers.lock`` shared while they write (see :func:`convert_unit`);
+    taking it exclusively once proves none is left. Orphans finish their unit and stop.
+    """
+    fd = os.open(staging / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConvertError(
+                        f"worker processes of an earlier, interrupted converter are still writing to "
+                        f"{staging} after {timeout:.0f} s; stop them (they run "
+                        "joblib.externals.loky.backend.popen_loky_posix) and rerun with --resume"
+                    ) from None
+                time.sleep(0.05)
+    finally:
+        os.close(fd)
 
 
 def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: LabelMap) -> dict[str, Any]:
@@ -364,14 +477,29 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     staging = staging_dir(out)
     if staging.exists() and not opts.resume:
         if not opts.overwrite:
+            holder = _lock_holder(staging)
+            if holder is not None:  # not unfinished: running now
+                raise ConvertError(_locked_message(holder, staging))
             raise ConvertError(
                 f"an unfinished conversion to {out} exists in {staging}; continue it with --resume, "
                 "or start over with --overwrite"
             )
-    staging.mkdir(parents=True, exist_ok=True)
-    lock_fd = _lock(staging)
     try:
-        if staging.exists() and not opts.resume and opts.overwrite:
+        staging.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(staging)
+    except OSError as exc:  # read-only or full filesystem, no permission, parent is a file
+        raise _io_error(exc, out, staging, started=False) from None
+    try:
+        if out.exists() and not opts.overwrite:
+            # Another converter published --out while this one was starting: never replace it.
+            _discard_if_empty(staging)
+            raise ConvertError(
+                f"{out} already exists (another converter finished it while this one was starting); "
+                "use --overwrite to replace it"
+            )
+        (staging / ".units").mkdir(exist_ok=True)
+        _wait_for_orphans(staging)
+        if not opts.resume and opts.overwrite:
             for child in staging.iterdir():
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -404,22 +532,31 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             on_bad_record=opts.on_bad_record,
             staging=str(staging),
             tokenizer_info=tok.info,
+            parent_pid=os.getpid(),
         )
         records = _run_units(opts, settings, staging)
         report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
     except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
-            raise ConvertError(
-                f"disk full while writing {exc.filename or staging}: nothing was published at {out}. "
-                "Free space, then rerun the same command with --resume (finished shards are kept)."
-            ) from None
-        raise ConvertError(
-            f"cannot write {exc.filename or staging}: {exc.strerror}. Nothing was published at {out}; "
-            "fix the problem and rerun with --resume."
-        ) from None
+        raise _io_error(exc, out, staging, started=True) from None
     finally:
         os.close(lock_fd)
     return report
+
+
+def _io_error(exc: OSError, out: Path, staging: Path, *, started: bool) -> ConvertError:
+    """A one-paragraph ConvertError for a failed read or write (disk full, read-only, ...)."""
+    where = exc.filename or staging
+    then = (
+        "then rerun the same command with --resume (finished shards are kept)"
+        if started
+        else "then rerun the command"
+    )
+    if exc.errno == errno.ENOSPC:
+        return ConvertError(f"disk full while writing {where}: nothing was published at {out}. Free space, {then}.")
+    return ConvertError(
+        f"cannot write {where}: {exc.strerror or exc}. Nothing was published at {out}; fix the problem "
+        f"(permissions, a read-only or missing directory), {then}."
+    )
 
 
 def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list[dict[str, Any]]:
@@ -463,9 +600,22 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
             records[idx] = rec
             reads_done += rec["records_in"]
             bar.set_postfix_str(f"{reads_done / max(time.time() - start, 1e-9):,.0f} reads/s", refresh=False)
+    except BrokenExecutor as exc:
+        # joblib/loky: a worker died (killed, out of memory, segfault); its unit is not done.
+        raise ConvertError(
+            f"a worker process died while converting ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]} {_worker_exit_codes(exc)}). Nothing was published at "
+            f"{opts.out}; finished shards are kept in {staging}: rerun the same command with "
+            "--resume (with fewer --jobs or a smaller --reads-per-shard if memory ran out)."
+        ) from None
     finally:
         bar.close()
     return [records[i] for i in sorted(records)]
+
+
+def _worker_exit_codes(exc: BaseException) -> str:
+    codes = [line.strip() for line in str(exc).splitlines() if "exit codes" in line]
+    return f"({codes[0].rstrip('.')})" if codes else ""
 
 
 def _finish(

@@ -30,7 +30,9 @@ from . import format as fmt
 
 __all__ = ["verify_dataset", "dataset_stats"]
 
-_IUPAC_TO_N = str.maketrans({c: "N" for c in "RYSWKMBDHVU"})
+# The converter's view of a sequence: IUPAC codes as N, and no CR/tab/space (pyfastx keeps
+# e.g. the CR of a blank CRLF line inside the sequence; the converter drops it).
+_IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVU"}, "\r": None, "\t": None, " ": None})
 
 
 def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str]) -> np.ndarray | None:
@@ -52,7 +54,12 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
         return None
     L = int(manifest["max_length"])
     C = int(manifest["num_classes"])
-    for key, want in (("format_version", fmt.FORMAT_VERSION), ("max_length", L), ("num_rows", entry["num_rows"]), ("num_classes", C)):
+    if attrs["format_version"] != fmt.FORMAT_VERSION:
+        problems.append(
+            f"{path}: shard written in format version {attrs['format_version']}, this readshard reads "
+            f"version {fmt.FORMAT_VERSION}; re-convert the source (`python -m convert INPUT --out NEW_DIR`)"
+        )
+    for key, want in (("max_length", L), ("num_rows", entry["num_rows"]), ("num_classes", C)):
         if attrs[key] != want:
             problems.append(f"{path}: attribute {key}={attrs[key]}, expected {want}")
     if attrs["tokenizer"] != manifest["tokenizer"]:
@@ -60,8 +67,22 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
     n = int(entry["num_rows"])
     if n == 0:
         return np.zeros(0, dtype=np.int32)
+    try:
+        return _check_rows(path, n, manifest, problems)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        # Corrupt HDF5 metadata (bad checksum, wrong shape) surfaces in many types.
+        problems.append(
+            f"{path}: unreadable shard content ({exc.__class__.__name__}: {fmt._first_line(exc)}); "
+            "re-convert it: `python -m convert INPUT --out DIR --resume`"
+        )
+        return None
+
+
+def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str]) -> np.ndarray:
     import h5py
 
+    L = int(manifest["max_length"])
+    C = int(manifest["num_classes"])
     with h5py.File(path, "r") as f:
         lengths = f["lengths"][:].astype(np.int64)
         labels = f["labels"][:]
@@ -129,7 +150,11 @@ def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | N
         if len(quarantined) != report["skipped"]:
             problems.append(f"quarantine.tsv lists {len(quarantined)} records, report says {report['skipped']} skipped")
     if sources:
-        _check_sources(directory, manifest, report, quarantined, list(sources), sample, problems, messages)
+        try:
+            _check_sources(directory, manifest, report, quarantined, list(sources), sample, problems, messages)
+        except (fmt.FormatError, OSError, RuntimeError, KeyError, ValueError) as exc:
+            # A shard already reported above as corrupt or truncated; or an unreadable source.
+            problems.append(f"source check stopped: {fmt._first_line(exc)}")
     ok = not problems
     summary = f"{directory}: {total:,} reads in {len(manifest['shards'])} shards" + ("" if ok else f"; {len(problems)} problem(s)")
     return {"ok": ok, "summary": summary, "messages": messages + problems, "problems": problems}
@@ -157,7 +182,8 @@ def _check_sources(
         problems.append(f"cannot load the dataset's tokenizer to decode reads ({exc})")
         return
     rx = re.compile(manifest["source"]["header_regex"])
-    bad = {(os.path.basename(f), r) for f, _, r, _ in quarantined}
+    bad = {(os.path.basename(f), r): reason for f, _, r, reason in quarantined}
+    known = set(int(c) for c in manifest["label_class_ids"])
     counts = np.cumsum([0] + [e["num_rows"] for e in manifest["shards"]])
     maps: dict[int, dict[str, np.ndarray]] = {}
     L = int(manifest["max_length"])
@@ -168,8 +194,15 @@ def _check_sources(
         base = os.path.basename(path)
         for record_index, rec in enumerate(pyfastx.Fastx(path, uppercase=True)):
             n_records += 1
-            if (base, record_index) in bad:
-                n_quarantine_seen += 1
+            reason = bad.get((base, record_index))
+            if reason is not None:
+                if _has_problem(rec[0], rec[1], reason, rx, known):
+                    n_quarantine_seen += 1
+                else:
+                    problems.append(
+                        f"{path}, record {record_index}: quarantined as {reason}, but the source record "
+                        f"there is usable ({rec[0][:60]!r}): the source changed since the conversion"
+                    )
                 continue
             if row >= counts[-1]:
                 problems.append(f"{path}: more good records than the dataset holds")
@@ -208,6 +241,33 @@ def _check_sources(
         f"sources: {n_records:,} records re-read with pyfastx; {n_checked:,} sampled reads decoded and matched; "
         f"{n_quarantine_seen:,} quarantined records found at their positions"
     )
+
+
+_NUCLEOTIDE = set("ACGTNRYSWKMBDHVU")
+
+
+def _has_problem(name: str, seq: str, reason: str, rx: re.Pattern[str], known: set[int]) -> bool:
+    """Does the source record (as pyfastx reads it) have the problem it was quarantined for?"""
+    if reason == "empty_header":
+        return not name.strip()
+    bases = seq.upper().translate(_IUPAC_TO_N)  # drops CR/tab/space too
+    if reason == "empty_sequence":
+        return not bases
+    if reason == "non_nucleotide":
+        return not set(bases) <= _NUCLEOTIDE
+    m = rx.match(name.split(None, 1)[0] if name.strip() else "")
+    if reason == "header_mismatch":
+        return m is None or _header_fields(m) is None
+    if reason == "unknown_class":
+        return m is not None and int(m.group("class_id")) not in known
+    return True  # malformed_fastq: pyfastx reads such records its own way; position checked only
+
+
+def _header_fields(m: re.Match[str]) -> tuple[int, int, int, int] | None:
+    # The converter's rule for usable header fields (convert.pipeline._header_fields), on str.
+    from .pipeline import _header_fields as on_bytes
+
+    return on_bytes(re.compile(m.re.pattern.encode()).match(m.string.encode(errors="surrogateescape")))
 
 
 def dataset_stats(directory: str | os.PathLike[str]) -> dict[str, Any]:
