@@ -32,7 +32,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / "convert" / "assets" / "tokenizers" / "metagene-1" / "tokenizer.json"
@@ -85,7 +84,6 @@ def _encode_part(args: tuple[str, int, int]) -> tuple[int, float]:
 def pure_tokenization(path: Path, jobs: int) -> dict:
     warm(path)
     with mp.get_context("spawn").Pool(jobs) as pool:
-        t0 = time.perf_counter()
         results = pool.map(_encode_part, [(str(path), k, jobs) for k in range(jobs)])
     n = sum(r[0] for r in results)
     # The slowest process bounds the wall time of a parallel tokenization pass.

@@ -18,7 +18,6 @@ Record rules (what every parser here agrees on):
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import zlib
 from dataclasses import dataclass

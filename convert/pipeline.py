@@ -35,7 +35,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import BrokenExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -211,7 +211,6 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
         for rec in parse_unit(unit):
             records_in += 1
             problem = rec.problem
-            m = None
             if problem is None:
                 rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
                 m = rx.match(rid)
@@ -408,7 +407,7 @@ def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: L
     }
 
 
-def _auto_max_length(opts: ConvertOptions, tok, s_regex: str) -> tuple[int, int]:
+def _auto_max_length(opts: ConvertOptions, tok) -> tuple[int, int]:
     """Tokenize the first AUTO_SAMPLE good reads of the inputs and pick L (deterministic)."""
     parts = bytearray()
     offs = [0]
@@ -505,7 +504,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         (staging / ".units").mkdir(exist_ok=True)
         if opts.max_length == "auto":
-            max_length, sampled = _auto_max_length(opts, tok, opts.header_regex)
+            max_length, sampled = _auto_max_length(opts, tok)
         else:
             max_length, sampled = int(opts.max_length), 0
             if not 1 <= max_length <= 1 << 15:

@@ -35,15 +35,16 @@ __all__ = ["verify_dataset", "dataset_stats"]
 _IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVU"}, "\r": None, "\t": None, " ": None})
 
 
-def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str]) -> np.ndarray | None:
+def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str]) -> None:
+    """Append to ``problems`` whatever is wrong with one shard (file, attributes, every read)."""
     path = directory / entry["file"]
     if not path.is_file():
         problems.append(f"{path}: missing shard")
-        return None
+        return
     size = path.stat().st_size
     if size != entry["bytes"]:
         problems.append(f"{path}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
-        return None
+        return
     digest = fmt.file_sha256(path)
     if digest != entry["sha256"]:
         problems.append(f"{path}: sha256 {digest[:16]}... differs from the manifest's {entry['sha256'][:16]}... (corrupt)")
@@ -51,7 +52,7 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
         attrs = fmt.read_shard_attrs(path)
     except fmt.FormatError as exc:
         problems.append(str(exc))
-        return None
+        return
     L = int(manifest["max_length"])
     C = int(manifest["num_classes"])
     if attrs["format_version"] != fmt.FORMAT_VERSION:
@@ -66,7 +67,7 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
         problems.append(f"{path}: tokenizer attribute differs from the manifest's")
     n = int(entry["num_rows"])
     if n == 0:
-        return np.zeros(0, dtype=np.int32)
+        return
     try:
         return _check_rows(path, n, manifest, problems)
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
@@ -75,7 +76,7 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
             f"{path}: unreadable shard content ({exc.__class__.__name__}: {fmt._first_line(exc)}); "
             "re-convert it: `python -m convert INPUT --out DIR --resume`"
         )
-        return None
+        return
 
 
 def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str]) -> np.ndarray:
@@ -115,7 +116,6 @@ def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str
             np.sort(rows), np.arange(n)
         ) or (np.diff(labels[rows]) < 0).any():
             problems.append(f"{path}: per-class row index (class_offsets/class_rows) is inconsistent")
-    return labels
 
 
 def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | None = None, sample: float = 0.01) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | N
         return {"ok": False, "summary": str(exc), "messages": [], "problems": [str(exc)]}
     total = 0
     for entry in manifest["shards"]:
-        labels = _check_shard(directory, entry, manifest, problems)
+        _check_shard(directory, entry, manifest, problems)
         total += int(entry["num_rows"])
     if total != manifest["totals"]["num_rows"]:
         problems.append(f"manifest totals say {manifest['totals']['num_rows']} rows, shards hold {total}")

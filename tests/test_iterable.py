@@ -73,16 +73,19 @@ def test_iterable_loader_sees_each_read_once(built, workers, shuffle):
                                   return_index=True, chunk_rows=CR)
         loader = DataLoader(it, batch_size=None, collate_fn=collate_batch, num_workers=workers,
                             multiprocessing_context="fork" if workers else None)
+        rank_seen = []
         for out in loader:
             idx = out["index"].numpy()
             w = out["input_ids"].shape[1]
             np.testing.assert_array_equal(out["input_ids"].numpy(), built.arrays["input_ids"][idx, :w])
             np.testing.assert_array_equal(out["labels"].numpy(), built.arrays["labels"][idx])
             seen.append(idx)
+            rank_seen.append(idx)
+        parts.append(np.concatenate(rank_seen))
     allidx = np.concatenate(seen)
     np.testing.assert_array_equal(np.sort(allidx), np.arange(len(built)))
     if not shuffle and workers == 0:  # one consumer per rank, units round-robin: stored order within a rank
-        assert all((np.diff(s) > 0).all() for s in seen)
+        assert all((np.diff(p) > 0).all() for p in parts)
 
 
 def test_iterable_items_mode(built):

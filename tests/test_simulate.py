@@ -270,7 +270,7 @@ def test_mates_come_from_one_fragment(exact, genomes):
     strands = Counter()
     checked = 0
     for i in range(0, 1200, 2):
-        (h1, s1), (h2, s2) = records[i], records[i + 1]
+        (h1, s1), (_, s2) = records[i], records[i + 1]
         cid = int(SEED_REGEX.match(h1)["class_id"])
         recs = genomes[cid]
         hit1, hit2 = locate(s1, recs), locate(s2, recs)
