@@ -117,11 +117,6 @@ class ShardHandles:
             if s in self._open:
                 self._open.move_to_end(s)
 
-    def is_open(self, shard: int) -> bool:
-        """Whether ``shard`` is open in this process."""
-        self._check_pid()
-        return shard in self._open
-
     def get(self, shard: int) -> Any:
         """The open object for ``shard``, opening it (and evicting the oldest) if needed."""
         self._check_pid()

@@ -149,10 +149,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _model_state(model: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
     # With LoRA only the adapters and the head change: do not write 14 GB of frozen weights.
     if not trainable_only:
