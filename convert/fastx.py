@@ -5,6 +5,12 @@ records of one input file, cut at record boundaries by a single sequential pass 
 (plain or gzip) stream. Units depend only on the input and ``records_per_unit``, never on
 the number of workers, which is what makes the output identical for any ``--jobs``.
 
+A unit of a plain file is a byte range (``offset``, ``length``) and carries no bytes: the
+worker reads its range itself (:func:`unit_bytes`), so the parent's scan is the only
+sequential pass and no input data crosses a pipe. gzip has no random access (an index of
+the deflate stream would need its 32 KiB window per access point), so for gzip input the
+parent decompresses while it scans and the unit carries its decompressed bytes, as before.
+
 Record rules (what every parser here agrees on):
 
 * FASTA: a record starts at ``>`` at the beginning of a line; its sequence is every
@@ -32,6 +38,7 @@ __all__ = [
     "sniff",
     "iter_units",
     "parse_unit",
+    "unit_bytes",
     "ParsedRecord",
     "IUPAC",
 ]
@@ -58,15 +65,51 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class Unit:
-    """A run of whole records from one input file."""
+    """A run of whole records from one input file.
+
+    ``data`` holds the records (gzip input, tests); when it is None the records are the
+    ``length`` bytes at ``offset`` of the plain file ``file``, read by :func:`unit_bytes`.
+    """
 
     file: str
     file_index: int
     index_in_file: int
     first_line: int
     first_record: int
-    data: bytes
+    data: bytes | None
     fmt: str
+    offset: int = 0
+    length: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the unit's records in bytes."""
+        return len(self.data) if self.data is not None else self.length
+
+
+def unit_bytes(unit: Unit) -> bytes:
+    """The unit's records: its ``data``, or its byte range read from the input file.
+
+    Raises:
+        InputError: the file is gone, or no longer holds a record start at the unit's
+            offset or enough bytes (it changed since the scan).
+    """
+    if unit.data is not None:
+        return unit.data
+    try:
+        with open(unit.file, "rb") as f:
+            f.seek(unit.offset)
+            data = f.read(unit.length)
+    except OSError as exc:
+        raise InputError(unit.file, f"cannot read the input ({exc.strerror or exc})", offset=unit.offset) from None
+    if len(data) != unit.length or data[:1] != (b">" if unit.fmt == "fasta" else b"@"):
+        raise InputError(
+            unit.file,
+            "the input changed while it was being converted (no record at this offset any more); "
+            "rerun the conversion with --overwrite on the final file",
+            offset=unit.offset,
+        )
+    return data
 
 
 def _translation_tables() -> tuple[bytes, bytes]:
@@ -148,6 +191,7 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
     starts: list[int] = []  # record starts in `pending` found so far (bounded by one unit)
     line_no = 1
     unit_no = 0
+    base = 0  # offset in the (decompressed) stream of pending[0]
     last_pos = 0
     at_line_start = True  # is pending[scanned] at the start of a line?
     fq_k = 0  # FASTQ: line-in-record index (0..3) of the next line to start in the unscanned region
@@ -190,26 +234,36 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
             while len(starts) > records_per_unit:
                 cut = starts[records_per_unit]
                 first = starts[0]
-                data = bytes(pending[first:cut]) if first else bytes(pending[:cut])
-                lead = pending[:first]
-                line_no += lead.count(b"\n")
-                yield Unit(str(path), file_index, unit_no, line_no, unit_no * records_per_unit, data, fmt)
+                line_no += pending.count(b"\n", 0, first)
+                yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz, pending, first, cut, base)
                 unit_no += 1
-                line_no += data.count(b"\n")
+                line_no += pending.count(b"\n", first, cut)
                 del pending[:cut]
+                base += cut
                 scanned -= cut
                 starts = [s - cut for s in starts[records_per_unit:]]
             if not block:
                 break
         if starts:
             first = starts[0]
-            line_no += pending[:first].count(b"\n")
-            yield Unit(str(path), file_index, unit_no, line_no, unit_no * records_per_unit, bytes(pending[first:]), fmt)
+            line_no += pending.count(b"\n", 0, first)
+            yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz, pending, first, len(pending), base)
         elif pending.strip():
             raise InputError(path, "no record header found in the remaining data", line=line_no)
     finally:
         stream.close()
         raw.close()
+
+
+def _unit(
+    path: Path, file_index: int, unit_no: int, line_no: int, per_unit: int, fmt: str, gz: bool,
+    pending: bytearray, first: int, cut: int, base: int,
+) -> Unit:
+    """The unit ``pending[first:cut]``: its bytes for gzip, its byte range for a plain file."""
+    common = (str(path), file_index, unit_no, line_no, unit_no * per_unit)
+    if gz:
+        return Unit(*common, bytes(pending[first:cut]), fmt, base + first, cut - first)
+    return Unit(*common, None, fmt, base + first, cut - first)
 
 
 def _fastq_record_starts(arr: np.ndarray, line_starts: np.ndarray, k: int) -> tuple[np.ndarray, int]:
@@ -248,15 +302,17 @@ class ParsedRecord:
     problem: str | None
 
 
-def parse_unit(unit: Unit) -> Iterator[ParsedRecord]:
+def parse_unit(unit: Unit, data: bytes | None = None) -> Iterator[ParsedRecord]:
     """Yield the records of a unit in order, each with its line number and any problem.
 
+    ``data`` is the unit's bytes if the caller has read them already (:func:`unit_bytes`).
     Problems (the record is skipped by the converter): ``empty_header``, ``empty_sequence``,
     ``non_nucleotide``, ``malformed_fastq``.
     """
-    data = unit.data
+    if data is None:
+        data = unit_bytes(unit)
     if unit.fmt == "fastq":
-        yield from _parse_fastq(unit)
+        yield from _parse_fastq(unit, data)
         return
     n = len(data)
     pos = 0
@@ -289,8 +345,7 @@ def _make(line: int, header: bytes, body: bytes, raw: bytes) -> ParsedRecord:
     return ParsedRecord(line, header, seq, raw, iupac, None)
 
 
-def _parse_fastq(unit: Unit) -> Iterator[ParsedRecord]:
-    data = unit.data
+def _parse_fastq(unit: Unit, data: bytes) -> Iterator[ParsedRecord]:
     n = len(data)
     pos = 0
     line = unit.first_line

@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import format as fmt
-from .fastx import InputError, Unit, iter_units, parse_unit, sniff
+from .fastx import InputError, Unit, iter_units, parse_unit, sniff, unit_bytes
 from .labels import DEFAULT_HEADER_REGEX, LabelMap, MappingError, compile_header_regex, read_mapping
 from .tokenizers import TokenizerError, choose_max_length, load_tokenizer
 
@@ -192,7 +192,8 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     tok = _worker_tokenizer(s.tokenizer)
     rx = compile_header_regex(s.header_regex)
     label_of = s.label_map.label_of
-    cap = unit.data.count(b">" if unit.fmt == "fasta" else b"\n") + 1
+    data = unit_bytes(unit)  # a plain file's range is read here, in the worker
+    cap = data.count(b">" if unit.fmt == "fasta" else b"\n") + 1
     labels = np.empty(cap, dtype=np.int32)
     class_ids = np.empty(cap, dtype=np.int32)
     tax_ids = np.empty(cap, dtype=np.int32)
@@ -208,7 +209,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     q_tsv = open(staging / ".units" / f"q-{shard_index:05d}.tsv.tmp", "w")
     n = 0
     try:
-        for rec in parse_unit(unit):
+        for rec in parse_unit(unit, data):
             records_in += 1
             problem = rec.problem
             if problem is None:
@@ -289,7 +290,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
         "tokens": int(lengths.sum(dtype=np.int64)),
         "class_counts": np.bincount(labels[:n], minlength=s.label_map.num_classes).tolist(),
         "taxa": {str(c): sorted(t) for c, t in taxa.items()},
-        "bytes_in": len(unit.data),
+        "bytes_in": len(data),
         "worker_peak_rss_mb": _peak_rss_mb(),
     }
     fmt.write_json_atomic(staging / ".units" / f"u-{shard_index:05d}.json", record)

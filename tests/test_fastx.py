@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convert.fastx import InputError, iter_units, parse_unit, sniff
+from convert.fastx import InputError, iter_units, parse_unit, sniff, unit_bytes
 
 DATA = Path(__file__).resolve().parent / "data"
 A = "ACGTACGTTGCAACGGTACCGTAGCTAGCTAGGCTTAACG"
@@ -63,8 +63,8 @@ def test_units_cut_at_record_boundaries(tmp_path: Path, per_unit: int) -> None:
     p = tmp_path / "r.fa"
     p.write_bytes(text)
     units = list(iter_units(p, 0, per_unit))
-    assert b"".join(u.data for u in units) == text
-    assert all(u.data.startswith(b">") for u in units)
+    assert b"".join(unit_bytes(u) for u in units) == text
+    assert all(unit_bytes(u).startswith(b">") for u in units)
     assert [len(list(parse_unit(u))) for u in units][:-1] == [per_unit] * (len(units) - 1)
     recs = [r for u in units for r in parse_unit(u)]
     assert [r.line for r in recs] == [1 + 3 * i for i in range(11)]
@@ -79,7 +79,7 @@ def test_units_across_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     p = tmp_path / "r.fa"
     p.write_bytes(text)
     units = list(iter_units(p, 0, 2))
-    assert b"".join(u.data for u in units) == text
+    assert b"".join(unit_bytes(u) for u in units) == text
     assert len(units) == 5
 
 
@@ -89,7 +89,7 @@ def test_fastq_units(tmp_path: Path) -> None:
     p.write_bytes(text)
     units = list(iter_units(p, 0, 3))
     assert [len(list(parse_unit(u))) for u in units] == [3, 3, 1]
-    assert b"".join(u.data for u in units) == text
+    assert b"".join(unit_bytes(u) for u in units) == text
 
 
 @pytest.mark.parametrize(
@@ -114,3 +114,35 @@ def test_truncated_gzip_names_offset() -> None:
         list(iter_units(DATA / "truncated.fa.gz", 0, 1000))
     assert "truncated.fa.gz" in str(info.value)
     assert "gzip" in str(info.value)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_plain_units_are_byte_ranges(tmp_path: Path, gz: bool) -> None:
+    """A plain file's units carry only (offset, length): workers read their own range;
+    gzip units carry their decompressed bytes (no random access into a deflate stream)."""
+    import gzip
+    import pickle
+
+    text = b"\n\n" + "".join(f">lbl|7|11|40|r{i}/1\n{A}\n" for i in range(50)).encode()
+    p = tmp_path / ("r.fa.gz" if gz else "r.fa")
+    p.write_bytes(gzip.compress(text) if gz else text)
+    units = list(iter_units(p, 0, 7))
+    assert b"".join(unit_bytes(u) for u in units) == text[2:]
+    for u in units:
+        assert text[u.offset : u.offset + u.length] == unit_bytes(u)
+        assert u.nbytes == u.length
+        if gz:
+            assert u.data is not None
+        else:
+            assert u.data is None
+            assert len(pickle.dumps(u)) < 400  # nothing of the input crosses the pipe
+
+
+def test_changed_input_is_an_error(tmp_path: Path) -> None:
+    p = tmp_path / "r.fa"
+    p.write_bytes("".join(f">lbl|7|11|40|r{i}/1\n{A}\n" for i in range(10)).encode())
+    units = list(iter_units(p, 0, 3))
+    p.write_bytes(b">x\nACGT\n")
+    with pytest.raises(InputError, match="changed while it was being converted") as info:
+        unit_bytes(units[1])
+    assert "r.fa" in str(info.value) and "byte offset" in str(info.value)
