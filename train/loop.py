@@ -30,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "METRICS_NAME",
     "DistInfo",
+    "StepHook",
     "lr_factor",
     "setup_distributed",
     "evaluate",
@@ -59,6 +60,9 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 LOG_NAME = "log.jsonl"
+
+# on_step(step, counters) -> stop?: called after every optimizer step (see run()).
+StepHook = Callable[[int, Mapping[str, float]], bool]
 
 
 @dataclass(frozen=True)
@@ -232,10 +236,19 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
+def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     """Train (or resume) the run ``cfg`` describes; returns the metrics written to ``metrics.json``.
 
-    Returns ``{"interrupted": True, ...}`` without evaluating when ``stop_at_step`` stops it.
+    Returns ``{"interrupted": True, ...}`` without evaluating when ``stop_at_step`` or
+    ``on_step`` stops it.
+
+    Args:
+        cfg: the run.
+        on_step: called on every rank after each optimizer step with the step number and a
+            copy of the running counters (``reads``, ``wait_s``: seconds spent waiting for
+            the loader); returning True (the same on every rank) stops the run there as
+            ``stop_at_step`` does (checkpoint, no final evaluation).
+            ``benchmarks/gpu_check.py`` times steps with it.
 
     Raises:
         ConfigError: the config does not fit the data (e.g. a batch bigger than the dataset).
@@ -413,6 +426,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             stop, stopped_by = True, "max_minutes"
         if tc.stop_at_step is not None and step >= tc.stop_at_step and step < tc.max_steps:
             stop, stopped_by, interrupted = True, "stop_at_step", True
+        if on_step is not None and on_step(step, dict(stats)) and not stop:
+            stop, stopped_by, interrupted = True, "on_step", True
         if info.distributed:  # every rank must leave the loop at the same step
             flag = torch.tensor([int(stop)], device=info.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
