@@ -11,12 +11,18 @@ the dataset, so a model always matches the shards it trains on.
 * ``dnabert2``: DNABERT-2-117M (``zhihan1996/DNABERT-2-117M``; its code lives on the hub, so
   ``trust_remote_code: true``). Built fresh it is a standard BERT with DNABERT-2's sizes: the
   closest architecture available offline (DNABERT-2 adds ALiBi and GEGLU in its remote code).
+
+``model.pretrained`` is a hub id or a local directory (a downloaded snapshot, or anything
+``save_pretrained`` wrote); a local directory is loaded with ``local_files_only``, so it never
+reaches for the network.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -52,19 +58,67 @@ def _fresh_kwargs(spec: DataSpec, overrides: dict[str, Any], defaults: dict[str,
     return kwargs
 
 
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def _check_local_config(path: Path) -> None:
+    """Refuse a local ``config.json`` that is not a JSON object or whose ``auto_map`` names code
+    in a hub repository (``org/repo--module.Class``): fetching it would reach the network."""
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a model config.json is a few KB")
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    auto_map = raw.get("auto_map") or {}
+    refs = auto_map.values() if isinstance(auto_map, dict) else []
+    remote = sorted({r for ref in refs for r in ([ref] if isinstance(ref, str) else ref or []) if "--" in str(r)})
+    if remote:
+        raise ConfigError(f"{path}: auto_map points to code in a hub repository ({remote[0]}); a local model "
+                          "directory must hold its own code files (download the repository's .py files beside "
+                          "config.json and name them as module.Class)")
+
+
+def _local_pretrained(name: str) -> Path | None:
+    """The directory ``model.pretrained`` names, or None for a hub id.
+
+    Raises:
+        ConfigError: a path that is not a model directory (a typo must not become a hub lookup).
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.pretrained: {path} has no config.json; give a directory written by "
+                              "save_pretrained (or a downloaded hub snapshot), or a hub id such as org/name")
+        _check_local_config(path / "config.json")
+        return path
+    if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise ConfigError(f"model.pretrained: {name}: no such directory; give a directory written by "
+                          "save_pretrained (or a downloaded hub snapshot), or a hub id such as org/name")
+    return None
+
+
 def _from_pretrained(mc: ModelConfig, spec: DataSpec) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
+    assert mc.pretrained is not None
+    local = _local_pretrained(mc.pretrained)
     kwargs: dict[str, Any] = dict(mc.config)
     if mc.load_dtype:
         kwargs["dtype"] = getattr(torch, mc.load_dtype)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        mc.pretrained,
-        num_labels=spec.num_labels,
-        trust_remote_code=mc.trust_remote_code,
-        ignore_mismatched_sizes=True,  # the classification head is new
-        **kwargs,
-    )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(local) if local else mc.pretrained,
+            num_labels=spec.num_labels,
+            trust_remote_code=mc.trust_remote_code,
+            ignore_mismatched_sizes=True,  # the classification head is new
+            local_files_only=local is not None,  # a local directory never reaches for the hub
+            **kwargs,
+        )
+    except OSError as exc:  # missing weight files, no network for a hub id
+        raise ConfigError(f"model.pretrained {mc.pretrained!r}: {exc}") from None
     vocab = int(getattr(model.config, "vocab_size", spec.vocab_size))
     if vocab < spec.vocab_size:
         raise ConfigError(
