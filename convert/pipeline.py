@@ -44,6 +44,17 @@ import numpy as np
 from . import format as fmt
 from .fastx import InputError, Unit, iter_units, parse_unit, sniff, unit_bytes
 from .labels import DEFAULT_HEADER_REGEX, LabelMap, MappingError, compile_header_regex, read_mapping
+from .paths import (
+    UnsafePathError,
+    check_protected,
+    check_replaceable,
+    check_staging,
+    make_dir,
+    open_lock,
+    publish,
+    resolve_out,
+    trash_dir,
+)
 from .tokenizers import TokenizerError, choose_max_length, load_tokenizer
 
 __all__ = [
@@ -75,7 +86,7 @@ class BadRecordError(Exception):
     """A bad record under ``--on-bad-record error``; names the file and line."""
 
 
-ERRORS = (ConvertError, BadRecordError, InputError, MappingError, TokenizerError, fmt.FormatError)
+ERRORS = (ConvertError, BadRecordError, InputError, MappingError, TokenizerError, fmt.FormatError, UnsafePathError)
 
 
 @dataclass
@@ -176,7 +187,7 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     Raises:
         ConvertError: this worker's converter is gone.
     """
-    fd = os.open(Path(s.staging) / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(s.staging) / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         # After taking the lock: a new converter that got its exclusive lock first has
@@ -329,7 +340,7 @@ def _locked_message(holder: str, staging: Path) -> str:
 def _lock_holder(staging: Path) -> str | None:
     """The pid written in a staging dir's lock if a live converter holds it, else None."""
     try:
-        fd = os.open(staging / ".lock", os.O_RDONLY)
+        fd = os.open(staging / ".lock", os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -352,7 +363,7 @@ def _discard_if_empty(staging: Path) -> None:
 
 
 def _lock(staging: Path) -> int:
-    fd = os.open(staging / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock(staging / ".lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -370,7 +381,7 @@ def _wait_for_orphans(staging: Path, timeout: float = ORPHAN_WAIT_S) -> None:
     Workers hold ``.units/.workers.lock`` shared while they write (see :func:`convert_unit`);
     taking it exclusively once proves none is left. Orphans finish their unit and stop.
     """
-    fd = os.open(staging / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock(staging / ".units" / ".workers.lock")
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -450,7 +461,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         ``opts.out`` unless the conversion completes.
     """
     t0 = time.time()
-    out = Path(opts.out).resolve()
+    out = resolve_out(opts.out)  # refuses a symlink or a file at --out before anything else
     if opts.layout not in fmt.LAYOUTS:
         raise ConvertError(f"--layout must be one of {', '.join(fmt.LAYOUTS)}, got {opts.layout!r}")
     if opts.compression not in fmt.COMPRESSIONS:
@@ -466,15 +477,14 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             "--mapping TSV is required: it turns class ids into contiguous labels and names "
             "(columns class_id, tax_id, species)"
         )
-    if out.exists() and not opts.overwrite:
-        raise ConvertError(f"{out} already exists; use --overwrite to replace it (it is kept until the new dataset is complete)")
+    staging = staging_dir(out)
+    _check_paths(opts, out, staging)
     for path in opts.inputs:
         sniff(path)  # fail fast on missing, empty, binary or non-FASTA/FASTQ inputs
     lm = read_mapping(opts.mapping)
     compile_header_regex(opts.header_regex)
     tok = load_tokenizer(opts.tokenizer)
 
-    staging = staging_dir(out)
     if staging.exists() and not opts.resume:
         if not opts.overwrite:
             holder = _lock_holder(staging)
@@ -485,7 +495,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
                 "or start over with --overwrite"
             )
     try:
-        staging.mkdir(parents=True, exist_ok=True)
+        make_dir(staging)
         lock_fd = _lock(staging)
     except OSError as exc:  # read-only or full filesystem, no permission, parent is a file
         raise _io_error(exc, out, staging, started=False) from None
@@ -497,13 +507,13 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
                 f"{out} already exists (another converter finished it while this one was starting); "
                 "use --overwrite to replace it"
             )
-        (staging / ".units").mkdir(exist_ok=True)
+        make_dir(staging / ".units")
         _wait_for_orphans(staging)
         if not opts.resume and opts.overwrite:
             for child in staging.iterdir():
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
-        (staging / ".units").mkdir(exist_ok=True)
+        make_dir(staging / ".units")
         if opts.max_length == "auto":
             max_length, sampled = _auto_max_length(opts, tok)
         else:
@@ -541,6 +551,20 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     finally:
         os.close(lock_fd)
     return report
+
+
+def _check_paths(opts: ConvertOptions, out: Path, staging: Path) -> None:
+    """Refuse, before anything is written, an --out whose writing would destroy what is not ours."""
+    protected = [("input", p) for p in opts.inputs] + [("--mapping", opts.mapping)]
+    if opts.tokenizer and os.path.exists(opts.tokenizer):
+        protected.append(("--tokenizer", opts.tokenizer))
+    check_protected(out, staging, protected)
+    if out.exists():
+        if not opts.overwrite:
+            raise ConvertError(f"{out} already exists; use --overwrite to replace it (it is kept until the new dataset is complete)")
+        check_replaceable(out)
+    check_replaceable(trash_dir(out), "trash directory")
+    check_staging(staging, must_be_ours=True)
 
 
 def _io_error(exc: OSError, out: Path, staging: Path, *, started: bool) -> ConvertError:
@@ -704,14 +728,7 @@ def _finish(
     fmt.write_manifest(staging, manifest)
     shutil.rmtree(staging / ".units")
     (staging / "plan.json").unlink()
-    if out.exists():
-        trash = out.parent / f".{out.name}.readshard-old"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(out, trash)
-        os.replace(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+    publish(staging, out)
     (out / ".lock").unlink(missing_ok=True)
     return report
 

@@ -1,0 +1,201 @@
+"""--out, --overwrite, staging, lock and trash never destroy what the converter did not create.
+
+Each case runs the real CLI in a subprocess on real files and checks exit code 2, one
+paragraph naming the path, no traceback, and that nothing at all changed on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from _safety_helpers import assert_refused, snapshot
+from conftest import run_convert, write_reads
+
+FAST = ("--tokenizer", "char", "--max-length", "512", "--no-progress")
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> tuple[Path, Path]:
+    """A small labeled FASTA and its mapping in ``tmp_path/in``."""
+    return write_reads(tmp_path / "in" / "reads.fa", n_per_class=20)
+
+
+def _dataset(inp: Path, mapping: Path, out: Path) -> None:
+    res = run_convert(inp, "--mapping", mapping, "--out", out, *FAST)
+    assert res.returncode == 0, res.stderr
+
+
+def test_overwrite_refuses_the_inputs_directory(small: tuple[Path, Path], tmp_path: Path) -> None:
+    inp, mapping = small
+    (inp.parent / "notes.txt").write_text("my notes\n")
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", inp.parent, "--overwrite", *FAST)
+    assert_refused(res, str(inp))
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_dataset(small: tuple[Path, Path], tmp_path: Path) -> None:
+    inp, mapping = small
+    other = tmp_path / "results"
+    other.mkdir()
+    (other / "figure.png").write_bytes(b"\x89PNG")
+    (other / "manifest.json").write_text('{"name": "a web app manifest"}')
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", other, "--overwrite", *FAST)
+    assert_refused(res, str(other), "not a readshard dataset", "figure.png")
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_a_dataset_or_an_empty_directory(small: tuple[Path, Path], tmp_path: Path) -> None:
+    inp, mapping = small
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run_convert(inp, "--mapping", mapping, "--out", empty, "--overwrite", *FAST)
+    assert res.returncode == 0, res.stderr
+    res = run_convert(inp, "--mapping", mapping, "--out", empty, "--overwrite", "--reads-per-shard", "7", *FAST)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((empty / "manifest.json").read_text())["source"]["reads_per_shard"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "in"]
+
+
+def test_overwrite_refuses_a_dataset_holding_an_input(small: tuple[Path, Path], tmp_path: Path) -> None:
+    inp, mapping = small
+    out = tmp_path / "out"
+    _dataset(inp, mapping, out)
+    moved = out / "reads.fa"
+    inp.rename(moved)
+    before = snapshot(tmp_path)
+    res = run_convert(moved, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
+    assert_refused(res, str(moved), "inside --out")
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_refuses_a_mapping_inside_out(small: tuple[Path, Path], tmp_path: Path) -> None:
+    inp, mapping = small
+    out = tmp_path / "out"
+    _dataset(inp, mapping, out)
+    inner = out / "mapping.tsv"
+    inner.write_bytes(mapping.read_bytes())
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", inner, "--out", out, "--overwrite", *FAST)
+    assert_refused(res, str(inner))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_out_that_is_a_regular_file_is_refused(small: tuple[Path, Path], tmp_path: Path, overwrite: bool) -> None:
+    inp, mapping = small
+    out = tmp_path / "thesis.txt"
+    out.write_text("four years of work\n")
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", out, *FAST, *(["--overwrite"] if overwrite else []))
+    assert_refused(res, str(out), "regular file")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("target", ["missing", "dataset"])
+def test_out_that_is_a_symlink_is_refused(small: tuple[Path, Path], tmp_path: Path, target: str) -> None:
+    inp, mapping = small
+    dest = tmp_path / "elsewhere" / "data"
+    if target == "dataset":
+        _dataset(inp, mapping, dest)
+    link = tmp_path / "link"
+    link.symlink_to(dest)
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", link, "--overwrite", *FAST)
+    assert_refused(res, str(link), "symbolic link")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("mode", ["--resume", "--overwrite"])
+def test_staging_symlink_is_refused(small: tuple[Path, Path], tmp_path: Path, mode: str) -> None:
+    inp, mapping = small
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me\n")
+    out = tmp_path / "out"
+    staging = tmp_path / ".out.readshard-partial"
+    staging.symlink_to(victim)
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", out, mode, *FAST)
+    assert_refused(res, str(staging), "symbolic link")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("entry", [".lock", ".units", ".units/.workers.lock", "plan.json", ".shard-00000.h5.tmp"])
+def test_symlink_inside_staging_is_refused(small: tuple[Path, Path], tmp_path: Path, entry: str) -> None:
+    inp, mapping = small
+    user_file = tmp_path / "user.txt"
+    user_file.write_text("user data\n")
+    staging = tmp_path / ".out.readshard-partial"
+    (staging / ".units").mkdir(parents=True)
+    if entry != ".lock":
+        (staging / ".lock").write_text("")
+    if entry == ".units":
+        (staging / ".units").rmdir()
+        (tmp_path / "udir").mkdir()
+        (staging / ".units").symlink_to(tmp_path / "udir")
+    else:
+        (staging / entry).symlink_to(user_file)
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
+    assert_refused(res, str(staging / entry), "symbolic link")
+    assert snapshot(tmp_path) == before
+
+
+def test_hardlinked_lock_is_refused(small: tuple[Path, Path], tmp_path: Path) -> None:
+    inp, mapping = small
+    user_file = tmp_path / "user.txt"
+    user_file.write_text("user data\n")
+    staging = tmp_path / ".out.readshard-partial"
+    staging.mkdir()
+    os.link(user_file, staging / ".lock")
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
+    assert_refused(res, str(staging / ".lock"), "hard-linked")
+    assert snapshot(tmp_path) == before
+
+
+def test_staging_not_made_by_the_converter_is_refused(small: tuple[Path, Path], tmp_path: Path) -> None:
+    inp, mapping = small
+    staging = tmp_path / ".out.readshard-partial"
+    staging.mkdir()
+    (staging / "mine.txt").write_text("not the converter's\n")
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "out", "--overwrite", *FAST)
+    assert_refused(res, str(staging), "mine.txt")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["symlink", "user_dir"])
+def test_trash_that_is_not_ours_is_refused(small: tuple[Path, Path], tmp_path: Path, kind: str) -> None:
+    inp, mapping = small
+    out = tmp_path / "out"
+    _dataset(inp, mapping, out)
+    trash = tmp_path / ".out.readshard-old"
+    if kind == "symlink":
+        (tmp_path / "victim").mkdir()
+        (tmp_path / "victim" / "precious.txt").write_text("keep me\n")
+        trash.symlink_to(tmp_path / "victim")
+    else:
+        trash.mkdir()
+        (trash / "precious.txt").write_text("keep me\n")
+    before = snapshot(tmp_path)
+    res = run_convert(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
+    assert_refused(res, str(trash))
+    assert snapshot(tmp_path) == before
+
+
+def test_leftover_trash_dataset_is_cleaned(small: tuple[Path, Path], tmp_path: Path) -> None:
+    """A crash mid-publish leaves the old dataset in the trash: the next --overwrite removes it."""
+    inp, mapping = small
+    out = tmp_path / "out"
+    _dataset(inp, mapping, out)
+    _dataset(inp, mapping, tmp_path / ".out.readshard-old")
+    res = run_convert(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
