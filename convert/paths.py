@@ -62,7 +62,7 @@ def _kind(mode: int) -> str:
 def _lstat(path: Path) -> os.stat_result | None:
     try:
         return os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a parent that is a file: reported when written
         return None
 
 
