@@ -38,8 +38,10 @@ Layouts:
   serve this layout by whole chunks.
 
 Shard attributes: ``format`` (``"readshard"``), ``format_version``, ``layout``,
-``compression``, ``max_length``, ``num_rows``, ``num_classes``, ``shard_index`` and
-``tokenizer`` (JSON: name, sha256 of its files, vocab_size, pad_id, special ids).
+``compression``, ``max_length``, ``num_rows``, ``num_classes``, ``shard_index``,
+``dataset_id`` and ``tokenizer`` (JSON: name, sha256 of its files, vocab_size, pad_id,
+special ids). The dataset identity is also stored as a 16-byte dataset ``dataset_id`` (its
+offset in the manifest), so a reader checks it from the mapping without an HDF5 call.
 
 ``manifest.json`` (no timestamps, so a resumed run writes the same bytes)::
 
@@ -47,14 +49,19 @@ Shard attributes: ``format`` (``"readshard"``), ``format_version``, ``layout``,
      "tokenizer": {"name", "kind", "sha256", "vocab_size", "pad_id",
                    "special_ids": {"pad", "unk", "bos", "eos", "cls", "sep", "mask"}},
      "max_length": L, "layout": "mmap"|"compressed", "compression": "none"|"gzip"|"lzf",
-     "num_classes": C,
+     "num_classes": C, "dataset_id": 32 hex digits (the same in every shard),
      "label_names": [C str], "label_class_ids": [C int], "label_tax_ids": [C int, -1 unknown],
      "shards": [{"file": "shard-00000.h5", "num_rows", "sha256", "bytes",
                  "offsets": {dataset: file offset or null}}, ...],
      "totals": {"num_rows", "num_shards", "num_tokens"},
-     "source": {"inputs": [...], "header_regex", "mapping_sha256", "reads_per_shard"}} Readers call
-:func:`read_manifest` and :func:`check_compatible`; they fail with a
-:class:`FormatError` that says what to do.
+     "source": {"inputs": [...], "header_regex", "mapping_sha256", "reads_per_shard"}}
+
+:func:`build_manifest` is the one function that assembles a manifest. Readers call
+:func:`read_manifest` (which runs :func:`validate_manifest`: shard names confined to the
+dataset directory, integers in range, offsets aligned, non-overlapping and inside the
+shard's recorded size) and :func:`check_compatible`; they fail with a :class:`FormatError`
+that names the problem and says what to do. The shard index is the entry's position in
+``shards`` (:func:`shard_index_from_name` parses a name the converter wrote, any width).
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,8 +87,17 @@ __all__ = [
     "MANIFEST_NAME",
     "REPORT_NAME",
     "QUARANTINE_NAME",
+    "DATASET_DTYPES",
+    "DATASET_ID_BYTES",
     "FormatError",
+    "DatasetChangedError",
     "shard_name",
+    "shard_index_from_name",
+    "check_shard_file",
+    "dataset_shape",
+    "new_dataset_id",
+    "build_manifest",
+    "validate_manifest",
     "build_class_index",
     "write_shard",
     "read_shard_attrs",
@@ -112,13 +130,84 @@ ROW_VECTORS: dict[str, np.dtype] = {
 }
 
 
+# Every contiguous dataset of a shard and its dtype: the one table of item sizes.
+DATASET_DTYPES: dict[str, np.dtype] = {
+    "input_ids": np.dtype(np.int16),
+    "class_offsets": np.dtype(np.int64),
+    **ROW_VECTORS,
+    "dataset_id": np.dtype(np.uint8),
+}
+DATASET_ID_BYTES = 16
+_ITEMSIZE = {name: dtype.itemsize for name, dtype in DATASET_DTYPES.items()}
+MAX_LENGTH_LIMIT = 1 << 15  # lengths are stored as int16
+_MAX_COUNT = 1 << 48  # no count or byte size in a manifest is larger (a 256 TB shard)
+_SHARD_NAME = re.compile(r"shard-([0-9]{5,})\.h5")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}")
+_REPAIR = "re-run the conversion (`python -m convert INPUT --out DIR --overwrite`)"
+
+
 class FormatError(Exception):
     """A dataset or shard that this version cannot use; the message says what to do."""
 
 
+class DatasetChangedError(FormatError):
+    """A shard file is not the one the reader opened: the dataset was replaced or rebuilt."""
+
+
 def shard_name(index: int) -> str:
-    """File name of shard ``index`` (``shard-00042.h5``)."""
+    """File name of shard ``index`` (``shard-00042.h5``; more digits past 99,999)."""
     return f"shard-{index:05d}.h5"
+
+
+def shard_index_from_name(name: str) -> int:
+    """The index in a converter-written shard name (inverse of :func:`shard_name`, any width).
+
+    Raises:
+        FormatError: ``name`` is not of the form ``shard-NNNNN.h5``.
+    """
+    m = _SHARD_NAME.fullmatch(name)
+    if m is None:
+        raise FormatError(f"{name!r} is not a shard file name (shard-NNNNN.h5)")
+    return int(m.group(1))
+
+
+def check_shard_file(name: Any, where: str = "manifest") -> str:
+    """``name`` if it is a plain file name inside the dataset directory, else a FormatError.
+
+    Refused: anything that is not a string, path separators, ``..``, absolute paths, hidden
+    or empty names, control characters: a manifest must never make a reader open a file
+    outside its dataset directory.
+    """
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+        raise FormatError(
+            f"{where}: shard file {name!r} is not a plain file name inside the dataset directory "
+            f"(no '/', '..', absolute or hidden names); the manifest is corrupt or crafted: {_REPAIR}"
+        )
+    return name
+
+
+def dataset_shape(name: str, num_rows: int, max_length: int, num_classes: int) -> tuple[int, ...]:
+    """Shape of dataset ``name`` in a shard of ``num_rows`` rows (dtype: :data:`DATASET_DTYPES`)."""
+    if name == "input_ids":
+        return (num_rows, max_length)
+    if name == "class_offsets":
+        return (num_classes + 1,)
+    if name == "dataset_id":
+        return (DATASET_ID_BYTES,)
+    return (num_rows,)
+
+
+def new_dataset_id(seed: Any = None) -> str:
+    """A dataset identity: 32 hex digits, random, or derived from ``seed`` (JSON) if given.
+
+    The converter derives it from its plan (inputs with sizes and mtimes, tokenizer,
+    settings), so a resumed or re-run conversion of unchanged inputs writes the same bytes,
+    while a rebuild from changed inputs or settings gets a new identity.
+    """
+    if seed is None:
+        return secrets.token_hex(DATASET_ID_BYTES)
+    blob = json.dumps(seed, sort_keys=True, default=str).encode()
+    return hashlib.sha256(b"readshard-dataset-id\0" + blob).hexdigest()[: 2 * DATASET_ID_BYTES]
 
 
 def build_class_index(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +250,7 @@ def write_shard(
     layout: str = "mmap",
     compression: str | None = None,
     extra_attrs: Mapping[str, Any] | None = None,
+    dataset_id: str | None = None,
 ) -> dict[str, Any]:
     """Write one shard to ``path`` (the caller renames it into place) and fsync it.
 
@@ -174,6 +264,8 @@ def write_shard(
         layout: ``"mmap"`` or ``"compressed"``.
         compression: ``"gzip"`` or ``"lzf"`` for the compressed layout.
         extra_attrs: more JSON-serialisable attributes (e.g. the source range).
+        dataset_id: the dataset identity (:func:`new_dataset_id`), stored as an attribute
+            and as the 16-byte dataset ``dataset_id``; None writes neither.
 
     Returns:
         The manifest entry: ``num_rows``, ``offsets`` (dataset -> file offset or None),
@@ -189,7 +281,12 @@ def write_shard(
     # bytes: a full disk or an I/O error then surfaces as a plain OSError with its errno,
     # instead of HDF5 failing inside close() with a RuntimeError and a half-flushed file
     # (which can crash the interpreter at exit).
-    with h5py.File(path, "w", libver="v110", track_order=False, driver="core", backing_store=False) as f:
+    # Every dataset starts at a multiple of 8 bytes, so readers can require offsets aligned
+    # to their item size (datasets written before dataset_id existed are not aligned).
+    with h5py.File(
+        path, "w", libver="v110", track_order=False, driver="core", backing_store=False,
+        alignment_threshold=1, alignment_interval=8,
+    ) as f:
         if layout == "compressed" and n > 0:
             comp = compression or "gzip"
             if comp not in COMPRESSIONS:
@@ -211,6 +308,8 @@ def write_shard(
                 raise FormatError(f"vector {name} has shape {data.shape}, expected ({n},)")
             f.create_dataset(name, data=data, track_times=False)
         f.create_dataset("class_offsets", data=offsets_csr, track_times=False)
+        if dataset_id is not None:
+            f.create_dataset("dataset_id", data=_id_bytes(dataset_id), track_times=False)
         attrs = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -222,12 +321,16 @@ def write_shard(
             "shard_index": int(shard_index),
             "tokenizer": json.dumps(dict(tokenizer), sort_keys=True),
         }
+        if dataset_id is not None:
+            attrs["dataset_id"] = dataset_id
         for key, value in (extra_attrs or {}).items():
             attrs[key] = json.dumps(value, sort_keys=True)
         for key, value in attrs.items():
             f.attrs[key] = value
         offsets = {}
-        for name in ("input_ids", "class_offsets", *ROW_VECTORS):
+        for name in DATASET_DTYPES:
+            if name not in f:
+                continue
             off = f[name].id.get_offset()
             offsets[name] = None if off is None else int(off)
         f.flush()
@@ -239,6 +342,16 @@ def write_shard(
         "bytes": len(image),
         "sha256": hashlib.sha256(image).hexdigest(),
     }
+
+
+def _id_bytes(dataset_id: str) -> np.ndarray:
+    try:
+        raw = bytes.fromhex(dataset_id)
+    except (TypeError, ValueError):
+        raw = b""
+    if len(raw) != DATASET_ID_BYTES:
+        raise FormatError(f"dataset_id must be {2 * DATASET_ID_BYTES} hex digits, got {dataset_id!r}")
+    return np.frombuffer(raw, dtype=np.uint8)
 
 
 def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -282,7 +395,7 @@ def map_shard(
 
     Args:
         path: the shard file.
-        entry: its manifest entry (``num_rows``, ``offsets``).
+        entry: its manifest entry (``num_rows``, ``offsets``), validated by :func:`read_manifest`.
         max_length: L.
         num_classes: C (``class_offsets`` has C+1 entries).
         names: datasets to map (default: all contiguous ones).
@@ -297,14 +410,9 @@ def map_shard(
     n = int(entry["num_rows"])
     size = os.path.getsize(path)
     out: dict[str, np.ndarray] = {}
-    wanted = names or ("input_ids", "class_offsets", *ROW_VECTORS)
+    wanted = names or tuple(k for k in DATASET_DTYPES if k != "dataset_id")
     for name in wanted:
-        if name == "input_ids":
-            dtype, shape = np.dtype(np.int16), (n, max_length)
-        elif name == "class_offsets":
-            dtype, shape = np.dtype(np.int64), (num_classes + 1,)
-        else:
-            dtype, shape = ROW_VECTORS[name], (n,)
+        dtype, shape = DATASET_DTYPES[name], dataset_shape(name, n, max_length, num_classes)
         off = entry["offsets"].get(name)
         if off is None:
             if name == "input_ids" and n > 0:
@@ -341,6 +449,52 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def build_manifest(
+    *,
+    tokenizer: Mapping[str, Any],
+    max_length: int,
+    layout: str,
+    compression: str | None,
+    num_classes: int,
+    label_names: list[str],
+    label_class_ids: list[int],
+    label_tax_ids: list[int],
+    shards: list[Mapping[str, Any]],
+    source: Mapping[str, Any],
+    dataset_id: str | None,
+    num_tokens: int,
+) -> dict[str, Any]:
+    """The manifest body (the one place that assembles it; :func:`write_manifest` writes it).
+
+    ``shards`` are ``{"file", **write_shard(...)}`` entries in shard order; totals are
+    computed from them.
+    """
+    body: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "tokenizer": dict(tokenizer),
+        "max_length": int(max_length),
+        "layout": layout,
+        "compression": (compression or "gzip") if layout == "compressed" else "none",
+        "num_classes": int(num_classes),
+    }
+    if dataset_id is not None:
+        body["dataset_id"] = dataset_id
+    body.update({
+        "label_names": list(label_names),
+        "label_class_ids": [int(c) for c in label_class_ids],
+        "label_tax_ids": [int(t) for t in label_tax_ids],
+        "shards": [dict(e) for e in shards],
+        "totals": {
+            "num_rows": int(sum(int(e["num_rows"]) for e in shards)),
+            "num_shards": len(shards),
+            "num_tokens": int(num_tokens),
+        },
+        "source": dict(source),
+    })
+    return body
+
+
 def write_manifest(directory: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
     """Write ``manifest.json`` (call last: its presence marks the dataset complete)."""
     body = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest}
@@ -348,10 +502,11 @@ def write_manifest(directory: str | os.PathLike[str], manifest: Mapping[str, Any
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a dataset's manifest.
+    """Read and check a dataset's manifest (see :func:`validate_manifest`).
 
     Raises:
-        FormatError: no manifest (incomplete or not a dataset), or another format version.
+        FormatError: no manifest (incomplete or not a dataset), another format version, or
+            a malformed manifest (the message names the field).
     """
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
@@ -362,9 +517,9 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise FormatError(f"{path}: unreadable manifest ({exc}); re-run the conversion") from None
-    if manifest.get("format") != FORMAT_NAME:
+    except (ValueError, OSError, RecursionError) as exc:
+        raise FormatError(f"{path}: unreadable manifest ({_first_line(exc)}); {_REPAIR}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: not a readshard manifest")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
@@ -373,7 +528,122 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"{FORMAT_VERSION}. Re-convert the source with this version "
             "(`python -m convert INPUT --out NEW_DIR`) or install the readshard release that wrote it."
         )
+    validate_manifest(manifest, where=str(path))
     return manifest
+
+
+def _bad(where: str, what: str) -> FormatError:
+    return FormatError(f"{where}: {what}; the manifest is corrupt or was edited: {_REPAIR}")
+
+
+def _int(value: Any, what: str, lo: int, hi: int, where: str) -> int:
+    # bool is an int subclass; JSON floats such as 1e30 are refused too.
+    if type(value) is not int or not lo <= value <= hi:
+        raise _bad(where, f"{what} is {value!r}, expected an integer in {lo}..{hi}")
+    return value
+
+
+def validate_manifest(manifest: Mapping[str, Any], where: str = "manifest") -> None:
+    """Cheap structural checks of a manifest; no file is opened.
+
+    Types and ranges of every field a reader uses; shard names confined to the dataset
+    directory and unique; per shard, every offset inside the recorded size, the datasets
+    non-overlapping and (for datasets that carry a ``dataset_id``) aligned to their item
+    size; totals consistent. Linear in the shard count, independent of the read count.
+
+    Raises:
+        FormatError: naming the field (and shard) that is wrong.
+    """
+    L = _int(manifest.get("max_length"), "max_length", 1, MAX_LENGTH_LIMIT, where)
+    C = _int(manifest.get("num_classes"), "num_classes", 0, (1 << 31) - 1, where)
+    layout = manifest.get("layout")
+    if layout not in LAYOUTS:
+        raise _bad(where, f"unknown layout {layout!r} (expected {' or '.join(LAYOUTS)})")
+    tok = manifest.get("tokenizer")
+    if not isinstance(tok, dict):
+        raise _bad(where, "tokenizer is not an object")
+    vocab = _int(tok.get("vocab_size"), "tokenizer.vocab_size", 1, 1 << 15, where)
+    _int(tok.get("pad_id"), "tokenizer.pad_id", 0, vocab - 1, where)
+    for key in ("label_names", "label_class_ids", "label_tax_ids"):
+        value = manifest.get(key)
+        if not isinstance(value, list) or len(value) != C:
+            raise _bad(where, f"{key} must be a list of num_classes={C} entries")
+    if not all(isinstance(x, str) for x in manifest["label_names"]):
+        raise _bad(where, "label_names must be strings")
+    ident = manifest.get("dataset_id")
+    if ident is not None and not (isinstance(ident, str) and re.fullmatch(r"[0-9a-f]{32}", ident)):
+        raise _bad(where, f"dataset_id {ident!r} is not 32 hex digits")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise _bad(where, "shards is not a list")
+    seen: set[str] = set()
+    total = 0
+    for k, entry in enumerate(shards):
+        here = f"{where}: shards[{k}]"
+        if not isinstance(entry, dict):
+            raise _bad(here, "entry is not an object")
+        name = check_shard_file(entry.get("file"), here)
+        if name in seen:
+            raise _bad(here, f"shard file {name!r} listed twice")
+        seen.add(name)
+        total += _check_entry(entry, here, L, C, layout, aligned=ident is not None)
+    totals = manifest.get("totals")
+    if not isinstance(totals, dict):
+        raise _bad(where, "totals is not an object")
+    if _int(totals.get("num_rows"), "totals.num_rows", 0, _MAX_COUNT, where) != total:
+        raise _bad(where, f"totals say {totals['num_rows']} reads but its shards hold {total}: inconsistent")
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MISSING = object()
+
+
+def _check_entry(entry: Mapping[str, Any], where: str, L: int, C: int, layout: str, *, aligned: bool) -> int:
+    """Check one shard entry; return its row count. Runs per shard at open: kept lean."""
+    n = entry.get("num_rows")
+    if type(n) is not int or not 0 <= n <= _MAX_COUNT:
+        _int(n, "num_rows", 0, _MAX_COUNT, where)
+    size = entry.get("bytes")
+    if type(size) is not int or not 0 <= size <= _MAX_COUNT:
+        _int(size, "bytes", 0, _MAX_COUNT, where)
+    sha = entry.get("sha256")
+    if sha is not None and not (type(sha) is str and _HEX64.fullmatch(sha)):
+        raise _bad(where, f"sha256 {sha!r} is not 64 hex digits")
+    offsets = entry.get("offsets")
+    if type(offsets) is not dict:
+        raise _bad(where, "offsets is not an object")
+    if not offsets.keys() <= DATASET_DTYPES.keys():
+        unknown = sorted(map(str, set(offsets) - set(DATASET_DTYPES)))
+        raise _bad(where, f"unknown datasets in offsets: {', '.join(unknown)}")
+    counts = {"input_ids": n * L, "class_offsets": C + 1, "dataset_id": DATASET_ID_BYTES}
+    spans = []
+    for name, item in _ITEMSIZE.items():
+        off = offsets.get(name, _MISSING)
+        nbytes = item * counts.get(name, n)
+        if off is None:
+            if nbytes and not (name == "input_ids" and layout == "compressed"):
+                raise _bad(where, f"dataset {name} has no offset but holds {nbytes} bytes")
+            continue
+        if off is _MISSING:
+            if name == "dataset_id" and not aligned:
+                continue
+            raise _bad(where, f"offsets has no entry for {name}")
+        if type(off) is not int or not 0 <= off <= size:
+            _int(off, f"offset of {name}", 0, size, where)
+        if aligned and off % item:
+            raise _bad(where, f"offset {off} of {name} is not aligned to its {item}-byte items")
+        if off + nbytes > size:
+            raise _bad(where, f"dataset {name} ({off}+{nbytes} bytes) runs past the shard's {size} bytes")
+        if nbytes:
+            spans.append((off, off + nbytes, name))
+    if layout == "compressed" and n and offsets.get("input_ids") is not None:
+        raise _bad(where, "input_ids has an offset in a compressed-layout dataset")
+    spans.sort()
+    for k in range(1, len(spans)):
+        if spans[k][0] < spans[k - 1][1]:
+            (a0, a1, an), (b0, _, bn) = spans[k - 1], spans[k]
+            raise _bad(where, f"datasets {an} ({a0}..{a1}) and {bn} (from {b0}) overlap")
+    return n
 
 
 def check_compatible(

@@ -123,6 +123,7 @@ class _Settings:
     staging: str
     tokenizer_info: dict[str, Any] = field(default_factory=dict)
     parent_pid: int = 0
+    dataset_id: str | None = None
 
 
 def staging_dir(out: str | os.PathLike[str]) -> Path:
@@ -281,6 +282,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
             layout=s.layout,
             compression=s.compression,
             extra_attrs={"source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file}},
+            dataset_id=s.dataset_id,
         )
         os.replace(tmp, staging / fmt.shard_name(shard_index))
     finally:
@@ -543,6 +545,9 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             staging=str(staging),
             tokenizer_info=tok.info,
             parent_pid=os.getpid(),
+            # From the plan: a resumed run writes the same bytes; changed inputs or settings
+            # give another identity, which open readers detect.
+            dataset_id=fmt.new_dataset_id(plan),
         )
         records = _run_units(opts, settings, staging)
         report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
@@ -620,7 +625,7 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
         else:
             results = Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(tasks)
         for rec in results:
-            idx = int(rec["shard"]["file"][6:11])
+            idx = fmt.shard_index_from_name(rec["shard"]["file"])
             records[idx] = rec
             reads_done += rec["records_in"]
             bar.set_postfix_str(f"{reads_done / max(time.time() - start, 1e-9):,.0f} reads/s", refresh=False)
@@ -652,7 +657,7 @@ def _finish(
     t0: float,
     sampled: int,
 ) -> dict[str, Any]:
-    if [int(r["shard"]["file"][6:11]) for r in records] != list(range(len(records))):
+    if [fmt.shard_index_from_name(r["shard"]["file"]) for r in records] != list(range(len(records))):
         raise ConvertError(f"internal error: missing units in {staging}; rerun with --resume")
     with open(staging / fmt.QUARANTINE_NAME, "wb") as qfa, open(staging / "quarantine.tsv", "w") as qtsv:
         qtsv.write("file\tline\trecord\treason\n")
@@ -704,18 +709,19 @@ def _finish(
         "jobs": opts.jobs,
         "peak_rss_mb": {"parent": round(_peak_rss_mb(), 1), "worker_max": round(worker_rss, 1)},
     }
-    manifest = {
-        "tokenizer": s.tokenizer_info,
-        "max_length": s.max_length,
-        "layout": s.layout,
-        "compression": s.compression if s.layout == "compressed" else "none",
-        "num_classes": lm.num_classes,
-        "label_names": lm.names,
-        "label_class_ids": lm.class_ids,
-        "label_tax_ids": lm.tax_ids,
-        "shards": [r["shard"] for r in records],
-        "totals": {"num_rows": totals["written"], "num_shards": len(records), "num_tokens": totals["tokens"]},
-        "source": {
+    manifest = fmt.build_manifest(
+        tokenizer=s.tokenizer_info,
+        max_length=s.max_length,
+        layout=s.layout,
+        compression=s.compression,
+        num_classes=lm.num_classes,
+        label_names=lm.names,
+        label_class_ids=lm.class_ids,
+        label_tax_ids=lm.tax_ids,
+        shards=[r["shard"] for r in records],
+        dataset_id=s.dataset_id,
+        num_tokens=totals["tokens"],
+        source={
             "inputs": [os.path.basename(p) for p in opts.inputs],
             "header_regex": opts.header_regex,
             "mapping_sha256": lm.sha256,
@@ -723,7 +729,7 @@ def _finish(
             "records_in": totals["records_in"],
             "skipped": n_skipped,
         },
-    }
+    )
     fmt.write_json_atomic(staging / fmt.REPORT_NAME, report)
     fmt.write_manifest(staging, manifest)
     shutil.rmtree(staging / ".units")

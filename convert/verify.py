@@ -65,6 +65,11 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
             problems.append(f"{path}: attribute {key}={attrs[key]}, expected {want}")
     if attrs["tokenizer"] != manifest["tokenizer"]:
         problems.append(f"{path}: tokenizer attribute differs from the manifest's")
+    if manifest.get("dataset_id") is not None and attrs.get("dataset_id") != manifest["dataset_id"]:
+        problems.append(
+            f"{path}: dataset_id {attrs.get('dataset_id')!r} is not the manifest's {manifest['dataset_id']!r}: "
+            "this shard belongs to another conversion; re-convert (`python -m convert INPUT --out DIR --overwrite`)"
+        )
     n = int(entry["num_rows"])
     if n == 0:
         return

@@ -104,25 +104,9 @@ def group_indices(starts: np.ndarray, group: Group) -> np.ndarray:
 
 
 def _read_group(ds: "ShardDataset", group: Group) -> dict[str, np.ndarray]:
-    from loaders._shardio import read_array
-
-    L = ds.max_length
-    ids, lengths, labels = [], [], []
-    for s, r0, n in zip(group.shard.tolist(), group.row0.tolist(), group.rows.tolist()):
-        file, offs = ds._files[s], ds._offsets[s]
-        if offs.get("input_ids") is not None:
-            # pread of the contiguous rows: sequential I/O with the kernel's read-ahead
-            ids.append(read_array(file, np.dtype(np.int16), n * L, offs["input_ids"] + r0 * L * 2).reshape(n, L))
-        else:
-            ids.append(np.asarray(ds._handles.get(s)["input_ids"][r0 : r0 + n], dtype=np.int16))
-        lengths.append(read_array(file, np.dtype(np.int16), n, offs["lengths"] + r0 * 2))
-        labels.append(read_array(file, np.dtype(np.int32), n, offs["labels"] + r0 * 4))
-    out = {
-        "input_ids": np.concatenate(ids) if len(ids) > 1 else ids[0],
-        "lengths": np.concatenate(lengths),
-        "labels": np.concatenate(labels).astype(np.int64),
-        "index": group_indices(ds.shard_starts, group._replace(perm=None)),
-    }
+    parts = [ds.read_rows(s, r0, n) for s, r0, n in zip(group.shard.tolist(), group.row0.tolist(), group.rows.tolist())]
+    out = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in ("input_ids", "lengths", "labels")}
+    out["index"] = group_indices(ds.shard_starts, group._replace(perm=None))
     if group.perm is not None:
         out = {k: v[group.perm] for k, v in out.items()}
     return out
@@ -219,7 +203,7 @@ def chunk_shuffle_labels(
     chunk_rows: int = CHUNK_ROWS,
 ) -> np.ndarray:
     """Labels in the order ``ds.iter_chunk_shuffled`` serves them (no tokens read)."""
-    groups = chunk_shuffle_groups(ds._counts, seed, epoch, buffer_chunks, consumer, num_consumers, chunk_rows)
+    groups = chunk_shuffle_groups(ds.shard_counts, seed, epoch, buffer_chunks, consumer, num_consumers, chunk_rows)
     parts = [group_indices(ds.shard_starts, g) for g in groups]
     order = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     return ds.labels[order]

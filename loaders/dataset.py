@@ -11,23 +11,27 @@ arrays, so it works under ``fork``, ``spawn`` and ``forkserver`` DataLoader work
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from convert.format import (
     CHUNK_ROWS,
-    LAYOUTS,
+    DATASET_DTYPES,
+    DATASET_ID_BYTES,
     ROW_VECTORS,
+    DatasetChangedError,
     FormatError,
     check_compatible,
+    dataset_shape,
     file_sha256,
     read_manifest,
 )
-from loaders._shardio import ShardHandles, map_file, open_shard_budget, read_array
+from loaders._shardio import ShardHandles, file_identity, map_file, open_shard_budget, read_array
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 
@@ -40,7 +44,28 @@ def _as_index_array(indices: Any) -> np.ndarray:
     idx = np.asarray(indices)
     if idx.dtype == np.bool_ or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
         raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+    if idx.dtype.kind == "u" and idx.size and int(idx.max()) > np.iinfo(np.int64).max:
+        # astype(int64) would wrap these to negative indices, i.e. rows counted from the end
+        raise IndexError(f"index {int(idx.max())} out of range")
     return idx.astype(np.int64, copy=False).reshape(-1)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _pinned(method: _F) -> _F:
+    """Run a ShardDataset method pinned: no mapping it uses is closed under it by another thread."""
+
+    @functools.wraps(method)
+    def wrapper(self: "ShardDataset", *args: Any, **kwargs: Any) -> Any:
+        handles = self._handles
+        handles.pin()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            handles.unpin()
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _ViewMixin:
@@ -124,27 +149,22 @@ class ShardDataset(_ViewMixin, Dataset):
         max_open_shards: int | None = None,
     ) -> None:
         self.path = Path(path)
-        manifest = read_manifest(self.path)
+        manifest = read_manifest(self.path)  # validated: names confined, offsets in range
         check_compatible(
             manifest, tokenizer=expect_tokenizer, max_length=expect_max_length, where=str(self.path)
         )
-        if manifest.get("layout") not in LAYOUTS:
-            raise FormatError(f"{self.path}: unknown layout {manifest.get('layout')!r}; re-convert it")
         self.manifest = manifest
         self._base = self
         entries = manifest["shards"]
-        self._files = [str(self.path / e["file"]) for e in entries]
+        root = str(self.path)
+        self._files = [os.path.join(root, e["file"]) for e in entries]
         self._counts = np.array([int(e["num_rows"]) for e in entries], dtype=np.int64)
         self._starts = np.zeros(len(entries) + 1, dtype=np.int64)
         np.cumsum(self._counts, out=self._starts[1:])
         self._offsets = [dict(e["offsets"]) for e in entries]
-        total = int(manifest.get("totals", {}).get("num_rows", self._starts[-1]))
-        if total != int(self._starts[-1]):
-            raise FormatError(
-                f"{self.path}: manifest totals say {total} reads but its shards hold "
-                f"{int(self._starts[-1])}; the manifest is inconsistent, re-run the conversion"
-            )
-        self._check_files(entries, verify)
+        ident = manifest.get("dataset_id")
+        self._dataset_id = None if ident is None else bytes.fromhex(ident)
+        self._identity = self._check_files(entries, verify)
         self._max_open = None if max_open_shards is None else int(max_open_shards)
         self._span_gather = True  # False forces the per-shard path (tests compare both)
         self._nonempty = int((self._counts > 0).sum())
@@ -153,40 +173,29 @@ class ShardDataset(_ViewMixin, Dataset):
 
     # -- opening and checking ------------------------------------------------------------
     def _extent(self, s: int, name: str) -> tuple[np.dtype, tuple[int, ...]]:
-        n, L, C = int(self._counts[s]), int(self.manifest["max_length"]), int(self.manifest["num_classes"])
-        if name == "input_ids":
-            return np.dtype(np.int16), (n, L)
-        if name == "class_offsets":
-            return np.dtype(np.int64), (C + 1,)
-        return ROW_VECTORS[name], (n,)
+        shape = dataset_shape(name, int(self._counts[s]), self.max_length, self.num_classes)
+        return DATASET_DTYPES[name], shape
 
-    def _check_files(self, entries: Sequence[Mapping[str, Any]], verify: bool) -> None:
+    def _check_files(self, entries: Sequence[Mapping[str, Any]], verify: bool) -> np.ndarray:
+        """Stat every shard (sizes as recorded); return their (S, 4) identities."""
+        identity = np.zeros((len(entries), 4), dtype=np.int64)
         for s, (entry, file) in enumerate(zip(entries, self._files)):
             try:
-                size = os.stat(file).st_size
+                identity[s] = file_identity(file)
             except FileNotFoundError:
                 raise FormatError(
                     f"{file}: shard listed in the manifest is missing; restore it or re-convert "
                     "(`python -m convert INPUT --out DIR --resume`)"
                 ) from None
-            need = 0
-            for name, off in entry["offsets"].items():
-                if off is None:
-                    continue
-                dtype, shape = self._extent(s, name)
-                need = max(need, int(off) + int(np.prod(shape)) * dtype.itemsize)
-            if (self.manifest["layout"] == "mmap" and self._counts[s] > 0
-                    and entry["offsets"].get("input_ids") is None):
-                raise FormatError(f"{file}: input_ids is not contiguous in an mmap-layout dataset; re-convert it")
-            if size < need or size < int(entry.get("bytes", 0)):
+            size, want = int(identity[s, 2]), int(entry["bytes"])
+            if size < want:
                 raise FormatError(
-                    f"{file}: truncated shard ({size} bytes, the manifest needs "
-                    f"{max(need, int(entry.get('bytes', 0)))}); re-convert it: "
+                    f"{file}: truncated shard ({size} bytes, the manifest needs {want}); re-convert it: "
                     "`python -m convert INPUT --out DIR --resume`"
                 )
-            if "bytes" in entry and size != int(entry["bytes"]):
+            if size != want:
                 raise FormatError(
-                    f"{file}: {size} bytes but the manifest says {entry['bytes']}; the shard was "
+                    f"{file}: {size} bytes but the manifest says {want}; the shard was "
                     "modified or replaced: re-convert it (`python -m convert INPUT --out DIR --resume`)"
                 )
             if verify and entry.get("sha256") and file_sha256(file) != entry["sha256"]:
@@ -194,6 +203,7 @@ class ShardDataset(_ViewMixin, Dataset):
                     f"{file}: sha256 differs from the manifest (corrupt or modified shard); "
                     "re-convert it: `python -m convert INPUT --out DIR --resume`"
                 )
+        return identity
 
     def _init_process_state(self) -> None:
         budget = self._max_open if self._max_open is not None else open_shard_budget(len(self._files))
@@ -203,9 +213,17 @@ class ShardDataset(_ViewMixin, Dataset):
         self._class_cum: np.ndarray | None = None
 
     def _open_shard(self, s: int) -> tuple[dict[str, Any], Any]:
-        """Map shard ``s``: numpy views into one mmap (+ an h5py dataset when compressed)."""
+        """Map shard ``s``: numpy views into one mmap (+ an h5py dataset when compressed).
+
+        Called by ``ShardHandles.get`` under its lock; the closer runs under it too.
+        """
         file, offs = self._files[s], self._offsets[s]
-        mm = map_file(file)
+        mm = map_file(file, self._identity[s])
+        try:
+            self._check_dataset_id(s, mm)
+        except BaseException:
+            mm.close()
+            raise
         views: dict[str, Any] = {}
         for name in ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"):
             off = offs.get(name)
@@ -214,8 +232,9 @@ class ShardDataset(_ViewMixin, Dataset):
             dtype, shape = self._extent(s, name)
             views[name] = np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=int(off)).reshape(shape)
         local = self._handles.local
+        registered = None
         if "input_ids" in views and self._counts[s] > 0:
-            self._register(local, s, views)
+            registered = self._register(local, s, views)
         h5 = None
         if "input_ids" not in views:
             import h5py  # only the compressed layout needs HDF5 at read time
@@ -225,7 +244,9 @@ class ShardDataset(_ViewMixin, Dataset):
 
         def close() -> None:
             addr = local.get("addr")
-            if addr is not None:
+            # A deferred close may run after the shard was mapped again: unregister only
+            # the address this mapping registered.
+            if addr is not None and registered is not None and addr[0, s] == registered:
                 addr[:, s] = -1
                 local["live"] = int((addr[0] >= 0).sum())
                 local.pop("span", None)
@@ -239,6 +260,18 @@ class ShardDataset(_ViewMixin, Dataset):
 
         return views, close
 
+    def _check_dataset_id(self, s: int, mm: Any) -> None:
+        """The shard's stored identity must be the manifest's (else another dataset's shard)."""
+        if self._dataset_id is None:
+            return
+        off = int(self._offsets[s]["dataset_id"])
+        if mm[off : off + DATASET_ID_BYTES] != self._dataset_id:
+            raise DatasetChangedError(
+                f"{self._files[s]}: this shard belongs to another dataset than {self.path}'s manifest; "
+                "the dataset changed since it was opened (rebuilt or replaced): reopen it, and run "
+                f"`python -m convert verify {self.path}` if the directory mixes two conversions"
+            )
+
     # -- one gather across all mapped shards ---------------------------------------------
     # A batch drawn uniformly from hundreds of shards touches hundreds of them: a numpy
     # call per shard would cost more than the copy. Instead the address range spanning every
@@ -246,13 +279,14 @@ class ShardDataset(_ViewMixin, Dataset):
     # gathers the whole batch in one fancy-index per field. Only addresses of open mappings
     # of rows bounds-checked by _locate are ever read: a shard stays open while its
     # address is registered (the closer unregisters it before unmapping).
-    def _register(self, local: dict[str, Any], s: int, views: Mapping[str, np.ndarray]) -> None:
+    def _register(self, local: dict[str, Any], s: int, views: Mapping[str, np.ndarray]) -> int:
         addr = local.get("addr")
         if addr is None:
             addr = local["addr"] = np.full((3, self.num_shards), -1, dtype=np.int64)
         addr[:, s] = [views[k].ctypes.data for k in ("input_ids", "lengths", "labels")]
         local["live"] = int((addr[0] >= 0).sum())
         local.pop("span", None)
+        return int(addr[0, s])
 
     def _span(self, local: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(base (3, S), ids, lengths, labels)``: views over the span of all open maps.
@@ -280,22 +314,27 @@ class ShardDataset(_ViewMixin, Dataset):
         return span
 
     def _gather_span(self, shard: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray] | None:
-        """The batch via one gather per field, or None when its shards can't all be open."""
+        """The batch via one gather per field, or None when its shards can't all be open.
+
+        The caller is pinned (``ShardHandles.pin``): mappings in the span snapshot taken
+        under the lock stay mapped until it unpins, whatever other threads evict.
+        """
         handles = self._handles
-        local = handles.local
-        if local.get("live", 0) < self._nonempty:  # some shard is not mapped yet
-            addr = local.get("addr")
-            missing = shard if addr is None else shard[addr[0, shard] < 0]
-            if missing.size:
-                needed = np.unique(shard)
-                if needed.size > handles.max_open:
-                    return None
-                handles.touch(needed.tolist())  # open batch members are evicted last
-                for s in np.unique(missing).tolist():
-                    handles.get(s)
-                if (local["addr"][0, shard] < 0).any():
-                    return None
-        base, ids, lens, labs = self._span(local)
+        with handles.lock:
+            local = handles.local
+            if local.get("live", 0) < self._nonempty:  # some shard is not mapped yet
+                addr = local.get("addr")
+                missing = shard if addr is None else shard[addr[0, shard] < 0]
+                if missing.size:
+                    needed = np.unique(shard)
+                    if needed.size > handles.max_open:
+                        return None
+                    handles.touch(needed.tolist())  # open batch members are evicted last
+                    for s in np.unique(missing).tolist():
+                        handles.get(s)
+                    if (local["addr"][0, shard] < 0).any():
+                        return None
+            base, ids, lens, labs = self._span(local)
         b = base[:, shard]
         return {
             "input_ids": ids[b[0] + idx * (2 * self.max_length)],
@@ -329,6 +368,18 @@ class ShardDataset(_ViewMixin, Dataset):
         return len(self._files)
 
     @property
+    def shard_counts(self) -> np.ndarray:
+        """(S,) rows per shard (read-only)."""
+        out = self._counts.view()
+        out.flags.writeable = False
+        return out
+
+    @property
+    def shard_files(self) -> list[str]:
+        """Paths of the shard files, in shard order."""
+        return list(self._files)
+
+    @property
     def shard_starts(self) -> np.ndarray:
         """(S+1,) cumulative row counts: shard ``s`` holds global rows ``starts[s]:starts[s+1]``."""
         return self._starts
@@ -350,17 +401,39 @@ class ShardDataset(_ViewMixin, Dataset):
         On the compressed layout this decompresses a whole chunk per call: slow, use the
         chunk-shuffled iteration for training there.
         """
-        if not isinstance(index, (int, np.integer)):
+        if not isinstance(index, (int, np.integer)) or isinstance(index, (bool, np.bool_)):
             raise TypeError(f"ShardDataset indices are integers, got {type(index).__name__}")
-        shard, row = self._locate(np.array([index], dtype=np.int64))
+        i, n = int(index), len(self)  # int() keeps np.uint64 values exact
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} reads")
+        shard, row = self._locate(np.array([i], dtype=np.int64))
         s, r = int(shard[0]), int(row[0])
-        views = self._handles.get(s)
-        ids = np.array(views["input_ids"][r], dtype=np.int16)
+        handles = self._handles
+        handles.pin()
+        try:
+            views = handles.get(s)
+            ids = np.array(views["input_ids"][r], dtype=np.int16)
+            length = int(views["lengths"][r])
+            label = int(views["labels"][r])
+        finally:
+            handles.unpin()
         mask = np.zeros(ids.shape[0], dtype=np.int8)
-        mask[: int(views["lengths"][r])] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": int(views["labels"][r])}
+        mask[:length] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": label}
 
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """A whole batch: ``{"input_ids" (B, L) int16, "lengths" (B,) int16, "labels" (B,) int64}``.
+
+        Safe from any number of threads (see ``loaders._shardio.ShardHandles``).
+        """
+        handles = self._handles
+        handles.pin()
+        try:
+            return self._getitems(indices)
+        finally:
+            handles.unpin()
+
+    def _getitems(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """A whole batch: ``{"input_ids" (B, L) int16, "lengths" (B,) int16, "labels" (B,) int64}``.
 
         Layout ``mmap``: one vectorised gather per field across all shards touched (see
@@ -441,7 +514,37 @@ class ShardDataset(_ViewMixin, Dataset):
         off = self._offsets[s].get(name)
         if off is None:
             return np.zeros(shape, dtype=dtype)
-        return read_array(self._files[s], dtype, int(np.prod(shape)), int(off)).reshape(shape)
+        return self._pread(s, dtype, int(np.prod(shape)), int(off)).reshape(shape)
+
+    def _pread(self, s: int, dtype: np.dtype, count: int, offset: int) -> np.ndarray:
+        """``count`` items at ``offset`` of shard ``s``, identity checked (one pread)."""
+        expect = None
+        if self._dataset_id is not None:
+            expect = (int(self._offsets[s]["dataset_id"]), self._dataset_id)
+        return read_array(self._files[s], dtype, count, offset, self._identity[s], expect)
+
+    def read_rows(self, s: int, row0: int, n: int) -> dict[str, np.ndarray]:
+        """Rows ``row0 .. row0+n-1`` of shard ``s`` read whole (sequential I/O, read-ahead).
+
+        Returns ``{"input_ids" (n, L) int16, "lengths" (n,) int16, "labels" (n,) int64}``;
+        in the compressed layout ``input_ids`` comes from whole HDF5 chunks.
+        """
+        L, offs = self.max_length, self._offsets[s]
+        if offs.get("input_ids") is not None or n == 0:
+            off = 0 if offs.get("input_ids") is None else int(offs["input_ids"])
+            ids = self._pread(s, DATASET_DTYPES["input_ids"], n * L, off + row0 * L * 2).reshape(n, L)
+        else:
+            handles = self._handles
+            handles.pin()
+            try:
+                ids = np.asarray(handles.get(s)["input_ids"][row0 : row0 + n], dtype=np.int16)
+            finally:
+                handles.unpin()
+        return {
+            "input_ids": ids,
+            "lengths": self._pread(s, DATASET_DTYPES["lengths"], n, offs["lengths"] + row0 * 2),
+            "labels": self._pread(s, DATASET_DTYPES["labels"], n, offs["labels"] + row0 * 4).astype(np.int64),
+        }
 
     def _concat(self, name: str) -> np.ndarray:
         if name not in self._vectors:
@@ -471,6 +574,7 @@ class ShardDataset(_ViewMixin, Dataset):
         """(N,) int16 stored token counts (cached)."""
         return self._concat("lengths")
 
+    @_pinned
     def gather_vector(self, name: str, indices: Any) -> np.ndarray:
         """Vector ``name`` at global ``indices`` from the mapped shards (no full concat)."""
         idx = _as_index_array(indices)
@@ -513,6 +617,7 @@ class ShardDataset(_ViewMixin, Dataset):
             self._class_cum = cum
         return self._class_cum
 
+    @_pinned
     def class_positions_to_indices(self, classes: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Global indices of the ``positions[k]``-th read of label ``classes[k]``.
 
@@ -592,6 +697,7 @@ class ShardDataset(_ViewMixin, Dataset):
         order = np.argsort(idx, kind="stable")
         return ShardSubset(self, idx[order], cls[order].astype(np.int32))
 
+    @_pinned
     def _subset_whole_classes(self, sel: np.ndarray) -> "ShardSubset":
         table = self.class_table
         idx_parts, lab_parts = [], []
@@ -647,7 +753,7 @@ class ShardDataset(_ViewMixin, Dataset):
         from loaders.chunks import chunk_shuffle_groups, iter_groups
 
         groups = chunk_shuffle_groups(
-            self._counts, seed, epoch, buffer_chunks, consumer=rank, num_consumers=world_size, chunk_rows=chunk_rows
+            self.shard_counts, seed, epoch, buffer_chunks, consumer=rank, num_consumers=world_size, chunk_rows=chunk_rows
         )
         return iter_groups(self, groups, batch_size, drop_last=drop_last, return_index=return_index)
 

@@ -99,7 +99,7 @@ class IterableShardDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         consumer, consumers = self._placement()
-        counts = self.dataset._counts
+        counts = self.dataset.shard_counts
         if self.shuffle:
             groups = chunk_shuffle_groups(
                 counts, self.seed, self.epoch, self.buffer_chunks, consumer, consumers, self.chunk_rows

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from convert.format import file_sha256, shard_name, write_manifest, write_shard
+from convert.format import build_manifest, file_sha256, new_dataset_id, shard_name, write_manifest, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,6 +130,7 @@ def build_dataset(
     tokenizer_path: Path | None = None,
     manifest_overrides: dict[str, Any] | None = None,
     ids_hook: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    dataset_id: str | None = "random",
 ) -> Built:
     """Write a dataset of ``len(shard_sizes)`` shards to ``directory`` and return its contents.
 
@@ -146,6 +147,8 @@ def build_dataset(
         tokenizer_path: METAGENE-1 ``tokenizer.json`` (default: the shared one).
         manifest_overrides: keys replaced in the manifest (e.g. a wrong version).
         ids_hook: ``hook(input_ids, lengths)`` may edit the tokens in place before writing.
+        dataset_id: the identity written to the manifest and shards (``"random"``: a new
+            one; None: none, like datasets written before identities existed).
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,6 +172,8 @@ def build_dataset(
         "tax_ids": tax_ids,
         "mates": rng.integers(0, 3, size=n).astype(np.int8),
     }
+    if dataset_id == "random":
+        dataset_id = new_dataset_id()
     entries = []
     a = 0
     for s, size in enumerate(shard_sizes):
@@ -185,22 +190,24 @@ def build_dataset(
             shard_index=s,
             layout=layout,
             compression=compression if layout == "compressed" else None,
+            dataset_id=dataset_id,
         )
         os.replace(tmp, out / name)
         entries.append({"file": name, **entry})
-    manifest = {
-        "tokenizer": tok,
-        "max_length": max_length,
-        "layout": layout,
-        "compression": compression if layout == "compressed" else "none",
-        "num_classes": num_classes,
-        "label_names": [f"species_{c}" for c in range(num_classes)],
-        "label_class_ids": [100 + 7 * c for c in range(num_classes)],
-        "label_tax_ids": [-1 if c % 3 == 0 else 10_000 + c for c in range(num_classes)],
-        "shards": entries,
-        "totals": {"num_rows": n, "num_shards": len(entries), "num_tokens": int(lengths.sum())},
-        "source": {"inputs": ["tests"], "header_regex": None, "mapping_sha256": None, "reads_per_shard": None},
-    }
+    manifest = build_manifest(
+        tokenizer=tok,
+        max_length=max_length,
+        layout=layout,
+        compression=compression,
+        num_classes=num_classes,
+        label_names=[f"species_{c}" for c in range(num_classes)],
+        label_class_ids=[100 + 7 * c for c in range(num_classes)],
+        label_tax_ids=[-1 if c % 3 == 0 else 10_000 + c for c in range(num_classes)],
+        shards=entries,
+        source={"inputs": ["tests"], "header_regex": None, "mapping_sha256": None, "reads_per_shard": None},
+        dataset_id=dataset_id,
+        num_tokens=int(lengths.sum()),
+    )
     manifest.update(manifest_overrides or {})
     write_manifest(out, manifest)
     return Built(out, tuple(int(x) for x in shard_sizes), num_classes, max_length, layout, tok, arrays)
