@@ -172,7 +172,7 @@ def build_synthetic(
     Raises:
         SystemExit: not enough free disk space (message says how much is needed).
     """
-    from convert.format import shard_name, write_manifest, write_shard
+    from convert.format import build_manifest, new_dataset_id, shard_name, write_manifest, write_shard
     from convert.tokenizers import load_tokenizer
 
     ds_dir, limit_dir = directory / "dataset", directory / "limit"
@@ -200,6 +200,7 @@ def build_synthetic(
     npy_header(lim["lengths"], np.int16, (num_reads,))
     npy_header(lim["labels"], np.int64, (num_reads,))
     entries, tokens = [], 0
+    dataset_id = new_dataset_id({"synthetic": num_reads, "seed": seed, "reads_per_shard": reads_per_shard})
     t0 = time.perf_counter()
     col = np.arange(L, dtype=np.int16)
     try:
@@ -218,7 +219,9 @@ def build_synthetic(
                 "mates": (1 + (np.arange(a, a + n) & 1)).astype(np.int8),
             }
             tmp = ds_dir / f".{shard_name(s)}.tmp"
-            entry = write_shard(tmp, input_ids=ids, vectors=vectors, num_classes=C, tokenizer=tok_info, shard_index=s)
+            entry = write_shard(
+                tmp, input_ids=ids, vectors=vectors, num_classes=C, tokenizer=tok_info, shard_index=s, dataset_id=dataset_id
+            )
             os.replace(tmp, ds_dir / shard_name(s))
             entries.append({"file": shard_name(s), **entry})
             tokens += int(lengths.sum())
@@ -230,19 +233,20 @@ def build_synthetic(
     finally:
         for f in lim.values():
             f.close()
-    write_manifest(ds_dir, {
-        "tokenizer": tok_info,
-        "max_length": L,
-        "layout": "mmap",
-        "compression": "none",
-        "num_classes": C,
-        "label_names": [f"species_{c}" for c in range(C)],
-        "label_class_ids": [c + 1000 for c in range(C)],
-        "label_tax_ids": [-1] * C,
-        "shards": entries,
-        "totals": {"num_rows": num_reads, "num_shards": len(entries), "num_tokens": tokens},
-        "source": {"synthetic": True, "seed": seed, "reads_per_shard": reads_per_shard},
-    })
+    write_manifest(ds_dir, build_manifest(
+        tokenizer=tok_info,
+        max_length=L,
+        layout="mmap",
+        compression=None,
+        num_classes=C,
+        label_names=[f"species_{c}" for c in range(C)],
+        label_class_ids=[c + 1000 for c in range(C)],
+        label_tax_ids=[-1] * C,
+        shards=entries,
+        source={"synthetic": True, "seed": seed, "reads_per_shard": reads_per_shard},
+        dataset_id=dataset_id,
+        num_tokens=tokens,
+    ))
     (limit_dir / "done.json").write_text(json.dumps({"num_rows": num_reads}))
     log(f"synthetic dataset built in {time.perf_counter() - t0:.0f} s: {ds_dir}")
     return paths
