@@ -486,6 +486,9 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     lm = read_mapping(opts.mapping)
     compile_header_regex(opts.header_regex)
     tok = load_tokenizer(opts.tokenizer)
+    note = getattr(tok, "encoder_note", None)  # e.g. numba missing: say once, in the parent
+    if note:
+        print(note, file=sys.stderr)
 
     if staging.exists() and not opts.resume:
         if not opts.overwrite:

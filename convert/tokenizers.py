@@ -7,9 +7,10 @@ special token (as Hugging Face truncation does), so a truncated read still ends 
 
 Registry names:
 
-* ``metagene-1``: the real METAGENE-1 BPE (``tokenizer.json`` shipped in ``assets``), run
-  through ``tokenizers`` offline; ids equal ``Tokenizer.encode(read).ids`` exactly
-  (``[BOS] ... [EOS]``).
+* ``metagene-1``: the real METAGENE-1 BPE (``tokenizer.json`` shipped in ``assets``); ids
+  equal ``Tokenizer.encode(read).ids`` exactly (``[BOS] ... [EOS]``). Encoded by the exact
+  numba BPE of :mod:`convert.bpe`; Hugging Face ``tokenizers`` encodes what it does not
+  cover (another tokenizer shape, a read with bytes outside ``ACGTN``, numba missing).
 * ``dnabert-6mer``: DNABERT's overlapping 6-mers from its ``vocab.txt``, ``[CLS] ... [SEP]``,
   vectorized in numpy; a k-mer with N becomes ``[UNK]``.
 * ``dnabert-2``: the DNABERT-2-117M BPE ``tokenizer.json``.
@@ -92,10 +93,22 @@ def _finish_rows(
 
 
 class BpeTokenizer:
-    """A Hugging Face ``tokenizers`` model loaded from a ``tokenizer.json`` file, offline."""
+    """A Hugging Face ``tokenizers`` model loaded from a ``tokenizer.json`` file, offline.
 
-    def __init__(self, name: str, path: Path) -> None:
+    ``engine="auto"`` encodes a batch of at least ``fast_min_reads`` reads with the exact
+    fast BPE of :mod:`convert.bpe` when the tokenizer is in its scope (Hugging Face for the
+    reads it does not handle); smaller batches, and ``engine="hf"``, use Hugging Face. The
+    fast tables are built on first use (numba's start-up, ~0.3 s, pays off only on large
+    units). Both give the same ids. ``encoder_note`` is a line for the user when the fast
+    encoder is unavailable only because numba cannot be imported.
+    """
+
+    FAST_MIN_READS = 4096
+
+    def __init__(self, name: str, path: Path, engine: str = "auto", fast_min_reads: int | None = None) -> None:
         from tokenizers import Tokenizer
+
+        from .bpe import NUMBA_ERROR, scope_problem
 
         path = Path(path)
         data = path.read_bytes()
@@ -131,25 +144,74 @@ class BpeTokenizer:
             "special_ids": special,
         }
         _check_int16(name, self.info["vocab_size"], pad_id, set())
+        self._engine = engine
+        self._fast_min = self.FAST_MIN_READS if fast_min_reads is None else int(fast_min_reads)
+        self._spec: dict[str, Any] | None = spec if engine == "auto" else None
+        self._fast: Any = None
+        self.encoder_note: str | None = None
+        if self._spec is not None and NUMBA_ERROR is not None and scope_problem(spec) is None:
+            self.encoder_note = (
+                f"readshard: numba cannot be imported ({NUMBA_ERROR}); "
+                "tokenizing with Hugging Face tokenizers instead (slower)"
+            )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.info["name"], "path": str(self._path)}
+        return {"name": self.info["name"], "path": str(self._path), "engine": self._engine, "fast_min": self._fast_min}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["name"], Path(state["path"]))
+        self.__init__(state["name"], Path(state["path"]), state["engine"], state["fast_min"])
+
+    @property
+    def encoder(self) -> str:
+        """``"fast-bpe"`` if large batches use the fast encoder, else ``"hf"`` (builds it)."""
+        return "fast-bpe" if self._fast_encoder() is not None else "hf"
+
+    def _fast_encoder(self) -> Any:
+        """The :class:`convert.bpe.FastBpe`, built on first use; None if out of scope."""
+        if self._spec is not None:
+            from .bpe import build_fast_bpe
+
+            tok = self._tok
+            fast = build_fast_bpe(
+                self._spec,
+                tok.get_vocab(with_added_tokens=True),
+                lambda strings: [e.ids for e in tok.encode_batch(strings, add_special_tokens=False)],
+            )
+            self._fast = None if isinstance(fast, str) else fast
+            self._spec = None
+        return self._fast
 
     def encode(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """See :class:`ReadTokenizer`."""
+        fast = self._fast_encoder() if offsets.shape[0] - 1 >= self._fast_min else None
+        if fast is None:
+            return self._encode_hf(seqs, offsets, max_length, None)
+        out, counts, unhandled = fast.encode(seqs, offsets, max_length, self.info["pad_id"], self._tail)
+        if unhandled.size:  # bytes outside ACGTN: Hugging Face's own rules (e.g. [UNK] per lowercase letter)
+            self._encode_hf(seqs, offsets, max_length, unhandled, out, counts)
+        return out, counts
+
+    def _encode_hf(
+        self,
+        seqs: bytes,
+        offsets: np.ndarray,
+        max_length: int,
+        rows: np.ndarray | None,
+        out: np.ndarray | None = None,
+        counts: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hugging Face ``Tokenizer.encode`` for ``rows`` (all if None) into ``out``/``counts``."""
         text = seqs.decode("ascii")
         n = offsets.shape[0] - 1
-        out = np.full((n, max_length), self.info["pad_id"], dtype=np.int16)
-        counts = np.empty(n, dtype=np.int32)
+        if out is None or counts is None:
+            out = np.full((n, max_length), self.info["pad_id"], dtype=np.int16)
+            counts = np.empty(n, dtype=np.int32)
         encode = self._tok.encode
         off = offsets.tolist()
         last = max_length - 1
         tail = self._tail
         # Row by row into the preallocated matrix: no list of every id of the unit.
-        for i in range(n):
+        for i in range(n) if rows is None else rows.tolist():
             ids = encode(text[off[i] : off[i + 1]]).ids
             k = len(ids)
             counts[i] = k
