@@ -131,9 +131,10 @@ def iter_groups(
         ar = np.arange(L)
         for group in groups:
             data = _read_group(ds, group)
-            masks = (ar[None, :] < data["lengths"][:, None]).astype(np.int8)
+            masks = (ar[None, :] < data["lengths"][:, None]).astype(np.int64)
+            ids = data["input_ids"].astype(np.int64)  # items are model-ready, like ds[i]
             for k in range(data["labels"].size):
-                item = {"input_ids": data["input_ids"][k], "attention_mask": masks[k], "labels": int(data["labels"][k])}
+                item = {"input_ids": ids[k], "attention_mask": masks[k], "labels": int(data["labels"][k])}
                 if return_index:
                     item["index"] = int(data["index"][k])
                 yield item

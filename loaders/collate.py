@@ -7,6 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from loaders.batch import ReadBatch
+
 __all__ = ["collate_batch", "trim_batch", "to_tensors"]
 
 
@@ -25,7 +27,7 @@ def trim_batch(batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[s
     Raises:
         TypeError: the input is neither a batch dict nor a list of item dicts.
     """
-    if isinstance(batch, Mapping):
+    if isinstance(batch, (Mapping, ReadBatch)):
         ids = _np(batch["input_ids"])
         if "lengths" in batch:
             lengths = _np(batch["lengths"]).astype(np.int64)
@@ -77,8 +79,9 @@ def to_tensors(batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
 def collate_batch(batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
     """Turn reads into ``{"input_ids", "attention_mask", "labels"}`` int64 tensors.
 
-    Accepts the batch dict of ``ShardDataset.__getitems__`` / ``IterableShardDataset``
-    (``input_ids`` (B, L), ``lengths`` (B,), ``labels`` (B,)) or a list of item dicts
+    Accepts the batch of ``ShardDataset.__getitems__`` (a :class:`loaders.batch.ReadBatch`)
+    or a batch dict of ``IterableShardDataset`` (``input_ids`` (B, L), ``lengths`` (B,),
+    ``labels`` (B,)), or a list of item dicts
     (``input_ids`` (L,), ``attention_mask`` (L,), ``labels``) as the default DataLoader
     path and Hugging Face ``Trainer(data_collator=collate_batch)`` pass. Columns are cut
     to the longest read of the batch; the mask comes from stored lengths. An ``index``

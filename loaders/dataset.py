@@ -31,6 +31,7 @@ from convert.format import (
     file_sha256,
     read_manifest,
 )
+from loaders.batch import ReadBatch
 from loaders._shardio import ShardHandles, file_identity, map_file, open_shard_budget, read_array
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
@@ -107,11 +108,13 @@ class _ViewMixin:
 class ShardDataset(_ViewMixin, Dataset):
     """A readshard dataset directory as a map-style torch Dataset.
 
-    ``ds[i]`` returns ``{"input_ids": (L,) int16, "attention_mask": (L,) int8, "labels": int}``
-    with the mask built from the stored length (never from ``id != pad``).
-    ``ds.__getitems__(indices)`` (used by ``DataLoader`` for whole batches) returns
-    ``{"input_ids": (B, L) int16, "lengths": (B,) int16, "labels": (B,) int64}`` gathered
-    with one numpy fancy-index per shard touched; :func:`loaders.collate_batch` takes either.
+    ``ds[i]`` returns ``{"input_ids": (L,) int64, "attention_mask": (L,) int64, "labels": int}``
+    (model-ready, what default collators stack) with the mask built from the stored length
+    (never from ``id != pad``). ``ds.__getitems__(indices)`` (used by ``DataLoader`` for
+    whole batches) returns a :class:`loaders.batch.ReadBatch`: the gathered arrays
+    ``{"input_ids": (B, L) int16, "lengths": (B,) int16, "labels": (B,) int64}`` by key, and
+    the list of item dicts torch's ``__getitems__`` contract asks for by position.
+    :func:`loaders.collate_batch` takes either form.
 
     Layout ``compressed``: ``input_ids`` sits in gzip/lzf chunks of ``CHUNK_ROWS`` rows, and
     a random row costs a whole chunk decompression (~1000x slower than a mapped row).
@@ -119,10 +122,10 @@ class ShardDataset(_ViewMixin, Dataset):
     chunk touched) but are slow; train on that layout with :meth:`iter_chunk_shuffled` or
     ``IterableShardDataset(shuffle=True)``, which read whole chunks in a shuffled order.
 
-    Hugging Face ``Trainer``: pass ``data_collator=collate_batch`` and
-    ``TrainingArguments(remove_unused_columns=False)``; torch's DataLoader calls
-    ``__getitems__`` whenever a dataset has it, and Trainer's column-removing wrapper would
-    split the batch dict into its keys.
+    Plain ``DataLoader(ds, batch_size=B, shuffle=True)`` and Hugging Face ``Trainer`` with
+    their default collators give correct full-width int64 batches (a per-read Python step);
+    the fast path is ``ReadLoader`` or ``collate_fn``/``data_collator=collate_batch``, which
+    trims to the longest read and never leaves numpy per read.
 
     Args:
         path: dataset directory (holding ``manifest.json``).
@@ -412,24 +415,28 @@ class ShardDataset(_ViewMixin, Dataset):
         handles.pin()
         try:
             views = handles.get(s)
-            ids = np.array(views["input_ids"][r], dtype=np.int16)
+            ids = np.array(views["input_ids"][r], dtype=np.int64)
             length = int(views["lengths"][r])
             label = int(views["labels"][r])
         finally:
             handles.unpin()
-        mask = np.zeros(ids.shape[0], dtype=np.int8)
+        mask = np.zeros(ids.shape[0], dtype=np.int64)
         mask[:length] = 1
         return {"input_ids": ids, "attention_mask": mask, "labels": label}
 
-    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-        """A whole batch: ``{"input_ids" (B, L) int16, "lengths" (B,) int16, "labels" (B,) int64}``.
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> ReadBatch:
+        """A whole batch as a :class:`loaders.batch.ReadBatch`, gathered in one vectorised step.
 
+        ``batch["input_ids"]`` (B, L) int16, ``batch["lengths"]`` (B,) int16 and
+        ``batch["labels"]`` (B,) int64 are the gathered arrays (what ``collate_batch`` and
+        ``ReadLoader`` use); ``len(batch)``, ``batch[k]`` and iteration give item dicts like
+        ``ds[i]``, so torch's default collate and Hugging Face's default collator work too.
         Safe from any number of threads (see ``loaders._shardio.ShardHandles``).
         """
         handles = self._handles
         handles.pin()
         try:
-            return self._getitems(indices)
+            return ReadBatch(self._getitems(indices))
         finally:
             handles.unpin()
 

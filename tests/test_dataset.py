@@ -36,9 +36,9 @@ def test_items_equal_written(built):
     for i in [0, 699, 700, 1999, 2000, 2512, -1, -2513, *range(3, 2513, 97)]:
         item = ds[i]
         j = i % len(ds)
-        assert item["input_ids"].dtype == np.int16 and item["input_ids"].shape == (built.max_length,)
+        assert item["input_ids"].dtype == np.int64 and item["input_ids"].shape == (built.max_length,)
         np.testing.assert_array_equal(item["input_ids"], a["input_ids"][j])
-        assert item["attention_mask"].dtype == np.int8
+        assert item["attention_mask"].dtype == np.int64
         assert int(item["attention_mask"].sum()) == int(a["lengths"][j])
         assert item["labels"] == int(a["labels"][j]) and isinstance(item["labels"], int)
     ds[np.int64(5)]  # numpy integers are indices too
@@ -63,7 +63,7 @@ def test_getitems_equal_written(built, indices, path):
     }[indices]
     batch = ds.__getitems__(idx.tolist() if indices == "random" else idx)
     a = built.arrays
-    assert set(batch) == {"input_ids", "lengths", "labels"}
+    assert set(batch.keys()) == {"input_ids", "lengths", "labels"}
     assert batch["input_ids"].dtype == np.int16 and batch["input_ids"].shape == (idx.size, built.max_length)
     assert batch["lengths"].dtype == np.int16 and batch["labels"].dtype == np.int64
     np.testing.assert_array_equal(batch["input_ids"], a["input_ids"][idx])
