@@ -154,6 +154,17 @@ def test_a_local_config_that_would_reach_the_hub_or_is_not_json_is_refused(tmp_p
     assert str(ckpt / "config.json") in str(exc.value)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ({"hidden_size": 64}, "other shapes than the model built from it"),  # would silently re-initialise the body
+    ({"num_hidden_layers": 3}, "are not in the checkpoint"),            # a layer the checkpoint does not have
+])
+def test_config_overrides_that_change_the_pretrained_shapes_are_refused(tmp_path: Path, override: dict,
+                                                                        message: str) -> None:
+    ckpt = save_tiny_checkpoint(tmp_path / "pretrained", "LlamaForCausalLM", 1024)
+    with pytest.raises(ConfigError, match=message):
+        build_model(ModelConfig(arch="llama", pretrained=str(ckpt), config=override), DataSpec(1024, 0, 3, 48))
+
+
 def test_a_bad_pretrained_path_exits_2_with_one_paragraph(tmp_path: Path, hub_endpoint: ConnectionCounter) -> None:
     train, val = build_split(tmp_path / "data", num_classes=3, train_per_class=10, val_per_class=5)
     proc = subprocess.run(

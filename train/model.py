@@ -100,6 +100,24 @@ def _local_pretrained(name: str) -> Path | None:
     return None
 
 
+# What a sequence classifier adds to a pretrained body: new (missing) or resized weights are fine here only.
+_NEW_HEAD_PREFIXES = ("score.", "classifier.", "pooler.", "bert.pooler.")
+
+
+def _check_loaded(name: str, info: dict[str, Any]) -> None:
+    """Refuse a load that silently re-initialised body weights (ignore_mismatched_sizes would)."""
+    mismatched = sorted(k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", []))
+    mismatched = [k for k in mismatched if not k.startswith(_NEW_HEAD_PREFIXES)]
+    if mismatched:
+        raise ConfigError(f"model.pretrained {name!r}: {len(mismatched)} weights of the checkpoint have other shapes "
+                          f"than the model built from it (e.g. {mismatched[0]}): model.config must not change the "
+                          "architecture's sizes of a pretrained model; remove those keys")
+    missing = sorted(k for k in info.get("missing_keys", []) if not k.startswith(_NEW_HEAD_PREFIXES))
+    if missing:
+        raise ConfigError(f"model.pretrained {name!r}: {len(missing)} weights are not in the checkpoint "
+                          f"(e.g. {missing[0]}); it does not hold this architecture's weights")
+
+
 def _from_pretrained(mc: ModelConfig, spec: DataSpec) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
@@ -109,16 +127,18 @@ def _from_pretrained(mc: ModelConfig, spec: DataSpec) -> nn.Module:
     if mc.load_dtype:
         kwargs["dtype"] = getattr(torch, mc.load_dtype)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             str(local) if local else mc.pretrained,
             num_labels=spec.num_labels,
             trust_remote_code=mc.trust_remote_code,
             ignore_mismatched_sizes=True,  # the classification head is new
             local_files_only=local is not None,  # a local directory never reaches for the hub
+            output_loading_info=True,
             **kwargs,
         )
     except OSError as exc:  # missing weight files, no network for a hub id
         raise ConfigError(f"model.pretrained {mc.pretrained!r}: {exc}") from None
+    _check_loaded(mc.pretrained, info)
     vocab = int(getattr(model.config, "vocab_size", spec.vocab_size))
     if vocab < spec.vocab_size:
         raise ConfigError(
