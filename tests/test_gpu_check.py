@@ -86,3 +86,18 @@ def test_without_a_gpu_it_says_to_use_tiny(tmp_path: Path) -> None:
         pytest.skip("a GPU is visible: the full check would run")
     proc = run_check(tmp_path=tmp_path)
     assert proc.returncode == 2 and "--tiny" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_one_shot_script_for_a_gpu_session_writes_its_files(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.sh, here with --tiny and one config (the GPU parts cannot run here)."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path), "LIMIT": "400",
+           "GPU_CHECK_ARGS": "--tiny --configs configs/rtx4090_dnabert2.yaml"}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert [c["name"] for c in report["configs"]] == ["rtx4090_dnabert2"] and report["configs"][0]["error"] is None
+    assert "torch" in (out / "env.txt").read_text() and (out / "gpu_check.log").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["env.txt", "gpu_check.json", "gpu_check.log"]
