@@ -43,6 +43,8 @@ import numpy as np
 
 from . import format as fmt
 from .fastx import InputError, Unit, iter_units, parse_unit, sniff, unit_bytes
+from .fastparse import AVAILABLE as FASTPARSE_AVAILABLE
+from .fastparse import PROBLEMS, parse_default
 from .labels import DEFAULT_HEADER_REGEX, LabelMap, MappingError, compile_header_regex, read_mapping
 from .paths import (
     UnsafePathError,
@@ -200,11 +202,71 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
         os.close(fd)
 
 
-def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
-    tok = _worker_tokenizer(s.tokenizer)
+@dataclass
+class _Rows:
+    """A unit's records after parsing and labeling: the written rows' columns and bases,
+    the skipped records, and the counts of the unit record."""
+
+    labels: np.ndarray
+    class_ids: np.ndarray
+    tax_ids: np.ndarray
+    mates: np.ndarray
+    read_lengths: np.ndarray
+    seqs: bytes
+    offsets: np.ndarray
+    records_in: int
+    iupac_reads: int
+    iupac_bases: int
+    readlen_mismatch: int
+    taxa: dict[int, set[int]]
+    # skipped records in order: (index in unit, line, problem, verbatim bytes, header)
+    bad: list[tuple[int, int, str, bytes, bytes]]
+
+
+def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
+    """The default header format, parsed and labeled by numba (no Python per record)."""
+    lm = s.label_map
+    order = np.argsort(np.asarray(lm.class_ids, dtype=np.int64), kind="stable")
+    known = np.asarray(lm.class_ids, dtype=np.int64)[order]
+    p = parse_default(unit, data, known)
+    ok = p.problem == 0
+    cids = p.class_id[ok]
+    labels = order[np.searchsorted(known, cids)].astype(np.int32)
+    tax = p.tax_id[ok]
+    tax = np.where(tax < 0, np.asarray(lm.tax_ids, dtype=np.int64)[labels], tax) if labels.size else tax
+    read_lengths = np.diff(p.offsets).astype(np.int32)
+    readlen = p.readlen[ok]
+    iupac = p.iupac[ok]
+    taxa: dict[int, set[int]] = {}
+    if cids.size:
+        for c, t in np.unique(np.stack([cids, tax], axis=1), axis=0).tolist():
+            taxa.setdefault(c, set()).add(t)
+    bad = []
+    for i in np.flatnonzero(~ok).tolist():  # skipped records only: rare, not the hot path
+        r0, r1 = p.raw[i]
+        h0, h1 = p.header[i]
+        bad.append((i, int(p.line[i]), PROBLEMS[p.problem[i]], data[r0:r1], data[h0:h1]))
+    return _Rows(
+        labels=labels,
+        class_ids=cids.astype(np.int32),
+        tax_ids=tax.astype(np.int32),
+        mates=p.mate[ok].astype(np.int8),
+        read_lengths=read_lengths,
+        seqs=p.seqs,
+        offsets=p.offsets,
+        records_in=int(p.problem.size),
+        iupac_reads=int((iupac > 0).sum()),
+        iupac_bases=int(iupac.sum()),
+        readlen_mismatch=int(((readlen >= 0) & (readlen != read_lengths)).sum()),
+        taxa=taxa,
+        bad=bad,
+    )
+
+
+def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
+    """A custom ``--header-regex``: records parsed and matched one by one."""
     rx = compile_header_regex(s.header_regex)
     label_of = s.label_map.label_of
-    data = unit_bytes(unit)  # a plain file's range is read here, in the worker
     cap = data.count(b">" if unit.fmt == "fasta" else b"\n") + 1
     labels = np.empty(cap, dtype=np.int32)
     class_ids = np.empty(cap, dtype=np.int32)
@@ -213,56 +275,75 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     read_lengths = np.empty(cap, dtype=np.int32)
     offsets = np.zeros(cap + 1, dtype=np.int64)
     seqs = bytearray()
-    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    bad: list[tuple[int, int, str, bytes, bytes]] = []
     records_in = iupac_reads = iupac_bases = readlen_mismatch = 0
     taxa: dict[int, set[int]] = {}
+    n = 0
+    for rec in parse_unit(unit, data):
+        records_in += 1
+        problem = rec.problem
+        if problem is None:
+            rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
+            m = rx.match(rid)
+            fields = None if m is None else _header_fields(m)
+            if fields is None:
+                problem = "header_mismatch"
+            else:
+                cid, tax, mate, header_readlen = fields
+                if cid not in label_of:
+                    problem = "unknown_class"
+        if problem is not None:
+            bad.append((records_in - 1, rec.line, problem, rec.raw, rec.header))
+            if s.on_bad_record == "error":
+                break
+            continue
+        seq = rec.seq
+        labels[n] = label_of[cid]
+        class_ids[n] = cid
+        if tax < 0:
+            tax = s.label_map.tax_ids[labels[n]]
+        tax_ids[n] = tax
+        taxa.setdefault(cid, set()).add(tax)
+        mates[n] = mate
+        read_lengths[n] = len(seq)
+        if header_readlen >= 0 and header_readlen != len(seq):
+            readlen_mismatch += 1
+        if rec.iupac:
+            iupac_reads += 1
+            iupac_bases += rec.iupac
+        seqs += seq
+        n += 1
+        offsets[n] = len(seqs)
+    return _Rows(labels[:n], class_ids[:n], tax_ids[:n], mates[:n], read_lengths[:n], bytes(seqs),
+                 offsets[: n + 1], records_in, iupac_reads, iupac_bases, readlen_mismatch, taxa, bad)
+
+
+def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
+    tok = _worker_tokenizer(s.tokenizer)
+    data = unit_bytes(unit)  # a plain file's range is read here, in the worker
+    if s.header_regex == DEFAULT_HEADER_REGEX and FASTPARSE_AVAILABLE:
+        rows = _rows_default(unit, data, s)
+    else:
+        rows = _rows_regex(unit, data, s)
+    if rows.bad and s.on_bad_record == "error":
+        _, line, problem, _, header = rows.bad[0]
+        raise BadRecordError(
+            f"{unit.file}, line {line}: bad record ({problem.replace('_', ' ')}): "
+            f"{header[:80].decode('ascii', 'replace')!r}. "
+            "Fix the input, or use --on-bad-record skip to quarantine such records."
+        )
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
     staging = Path(s.staging)
     q_fa = open(staging / ".units" / f"q-{shard_index:05d}.fa.tmp", "wb")
     q_tsv = open(staging / ".units" / f"q-{shard_index:05d}.tsv.tmp", "w")
-    n = 0
+    n = int(rows.labels.size)
+    labels = rows.labels
     try:
-        for rec in parse_unit(unit, data):
-            records_in += 1
-            problem = rec.problem
-            if problem is None:
-                rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
-                m = rx.match(rid)
-                fields = None if m is None else _header_fields(m)
-                if fields is None:
-                    problem = "header_mismatch"
-                else:
-                    cid, tax, mate, header_readlen = fields
-                    if cid not in label_of:
-                        problem = "unknown_class"
-            if problem is not None:
-                if s.on_bad_record == "error":
-                    raise BadRecordError(
-                        f"{unit.file}, line {rec.line}: bad record ({problem.replace('_', ' ')}): "
-                        f"{rec.header[:80].decode('ascii', 'replace')!r}. "
-                        "Fix the input, or use --on-bad-record skip to quarantine such records."
-                    )
-                skipped[problem] += 1
-                q_fa.write(rec.raw if rec.raw.endswith(b"\n") else rec.raw + b"\n")
-                q_tsv.write(f"{unit.file}\t{rec.line}\t{unit.first_record + records_in - 1}\t{problem}\n")
-                continue
-            seq = rec.seq
-            labels[n] = label_of[cid]
-            class_ids[n] = cid
-            if tax < 0:
-                tax = s.label_map.tax_ids[labels[n]]
-            tax_ids[n] = tax
-            taxa.setdefault(cid, set()).add(tax)
-            mates[n] = mate
-            read_lengths[n] = len(seq)
-            if header_readlen >= 0 and header_readlen != len(seq):
-                readlen_mismatch += 1
-            if rec.iupac:
-                iupac_reads += 1
-                iupac_bases += rec.iupac
-            seqs += seq
-            n += 1
-            offsets[n] = len(seqs)
-        ids, full = tok.encode(bytes(seqs), offsets[: n + 1], s.max_length)
+        for index, line, problem, raw, _ in rows.bad:
+            skipped[problem] += 1
+            q_fa.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            q_tsv.write(f"{unit.file}\t{line}\t{unit.first_record + index}\t{problem}\n")
+        ids, full = tok.encode(rows.seqs, rows.offsets, s.max_length)
         lengths = np.minimum(full, s.max_length).astype(np.int16)
         tmp = staging / f".{fmt.shard_name(shard_index)}.tmp"
         entry = fmt.write_shard(
@@ -270,11 +351,11 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
             input_ids=ids,
             vectors={
                 "lengths": lengths,
-                "read_lengths": read_lengths[:n],
-                "labels": labels[:n],
-                "class_ids": class_ids[:n],
-                "tax_ids": tax_ids[:n],
-                "mates": mates[:n],
+                "read_lengths": rows.read_lengths,
+                "labels": labels,
+                "class_ids": rows.class_ids,
+                "tax_ids": rows.tax_ids,
+                "mates": rows.mates,
             },
             num_classes=s.label_map.num_classes,
             tokenizer=s.tokenizer_info,
@@ -293,16 +374,16 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     record = {
         "shard": {"file": fmt.shard_name(shard_index), **entry},
         "source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file},
-        "records_in": records_in,
+        "records_in": rows.records_in,
         "written": n,
         "skipped": skipped,
         "truncated": int((full > s.max_length).sum()),
-        "iupac_reads": iupac_reads,
-        "iupac_bases": iupac_bases,
-        "readlen_mismatch": readlen_mismatch,
+        "iupac_reads": rows.iupac_reads,
+        "iupac_bases": rows.iupac_bases,
+        "readlen_mismatch": rows.readlen_mismatch,
         "tokens": int(lengths.sum(dtype=np.int64)),
-        "class_counts": np.bincount(labels[:n], minlength=s.label_map.num_classes).tolist(),
-        "taxa": {str(c): sorted(t) for c, t in taxa.items()},
+        "class_counts": np.bincount(labels, minlength=s.label_map.num_classes).tolist(),
+        "taxa": {str(c): sorted(t) for c, t in rows.taxa.items()},
         "bytes_in": len(data),
         "worker_peak_rss_mb": _peak_rss_mb(),
     }

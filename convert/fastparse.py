@@ -1,0 +1,320 @@
+"""A unit's records split, checked and labeled in one numba pass (the default header format).
+
+The converter's hot path: no Python object per record. :func:`parse_default` applies
+exactly the rules of :func:`convert.fastx.parse_unit` (record boundaries, line numbers,
+``empty_header``, ``empty_sequence``, ``non_nucleotide``, ``malformed_fastq``, upper-casing
+and IUPAC -> N) and of the default ``--header-regex``
+(:data:`convert.labels.DEFAULT_HEADER_REGEX`, ``lbl|<class_id>|<tax_id>|<readlen>|<name>[/<mate>]``
+with the same range limits as ``pipeline._header_fields``) to the record id (the header up
+to its first whitespace), and looks the class id up among the mapping's. A custom
+``--header-regex`` keeps the per-record regex path in the pipeline.
+``tests/test_fastparse.py`` checks it against that path on fuzzed input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fastx import IUPAC, Unit
+
+__all__ = ["PROBLEMS", "ParsedUnit", "parse_default", "AVAILABLE"]
+
+try:
+    import numba
+
+    AVAILABLE = True
+except Exception:  # the pipeline then keeps the regex path
+    numba = None
+    AVAILABLE = False
+
+# Problem codes of ParsedUnit.problem (0 = written).
+PROBLEMS = (None, "header_mismatch", "unknown_class", "empty_header", "empty_sequence", "non_nucleotide", "malformed_fastq")
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass
+class ParsedUnit:
+    """Per-record arrays of one unit (all records, in order) plus the written reads' bases."""
+
+    line: np.ndarray  # int64 line number of each record
+    raw: np.ndarray  # (n, 2) int64 byte range of each record verbatim
+    header: np.ndarray  # (n, 2) int64 byte range of the header (no '>'/'@', no trailing CR)
+    problem: np.ndarray  # int8 index into PROBLEMS
+    class_id: np.ndarray  # int64 (valid where problem is 0)
+    tax_id: np.ndarray  # int64, -1 when absent
+    mate: np.ndarray  # int64, 0 when absent
+    readlen: np.ndarray  # int64 from the header, -1 when absent
+    name: np.ndarray  # (n, 2) int64 byte range of the name group
+    iupac: np.ndarray  # int64 IUPAC bases replaced by N
+    seqs: bytes  # the written reads' bases, concatenated
+    offsets: np.ndarray  # (written + 1,) int64 into seqs
+
+
+def _seq_code() -> np.ndarray:
+    # 0 drop (CR LF TAB space), 1..5 ACGTN, 6 IUPAC -> N, 7 anything else (non-nucleotide)
+    code = np.full(256, 7, dtype=np.uint8)
+    for c in b"\r\n\t ":
+        code[c] = 0
+    for i, c in enumerate(b"ACGTN"):
+        code[c] = code[c + 32] = i + 1
+    for c in IUPAC:
+        code[c] = code[c + 32] = 6
+    return code
+
+
+_SEQ_CODE = _seq_code()
+_SPACE = np.zeros(256, dtype=np.bool_)
+for _c in b" \t\n\r\x0b\x0c":  # bytes.split()/strip() whitespace, the regex's \s
+    _SPACE[_c] = True
+
+
+def parse_default(unit: Unit, data: bytes, known_class_ids: np.ndarray) -> ParsedUnit:
+    """Parse a unit's bytes with the default header format.
+
+    Args:
+        unit: the unit (its format and first line).
+        data: its bytes (:func:`convert.fastx.unit_bytes`).
+        known_class_ids: the mapping's class ids, sorted (int64); others are ``unknown_class``.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    cap = (data.count(b">") if unit.fmt == "fasta" else data.count(b"\n")) + 1
+    ints = np.empty((cap, 7), dtype=np.int64)  # line, raw0, raw1, hdr0, hdr1, name0, name1
+    fields = np.empty((cap, 5), dtype=np.int64)  # class, tax, mate, readlen, iupac
+    problem = np.zeros(cap, dtype=np.int8)
+    seq = np.empty(len(data), dtype=np.uint8)
+    offsets = np.zeros(cap + 1, dtype=np.int64)
+    known = np.ascontiguousarray(known_class_ids, dtype=np.int64)
+    n, written = _parse(buf, unit.fmt == "fastq", unit.first_line, _SEQ_CODE, _SPACE, known,
+                        ints, fields, problem, seq, offsets)
+    return ParsedUnit(
+        line=ints[:n, 0], raw=ints[:n, 1:3], header=ints[:n, 3:5], problem=problem[:n],
+        class_id=fields[:n, 0], tax_id=fields[:n, 1], mate=fields[:n, 2], readlen=fields[:n, 3],
+        name=ints[:n, 5:7], iupac=fields[:n, 4],
+        seqs=seq[: offsets[written]].tobytes(), offsets=offsets[: written + 1],
+    )
+
+
+def _jit(fn):
+    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+
+
+@_jit
+def _find_nl(buf, p, n):
+    while p < n and buf[p] != 10:
+        p += 1
+    return p  # n if none
+
+
+@_jit
+def _digits(buf, a, b, top):
+    """Value of the ASCII digits buf[a:b] (caller checked they are digits), -2 if > top."""
+    v = 0
+    for i in range(a, b):
+        d = buf[i] - 48
+        if v > (top - d) // 10:  # checked before multiplying: no int64 overflow
+            return -2
+        v = v * 10 + d
+    return v
+
+
+@_jit
+def _header_fields(buf, a, b, space, out, bounds):
+    """Default-regex fields of the record id in buf[a:b] into out; False if it does not match.
+
+    out: class, tax, mate, readlen, name0, name1.
+    """
+    # record id: skip leading whitespace, stop at the next
+    while a < b and space[buf[a]]:
+        a += 1
+    e = a
+    while e < b and not space[buf[e]]:
+        e += 1
+    b = e
+    if b - a < 4 or buf[a] != 108 or buf[a + 1] != 98 or buf[a + 2] != 108 or buf[a + 3] != 124:  # "lbl|"
+        return False
+    p = a + 4  # bounds: class, tax, readlen digit runs
+    for k in range(3):
+        s = p
+        while p < b and 48 <= buf[p] <= 57:
+            p += 1
+        if p >= b or buf[p] != 124 or (k == 0 and p == s):  # '|' after each; class_id non-empty
+            return False
+        bounds[2 * k] = s
+        bounds[2 * k + 1] = p
+        p += 1
+    # name: [^/\s]+ then optional /digits+ to the end
+    s = p
+    while p < b and buf[p] != 47:
+        p += 1
+    if p == s:
+        return False
+    name_end = p
+    mate = 0
+    if p < b:  # '/'
+        p += 1
+        if p >= b:
+            return False
+        for i in range(p, b):
+            if not 48 <= buf[i] <= 57:
+                return False
+        mate = _digits(buf, p, b, 127)
+        if mate < 0:
+            return False
+    cls = _digits(buf, bounds[0], bounds[1], 2147483647)
+    if cls < 0:
+        return False
+    tax = -1
+    if bounds[3] > bounds[2]:
+        tax = _digits(buf, bounds[2], bounds[3], 2147483647)
+        if tax < 0:
+            return False
+    readlen = -1
+    if bounds[5] > bounds[4]:
+        readlen = _digits(buf, bounds[4], bounds[5], 1 << 62)
+        if readlen < 0:
+            return False
+    out[0] = cls
+    out[1] = tax
+    out[2] = mate
+    out[3] = readlen
+    out[4] = s
+    out[5] = name_end
+    return True
+
+
+@_jit
+def _record(buf, i, h0, h1, body0, body1, code, space, known, ints, fields, problem, seq, offsets, written, f):
+    """Check one record (header buf[h0:h1], sequence lines buf[body0:body1]); returns written."""
+    ints[i, 3] = h0
+    ints[i, 4] = h1
+    blank = True
+    for p in range(h0, h1):
+        if not space[buf[p]]:
+            blank = False
+            break
+    if blank:
+        problem[i] = 3
+        return written
+    start = offsets[written]
+    k = start
+    iupac = 0
+    bad = False
+    for p in range(body0, body1):
+        c = code[buf[p]]
+        if c == 0:
+            continue
+        if c == 7:
+            bad = True
+        elif c == 6:
+            iupac += 1
+            seq[k] = 78
+            k += 1
+            continue
+        else:
+            seq[k] = buf[p] & 0xDF  # upper case
+        k += 1
+    if k == start:
+        problem[i] = 4
+        return written
+    if bad:
+        problem[i] = 5
+        return written
+    if not _header_fields(buf, h0, h1, space, f[:6], f[6:]):
+        problem[i] = 1
+        return written
+    j = np.searchsorted(known, f[0])
+    if j >= known.shape[0] or known[j] != f[0]:
+        problem[i] = 2
+        return written
+    fields[i, 0] = f[0]
+    fields[i, 1] = f[1]
+    fields[i, 2] = f[2]
+    fields[i, 3] = f[3]
+    fields[i, 4] = iupac
+    ints[i, 5] = f[4]
+    ints[i, 6] = f[5]
+    offsets[written + 1] = k
+    return written + 1
+
+
+@_jit
+def _count_nl(buf, a, b):
+    c = 0
+    for p in range(a, b):
+        if buf[p] == 10:
+            c += 1
+    return c
+
+
+@_jit
+def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, seq, offsets):
+    n = buf.shape[0]
+    pos = 0
+    line = first_line
+    i = 0
+    written = 0
+    e = np.empty(4, dtype=np.int64)
+    f = np.empty(12, dtype=np.int64)  # scratch of _record
+    while pos < n:
+        if fastq and (buf[pos] == 10 or buf[pos] == 13):  # blank line between records
+            pos = _find_nl(buf, pos, n) + 1
+            line += 1
+            continue
+        problem[i] = 0
+        if not fastq:
+            end = pos
+            while True:  # the next "\n>"
+                end = _find_nl(buf, end, n)
+                if end >= n - 1:
+                    end = n
+                    break
+                if buf[end + 1] == 62:
+                    end += 1
+                    break
+                end += 1
+            nl = _find_nl(buf, pos, end)
+            h1 = nl
+            if h1 > pos + 1 and buf[h1 - 1] == 13:
+                h1 -= 1
+            written = _record(buf, i, pos + 1, max(h1, pos + 1), min(nl + 1, end), end, code, space, known,
+                              ints, fields, problem, seq, offsets, written, f)
+        else:
+            p = pos
+            for k in range(4):
+                p = min(_find_nl(buf, p, n) + 1, n)
+                e[k] = p
+            end = e[3]
+            # lines of raw = buf[pos:end] split at LF (a final LF gives an empty last line)
+            nlines = _count_nl(buf, pos, end) + 1
+            l0 = _find_nl(buf, pos, end)
+            h1 = l0 - 1 if l0 > pos and buf[l0 - 1] == 13 else l0
+            h0 = min(pos + 1, h1) if h1 > pos else h1
+            s0 = s1 = 0
+            ok = nlines >= 4 and buf[pos] == 64 and e[1] < end and buf[e[1]] == 43
+            if ok:
+                s0 = e[0]
+                s1 = e[1] - 1  # the LF
+                if s1 > s0 and buf[s1 - 1] == 13:
+                    s1 -= 1
+                q0 = e[2]
+                q1 = _find_nl(buf, q0, end)
+                if q1 > q0 and buf[q1 - 1] == 13:
+                    q1 -= 1
+                if q1 - q0 != s1 - s0:
+                    ok = False
+            if not ok:
+                ints[i, 3] = h0
+                ints[i, 4] = h1
+                problem[i] = 6
+            else:
+                written = _record(buf, i, h0, h1, s0, s1, code, space, known, ints, fields, problem, seq,
+                                  offsets, written, f)
+        ints[i, 0] = line
+        ints[i, 1] = pos
+        ints[i, 2] = end
+        line += _count_nl(buf, pos, end)
+        pos = end
+        i += 1
+    return i, written
