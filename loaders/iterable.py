@@ -7,7 +7,9 @@ read with one sequential ``pread`` (or one chunk decompression in the compressed
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from multiprocessing.context import get_spawning_popen
 from typing import Any, Iterator
 
 from torch.utils.data import IterableDataset, get_worker_info
@@ -78,11 +80,32 @@ class IterableShardDataset(IterableDataset):
         self.drop_last = bool(drop_last)
         self.return_index = bool(return_index)
         self.chunk_rows = int(chunk_rows)
-        self.epoch = 0
+        # The epoch lives in shared memory: DataLoader workers (also persistent ones, which
+        # keep the copy of this object they started with) read it at each new pass.
+        self._epoch = multiprocessing.RawValue("q", 0)
+
+    @property
+    def epoch(self) -> int:
+        """The shuffle epoch the next pass uses (in this process and its DataLoader workers)."""
+        return int(self._epoch.value)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle epoch (workers see it when they are (re)started for the epoch)."""
-        self.epoch = int(epoch)
+        """Select the shuffle epoch of the next pass; reaches running (persistent) workers too."""
+        self._epoch.value = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if get_spawning_popen() is None:
+            # An ordinary pickle (not a worker being started): the shared cell cannot travel,
+            # its value does.
+            state["_epoch"] = int(self._epoch.value)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("_epoch"), int):
+            value = state["_epoch"]
+            state["_epoch"] = multiprocessing.RawValue("q", value)
+        self.__dict__.update(state)
 
     @property
     def num_reads(self) -> int:

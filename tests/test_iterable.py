@@ -115,3 +115,36 @@ def test_chunk_shuffle_quality_between_sorted_and_full(built):
     q1 = shuffle_quality(chunk_shuffle_labels(ds, 0, 0, buffer_chunks=1, chunk_rows=CR), 32)["ratio"]
     q8 = shuffle_quality(chunk_shuffle_labels(ds, 0, 0, buffer_chunks=8, chunk_rows=CR), 32)["ratio"]
     assert shuffle_quality(ds.labels, 32)["ratio"] < q1 < q8 <= 1.05
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_see_each_epoch(built, context):
+    # set_epoch on the main object must reach workers that persist across epochs.
+    def epochs(persistent: bool, context: str) -> list[np.ndarray]:
+        it = IterableShardDataset(built.path, batch_size=50, shuffle=True, seed=4, buffer_chunks=2,
+                                  return_index=True, chunk_rows=CR)
+        loader = DataLoader(it, batch_size=None, num_workers=2, multiprocessing_context=context,
+                            persistent_workers=persistent)
+        out = []
+        for epoch in range(3):
+            it.set_epoch(epoch)
+            out.append(np.concatenate([b["index"] for b in loader]))
+        return out
+
+    # Reference: workers restarted each epoch (fork: cheap start-up).
+    persistent, fresh = epochs(True, context), epochs(False, "fork")
+    for p, f in zip(persistent, fresh):
+        np.testing.assert_array_equal(p, f)
+        np.testing.assert_array_equal(np.sort(p), np.arange(len(built)))
+    assert not np.array_equal(persistent[0], persistent[1]) and not np.array_equal(persistent[1], persistent[2])
+
+
+def test_iterable_pickles_with_its_epoch(built):
+    import pickle
+
+    it = IterableShardDataset(built.path, shuffle=True, chunk_rows=CR)
+    it.set_epoch(7)
+    again = pickle.loads(pickle.dumps(it))
+    assert again.epoch == 7
+    again.set_epoch(8)
+    assert it.epoch == 7
