@@ -98,6 +98,7 @@ __all__ = [
     "new_dataset_id",
     "build_manifest",
     "validate_manifest",
+    "shard_layout_problems",
     "build_class_index",
     "write_shard",
     "read_shard_attrs",
@@ -377,6 +378,59 @@ def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
             "re-convert it: `python -m convert INPUT --out DIR --resume`"
         ) from None
     return attrs
+
+
+def shard_layout_problems(
+    path: str | os.PathLike[str], entry: Mapping[str, Any], manifest: Mapping[str, Any], index: int
+) -> list[str]:
+    """Compare a shard's manifest entry with the HDF5 file itself (what readers map blindly).
+
+    For every dataset: present, dtype, shape, file offset, and storage (contiguous and
+    unfiltered, or for compressed ``input_ids`` chunked by ``CHUNK_ROWS`` rows with the
+    manifest's codec); attributes ``layout`` and ``shard_index``. Reads HDF5 metadata only
+    (no rows), so it takes the same time whatever the manifest claims. The manifest must have
+    passed :func:`validate_manifest`.
+
+    Returns:
+        One message per problem (empty if the entry describes the file).
+    """
+    n, L, C = int(entry["num_rows"]), int(manifest["max_length"]), int(manifest["num_classes"])
+    layout = manifest["layout"]
+    out: list[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            for name, dtype in DATASET_DTYPES.items():
+                want_off = entry["offsets"].get(name)
+                if name not in f:
+                    if name != "dataset_id" or "dataset_id" in entry["offsets"]:
+                        out.append(f"{path}: dataset {name} is missing from the file")
+                    continue
+                d = f[name]
+                shape = dataset_shape(name, n, L, C)
+                if d.dtype != dtype or d.shape != shape:
+                    out.append(f"{path}: dataset {name} is {d.dtype} {d.shape} in the file, the manifest implies {dtype} {shape}")
+                off = d.id.get_offset()
+                if off != want_off:
+                    out.append(f"{path}: dataset {name} starts at byte {off} in the file, the manifest says {want_off}")
+                chunked = layout == "compressed" and name == "input_ids" and n > 0
+                if chunked:
+                    if d.chunks != (min(CHUNK_ROWS, n), L) or d.compression != manifest.get("compression"):
+                        out.append(
+                            f"{path}: input_ids is stored with chunks {d.chunks} and {d.compression}, the "
+                            f"manifest's compressed layout needs chunks ({min(CHUNK_ROWS, n)}, {L}) and {manifest.get('compression')}"
+                        )
+                elif d.chunks is not None or d.compression is not None:
+                    out.append(f"{path}: dataset {name} is chunked/filtered in the file; the {layout} layout needs it contiguous")
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        return [f"{path}: unreadable HDF5 metadata ({_first_line(exc)}); the shard is corrupt: {_REPAIR}"]
+    if attrs.get("layout") != layout:
+        out.append(f"{path}: layout attribute {attrs.get('layout')!r}, the manifest says {layout!r}")
+    got = attrs.get("shard_index")
+    got = int(got) if isinstance(got, (int, np.integer)) else got
+    if got != index:
+        out.append(f"{path}: shard_index attribute {got!r}, but it is shard {index} in the manifest")
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

@@ -35,8 +35,10 @@ __all__ = ["verify_dataset", "dataset_stats"]
 _IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVU"}, "\r": None, "\t": None, " ": None})
 
 
-def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str]) -> None:
-    """Append to ``problems`` whatever is wrong with one shard (file, attributes, every read)."""
+def _check_shard(
+    directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str], index: int
+) -> None:
+    """Append to ``problems`` whatever is wrong with one shard (file, layout, attributes, every read)."""
     path = directory / entry["file"]
     if not path.is_file():
         problems.append(f"{path}: missing shard")
@@ -53,6 +55,8 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
     except fmt.FormatError as exc:
         problems.append(str(exc))
         return
+    layout = fmt.shard_layout_problems(path, entry, manifest, index)
+    problems.extend(layout)
     L = int(manifest["max_length"])
     C = int(manifest["num_classes"])
     if attrs["format_version"] != fmt.FORMAT_VERSION:
@@ -71,7 +75,7 @@ def _check_shard(directory: Path, entry: dict[str, Any], manifest: dict[str, Any
             "this shard belongs to another conversion; re-convert (`python -m convert INPUT --out DIR --overwrite`)"
         )
     n = int(entry["num_rows"])
-    if n == 0:
+    if n == 0 or layout:  # rows are read by the manifest's description: only when it is right
         return
     try:
         return _check_rows(path, n, manifest, problems)
@@ -133,8 +137,8 @@ def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | N
     except fmt.FormatError as exc:
         return {"ok": False, "summary": str(exc), "messages": [], "problems": [str(exc)]}
     total = 0
-    for entry in manifest["shards"]:
-        _check_shard(directory, entry, manifest, problems)
+    for index, entry in enumerate(manifest["shards"]):
+        _check_shard(directory, entry, manifest, problems, index)
         total += int(entry["num_rows"])
     if total != manifest["totals"]["num_rows"]:
         problems.append(f"manifest totals say {manifest['totals']['num_rows']} rows, shards hold {total}")
