@@ -148,6 +148,10 @@ def _rel(path: Path) -> str:
     return str(path)
 
 
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _format_table(report: dict[str, Any]) -> str:
     lines = [f"device: {report['device']}" + (f" ({report['gpu_memory_gib']:.1f} GiB)"
                                                if report.get("gpu_memory_gib") else "")]
@@ -159,10 +163,9 @@ def _format_table(report: dict[str, Any]) -> str:
             lines.append(f"{r['name']:<22}error: {r['error']}")
             continue
         mem = r["peak_memory_gib"]
-        fmt = (lambda v: "-" if v is None else f"{v:.2f}")
         fits = {True: "yes", False: "NO", None: "n/a (CPU)"}[r["fits_24gib"]]
-        lines.append(f"{r['name']:<22}{r['model']['parameters'] / 1e6:>8.1f}M{r['model']['trainable_parameters'] / 1e6:>10.2f}M"
-                     f"{r['reads_per_step']:>12}{fmt(mem['allocated']):>11}{fmt(mem['reserved']):>14}"
+        lines.append(f"{r['name']:<22}{r['model']['parameters'] / 1e6:>8.2f}M{r['model']['trainable_parameters'] / 1e6:>10.2f}M"
+                     f"{r['reads_per_step']:>12}{_gib(mem['allocated']):>11}{_gib(mem['reserved']):>14}"
                      f"{r['train_reads_per_s']:>10.1f}{100 * r['loader_wait_fraction']:>6.1f}%  {fits}")
     return "\n".join(lines)
 
