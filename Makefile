@@ -11,6 +11,8 @@ JOBS     ?= 2
 NPROC    ?= 1
 CONFIG   ?= configs/sample.yaml
 CONVERT_FLAGS ?=
+# e.g. make train TRAIN_FLAGS="--max-steps 200 --overwrite" (any python -m train flag)
+TRAIN_FLAGS ?=
 STAMP    := $(VENV)/.installed
 
 .PHONY: install convert sample test train bench clean
@@ -39,9 +41,9 @@ $(SAMPLE)/train/manifest.json $(SAMPLE)/val/manifest.json:
 
 train: $(SAMPLE)/train/manifest.json $(SAMPLE)/val/manifest.json
 	if [ "$(NPROC)" -gt 1 ]; then \
-	  $(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m train --config $(CONFIG); \
+	  $(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m train --config $(CONFIG) $(TRAIN_FLAGS); \
 	else \
-	  $(PY) -m train --config $(CONFIG); \
+	  $(PY) -m train --config $(CONFIG) $(TRAIN_FLAGS); \
 	fi
 
 test: $(STAMP)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from _train_helpers import build_split, convert_reads, make_reads, write_fasta
-from train.baseline import iter_shard_blocks, kmer_count_matrix, main, run_baseline
+from train.baseline import iter_shard_blocks, kmer_count_matrix, main, run_baseline, sample_rows
 
 
 @pytest.mark.parametrize("tokenizer, max_length", [("metagene-1", 64), ("dnabert-6mer", 160), ("char", 160),
@@ -56,3 +56,35 @@ def test_naive_bayes_learns_from_tokens_and_from_fasta(tmp_path: Path, capsys: p
     assert main(["--train", str(train), "--val", str(val), "--out", str(tmp_path / "b")]) == 0
     assert "val accuracy" in capsys.readouterr().out and (tmp_path / "b" / "baseline.json").is_file()
     assert main(["--train", str(tmp_path), "--val", str(val)]) == 2  # not a dataset: clear error
+
+
+@pytest.mark.parametrize("layout", ["mmap", "compressed"])
+def test_sampled_rows_decode_to_the_same_reads_across_shards(layout: str, tmp_path: Path) -> None:
+    from convert import ConvertOptions, convert
+
+    reads, labels = make_reads(3, 40, seed=6)
+    fa = write_fasta(tmp_path / "r.fa", reads, labels, 3)
+    ds = tmp_path / "ds"
+    convert(ConvertOptions(inputs=[str(fa)], out=str(ds), mapping=str(tmp_path / "mapping.tsv"), tokenizer="char",
+                           max_length=160, reads_per_shard=25, layout=layout, jobs=1, progress=False))
+    rows = sample_rows(120, 30, seed=3)
+    assert rows is not None and rows.size == 30 and np.all(np.diff(rows) > 0)
+    assert sample_rows(120, 120) is None and sample_rows(120, None) is None  # no cap: every row
+    got = []
+    for bases, offsets, lab in iter_shard_blocks(ds, rows=rows, block=7):
+        got += [("".join("ACGTN"[b] for b in bases[offsets[i] : offsets[i + 1]]), int(lab[i])) for i in range(len(lab))]
+    assert got == [(reads[r], int(labels[r])) for r in rows]  # rows from all 5 shards, in order
+    assert len({int(r) // 25 for r in rows}) > 1
+
+
+def test_baseline_is_capped_and_says_how_many_reads_it_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train, val = build_split(tmp_path, num_classes=3, train_per_class=100, val_per_class=40)
+    res = run_baseline(train, val, max_reads=50, seed=1)
+    assert (res["train_reads"], res["train_reads_total"], res["val_reads"], res["val_reads_total"]) == (50, 300, 50, 120)
+    assert "uniform sample of at most 50" in res["sampling"]
+    assert run_baseline(train, val, max_reads=50, seed=1)["confusion"] == res["confusion"]  # seeded
+    fasta = run_baseline(train, val, max_reads=50, train_fasta=tmp_path / "reads" / "train.fa",
+                         val_fasta=tmp_path / "reads" / "val.fa")
+    assert (fasta["train_reads"], fasta["val_reads"]) == (50, 50) and "first 50" in fasta["sampling"]
+    assert main(["--train", str(train), "--val", str(val), "--max-reads", "60"]) == 0
+    assert "60 train reads, 60 val reads (a uniform sample of at most 60 reads" in capsys.readouterr().out

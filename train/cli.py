@@ -17,6 +17,7 @@ _OVERRIDES = {
     "val_dir": "data.val",
     "out": "out",
     "resume": "resume",
+    "overwrite": "overwrite",
     "max_steps": "train.max_steps",
     "max_minutes": "train.max_minutes",
     "stop_at_step": "train.stop_at_step",
@@ -31,6 +32,7 @@ _OVERRIDES = {
     "log_batches": "train.log_batches",
     "progress": "train.progress",
     "baseline": "train.baseline",
+    "baseline_max_reads": "train.baseline_max_reads",
     "lr": "optim.lr",
     "warmup_steps": "optim.warmup_steps",
     "num_workers": "data.num_workers",
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (checkpoint, metrics.json, confusion.png, log.jsonl)")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue from OUT/checkpoint.pt exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace the results of an earlier run in OUT (an OUT that is not empty is refused "
+                   "without --resume or --overwrite)")
     p.add_argument("--max-steps", type=int, help="optimizer steps of the run (and of the LR schedule)")
     p.add_argument("--max-minutes", type=float, help="stop, checkpoint and evaluate after this many minutes")
     p.add_argument("--stop-at-step", type=int, help="stop after this step as if interrupted (checkpoint only)")
@@ -72,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     p.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
                    help="skip the 6-mer naive Bayes comparison at the end")
+    p.add_argument("--baseline-max-reads", type=int,
+                   help="reads the baseline samples from each of train and val (default 200,000; 0 = all)")
     return p
 
 

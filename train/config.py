@@ -31,6 +31,7 @@ __all__ = [
     "PRECISIONS",
     "load_config",
     "config_from_dict",
+    "require_datasets",
     "apply_overrides",
     "is_training_config",
 ]
@@ -47,8 +48,10 @@ class DataConfig:
     """Where the shards are and how to load them.
 
     Attributes:
-        train: training dataset directory (a converter output with ``manifest.json``).
-        val: validation dataset directory (same tokenizer and max length as ``train``).
+        train: training dataset directory (a converter output with ``manifest.json``);
+            required (the config or ``--train``): there is no default dataset.
+        val: validation dataset directory (same tokenizer and max length as ``train``);
+            required (the config or ``--val``): a run never falls back to another val set.
         num_workers: DataLoader worker processes per training process.
         verify: check every shard's sha256 when opening (slow on big datasets).
         eval_max_reads: cap on validation reads for the periodic evaluations (the final
@@ -57,8 +60,8 @@ class DataConfig:
             converted with another one are refused with a message. ``None`` = no check.
     """
 
-    train: str = "data/sample/train"
-    val: str = "data/sample/val"
+    train: str | None = None
+    val: str | None = None
     num_workers: int = 2
     verify: bool = False
     eval_max_reads: int | None = None
@@ -137,6 +140,9 @@ class LoopConfig:
             ``OUT/batches-rank{r}.jsonl`` (for tests and debugging the shuffle).
         baseline: after training, fit the 6-mer naive Bayes baseline on the same data and
             record ``baseline_val_accuracy`` in ``metrics.json``.
+        baseline_max_reads: reads the baseline samples (seeded, uniformly) from each of train
+            and val; ``None`` or 0 = all (hours at 558 M reads). metrics.json records how many
+            it used.
         progress: show a tqdm progress bar (rank 0).
         threads: torch intra-op threads per process (``None`` = torch's default).
     """
@@ -155,6 +161,7 @@ class LoopConfig:
     device: str = "auto"
     log_batches: bool = False
     baseline: bool = True
+    baseline_max_reads: int | None = 200_000
     progress: bool = True
     threads: int | None = None
 
@@ -169,6 +176,7 @@ class TrainConfig:
     train: LoopConfig = field(default_factory=LoopConfig)
     out: str = "out/run"
     resume: bool = False
+    overwrite: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (written to ``OUT/config.json`` and into checkpoints)."""
@@ -238,8 +246,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"optim.min_lr_ratio: must be <= 1, got {o.min_lr_ratio}")
     _check_number("data.num_workers", d.num_workers, kind=int, minimum=0)
     _check_number("data.eval_max_reads", d.eval_max_reads, kind=int, minimum=1, allow_none=True)
+    _check_number("train.baseline_max_reads", t.baseline_max_reads, kind=int, minimum=0, allow_none=True)
     for name in ("train", "val"):
-        if not isinstance(getattr(d, name), str) or not getattr(d, name):
+        value = getattr(d, name)
+        if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(f"data.{name}: expected a dataset directory path")
     if m.arch not in MODEL_BUILDERS:
         raise ConfigError(f"model.arch: {m.arch!r}; choose one of {', '.join(sorted(MODEL_BUILDERS))}")
@@ -254,19 +264,34 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def require_datasets(cfg: TrainConfig, *, where: str = "config") -> None:
+    """Check that the run names both its datasets (after the command line's overrides).
+
+    Raises:
+        ConfigError: ``data.train`` or ``data.val`` is not set; the message says how to set it.
+    """
+    for name, flag in (("train", "--train"), ("val", "--val")):
+        if getattr(cfg.data, name) is None:
+            raise ConfigError(
+                f"{where}: data.{name} is not set: name the {'training' if name == 'train' else 'validation'} "
+                f"dataset with `data: {{{name}: DIR}}` in the config or `{flag} DIR` on the command line "
+                f"(a converter output; `make convert` writes data/sample/{name})")
+
+
 def config_from_dict(raw: Mapping[str, Any], *, where: str = "config") -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from a parsed YAML mapping."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     if "model" not in raw:
         raise ConfigError(f"{where}: no `model:` section; this is not a training config")
-    allowed = set(_SECTIONS) | {"out", "resume"}
+    allowed = set(_SECTIONS) | {"out", "resume", "overwrite"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
     try:
         sections = {name: _build(cls, raw.get(name), f"{where}: {name}") for name, cls in _SECTIONS.items()}
-        cfg = TrainConfig(**sections, out=str(raw.get("out", "out/run")), resume=bool(raw.get("resume", False)))
+        cfg = TrainConfig(**sections, out=str(raw.get("out", "out/run")), resume=bool(raw.get("resume", False)),
+                          overwrite=bool(raw.get("overwrite", False)))
     except TypeError as exc:  # a dataclass rejected a value shape
         raise ConfigError(f"{where}: {exc}") from None
     try:

@@ -4,7 +4,8 @@ One function, :func:`run`, does a whole run from a :class:`~train.config.TrainCo
 
 * data: :class:`loaders.ShardDataset` for train and val (the val set must use the same
   tokenizer, max length and labels), :class:`loaders.ShuffleBatchSampler` (full shuffle per
-  epoch, split over ranks), ``collate_batch``, a real ``DataLoader`` with workers;
+  epoch, split over ranks) and :class:`loaders.ReadLoader` (the documented fast path: a real
+  DataLoader whose workers gather and trim numpy batches; tensors are made in this process);
 * model: :func:`train.model.build_model`; AdamW (no decay on biases and norms), linear
   warmup then cosine decay (:func:`lr_factor`), gradient accumulation, clipping, bf16
   autocast on CUDA;
@@ -37,20 +38,22 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from convert.format import FormatError
-from loaders import ShardDataset, ShuffleBatchSampler, collate_batch
-from train.config import ConfigError, TrainConfig
+from loaders import ReadLoader, ShardDataset, ShuffleBatchSampler
+from train.config import ConfigError, TrainConfig, require_datasets
 from train.metrics import (confusion_matrix, format_per_class_table, metrics_from_confusion, per_class_table,
                            plot_confusion, write_json)
 from train.model import DataSpec, build_model, count_parameters
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "OUTPUT_NAMES",
     "METRICS_NAME",
     "DistInfo",
     "StepHook",
+    "check_out_dir",
+    "train_loader",
     "lr_factor",
     "setup_distributed",
     "evaluate",
@@ -60,6 +63,8 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 LOG_NAME = "log.jsonl"
+# What a run writes into OUT (batches-rank*.jsonl too): --overwrite removes only these.
+OUTPUT_NAMES = (CHECKPOINT_NAME, f".{CHECKPOINT_NAME}.tmp", METRICS_NAME, LOG_NAME, "config.json", "confusion.png")
 
 # on_step(step, counters) -> stop?: called after every optimizer step (see run()).
 StepHook = Callable[[int, Mapping[str, float]], bool]
@@ -205,7 +210,7 @@ def evaluate(model: nn.Module, ds: ShardDataset, *, batch_size: int, info: DistI
     was_training = model.training
     model.eval()
     # Workers are not worth their start-up here: one __getitems__ gather per batch is cheap.
-    loader = DataLoader(ds, batch_sampler=batches, collate_fn=collate_batch, num_workers=0)
+    loader = ReadLoader(ds, batches, num_workers=0)
     for batch in loader:
         batch = _to_device(batch, info.device)
         with _autocast(info.device, precision):
@@ -229,6 +234,50 @@ def _open_datasets(cfg: TrainConfig) -> tuple[ShardDataset, ShardDataset]:
             f"{cfg.data.val}: its labels differ from {cfg.data.train}'s; convert both with the same --mapping"
         )
     return train_ds, val_ds
+
+
+def check_out_dir(cfg: TrainConfig) -> None:
+    """Refuse to start in an ``--out`` that already holds something unless told what to do with it.
+
+    Runs on every rank before any of them writes (so all ranks refuse alike).
+
+    Raises:
+        ConfigError: ``out`` exists and is not an empty directory, and neither ``resume`` nor
+            ``overwrite`` is set; or both are set.
+    """
+    out = Path(cfg.out)
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"--out {out}: exists and is not a directory; choose another --out")
+    if cfg.resume or cfg.overwrite or not out.is_dir():
+        return
+    found = sorted(p.name for p in out.iterdir())
+    if found:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ConfigError(
+            f"--out {out} already exists ({shown}). Continue that run with --resume, replace its results "
+            f"with --overwrite (e.g. `make train TRAIN_FLAGS=--overwrite`), or choose another --out.")
+
+
+def _clear_previous_run(out: Path) -> None:
+    """``--overwrite``: remove what an earlier run wrote into ``out`` (and nothing else)."""
+    for name in OUTPUT_NAMES:
+        (out / name).unlink(missing_ok=True)  # unlink never follows a symlink
+    for p in out.glob("batches-rank*.jsonl"):
+        p.unlink()
+
+
+def train_loader(ds: ShardDataset, batch_sampler: Any, *, num_workers: int, seed: int, pin_memory: bool) -> ReadLoader:
+    """The training loader: :class:`loaders.ReadLoader` over ``batch_sampler``'s batches.
+
+    Workers gather and trim numpy batches; the int64 tensors are made in this process.
+    """
+    return ReadLoader(ds, batch_sampler, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
+                      # its own generator: starting an epoch must not draw from the global RNG
+                      # (dropout), or a resumed run would diverge from an uninterrupted one
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def _log(path: Path, record: dict[str, Any]) -> None:
@@ -256,6 +305,8 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     """
     t_start = time.perf_counter()
     tc, oc = cfg.train, cfg.optim
+    require_datasets(cfg)
+    check_out_dir(cfg)  # every rank, before any rank writes
     info = setup_distributed(tc.device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -266,6 +317,8 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     ckpt_path = out / CHECKPOINT_NAME
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite:
+            _clear_previous_run(out)
         write_json(out / "config.json", cfg.to_dict())
     if info.distributed:
         dist.barrier()
@@ -315,13 +368,8 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
     recorder = _RecordingBatchSampler(sampler)
-    nw = cfg.data.num_workers
-    loader = DataLoader(train_ds, batch_sampler=recorder, collate_fn=collate_batch, num_workers=nw,
-                        pin_memory=info.device.type == "cuda", persistent_workers=nw > 0,
-                        prefetch_factor=4 if nw > 0 else None,
-                        # its own generator: starting an epoch must not draw from the global RNG
-                        # (dropout), or a resumed run would diverge from an uninterrupted one
-                        generator=torch.Generator().manual_seed(tc.seed))
+    loader = train_loader(train_ds, recorder, num_workers=cfg.data.num_workers, seed=tc.seed,
+                           pin_memory=info.device.type == "cuda")
     batch_log = out / f"batches-rank{info.rank}.jsonl" if tc.log_batches else None
     log_path = out / LOG_NAME
 
@@ -484,7 +532,8 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
             from train.baseline import BaselineError, run_baseline
 
             try:
-                base = run_baseline(cfg.data.train, cfg.data.val)
+                base = run_baseline(cfg.data.train, cfg.data.val, max_reads=tc.baseline_max_reads or None,
+                                    seed=tc.seed)
                 result["baseline"] = {k: v for k, v in base.items() if k not in ("confusion",)}
                 result["baseline_val_accuracy"] = base["val_accuracy"]
                 result["baseline_val_macro_f1"] = base["val_macro_f1"]
@@ -499,7 +548,10 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
                 f"{result['train_reads_per_s']:,.0f} reads/s  loader wait {100 * result['loader_wait_fraction']:.1f}%  "
                 f"{result['wall_seconds']:.0f} s")
         if "baseline_val_accuracy" in result:
-            line += f"  (6-mer naive Bayes: {100 * result['baseline_val_accuracy']:.2f}%)"
+            b = result["baseline"]
+            line += (f"  (6-mer naive Bayes: {100 * result['baseline_val_accuracy']:.2f}% on "
+                     f"{b['train_reads']:,} of {b['train_reads_total']:,} train and "
+                     f"{b['val_reads']:,} of {b['val_reads_total']:,} val reads)")
         print(line)
     if info.distributed:
         dist.barrier()

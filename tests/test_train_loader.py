@@ -1,0 +1,30 @@
+"""The training loop reads through the documented fast path: ``loaders.ReadLoader`` (numpy
+batches from real DataLoader workers, tensors made in the main process), giving exactly
+``collate_batch`` of the sampler's batches, in the sampler's order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from _train_helpers import build_split
+from loaders import ReadLoader, ShardDataset, ShuffleBatchSampler, collate_batch
+from train.loop import train_loader
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_training_batches_come_from_read_loader(tmp_path: Path, num_workers: int) -> None:
+    train, _ = build_split(tmp_path, num_classes=3, train_per_class=60, val_per_class=5)
+    ds = ShardDataset(train)
+    sampler = ShuffleBatchSampler(len(ds), 16, seed=3, drop_last=True)
+    loader = train_loader(ds, sampler, num_workers=num_workers, seed=0, pin_memory=False)
+    assert isinstance(loader, ReadLoader)
+    got = list(loader)
+    want = [collate_batch(ds.__getitems__(b)) for b in sampler]
+    assert len(got) == len(want) == len(ds) // 16
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        for k in w:
+            assert g[k].dtype == w[k].dtype and torch.equal(g[k], w[k]), k
