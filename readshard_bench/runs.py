@@ -262,7 +262,7 @@ def run_scale(cfg: BenchConfig) -> dict[str, Any]:
         "cold_disk_read_mb": {k: round(m.extra["disk_read_mb"], 1) for k, m in cold.items()},
         "cold_disk_kb_per_sample": {k: round(m.extra["disk_read_mb"] * 1024 / max(1, m.samples), 2) for k, m in cold.items()},
     }
-    notes.append("hf_datasets, pyfastx_on_the_fly and readshard_compressed are not run at scale "
+    notes.append("hf_datasets, pyfastx_on_the_fly, pyfaidx_on_the_fly and readshard_compressed are not run at scale "
                  "(building them for N reads takes far longer than the bench); see the default run.")
     if token_bytes <= ram:
         notes.append(f"The {token_bytes / 1e9:.1f} GB of tokens fit in RAM ({ram / 2**30:.0f} GiB): the cold "
