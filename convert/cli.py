@@ -23,6 +23,7 @@ CONFIG_KEYS = {
     "output.compression": "compression",
     "output.reads_per_shard": "reads_per_shard",
     "convert.jobs": "jobs",
+    "convert.scheduler": "scheduler",
     "convert.on_bad_record": "on_bad_record",
 }
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output dataset directory (published only when complete)")
     p.add_argument("--config", help="YAML config; keys data.header_regex, data.mapping, tokenizer.name, "
                    "tokenizer.max_length, output.layout, output.compression, output.reads_per_shard, "
-                   "convert.jobs, convert.on_bad_record. Flags override it.")
+                   "convert.jobs, convert.scheduler, convert.on_bad_record. Flags override it.")
     p.add_argument("--mapping", help="TSV with columns class_id, tax_id, species: class_id -> label 0..C-1 and its name")
     p.add_argument("--header-regex", help="regex with named groups class_id (required), tax_id, readlen, name, mate, "
                    "matched against the record id (text before the first space); default: the lbl|... seed format")
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", choices=("gzip", "lzf"), help="codec for --layout compressed (default gzip)")
     p.add_argument("--reads-per-shard", type=int, help="records per unit of work = per shard (default 65536)")
     p.add_argument("--jobs", type=int, help="worker processes (default 1); output is identical for any value")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the units on a dask.distributed cluster, e.g. "
+                   "tcp://host:8786 (needs the cluster extra; inputs and --out on a filesystem all workers share); "
+                   "output is identical to --jobs 1")
     p.add_argument("--on-bad-record", choices=("skip", "error"), help="skip (default): quarantine and count bad "
                    "records; error: stop at the first one, naming file and line")
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion: keep verified shards, redo the rest")
@@ -95,7 +99,7 @@ def _convert_main(argv: Sequence[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs", "on_bad_record"):
+    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs", "scheduler", "on_bad_record"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -104,6 +108,16 @@ def _convert_main(argv: Sequence[str]) -> int:
             fields["max_length"] = int(fields["max_length"])
         except ValueError:
             print(f"error: --max-length must be an integer or 'auto', got {fields['max_length']!r}", file=sys.stderr)
+            return 2
+    if fields.get("scheduler"):
+        from importlib.util import find_spec
+
+        if args.jobs is not None:
+            print("error: --jobs is the local path; with --scheduler the cluster's workers set the parallelism. "
+                  "Drop one of them.", file=sys.stderr)
+            return 2
+        if find_spec("distributed") is None:
+            print("error: --scheduler needs dask.distributed: pip install 'readshard[cluster]'", file=sys.stderr)
             return 2
     opts = ConvertOptions(inputs=list(args.inputs), out=args.out, resume=args.resume, overwrite=args.overwrite,
                           progress=not args.no_progress, **fields)

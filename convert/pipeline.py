@@ -105,6 +105,7 @@ class ConvertOptions:
     compression: str = "gzip"
     reads_per_shard: int = 65536
     jobs: int = 1
+    scheduler: str | None = None
     on_bad_record: str = "skip"
     resume: bool = False
     overwrite: bool = False
@@ -704,8 +705,13 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
     jobs = max(1, int(opts.jobs))
     tasks = (delayed(convert_unit)(u, i, settings) for u, i in units())
     try:
-        if jobs == 1:
-            results: Any = (fn(*a, **k) for fn, a, k in tasks)
+        if opts.scheduler:
+            # Imported only here: dask is the optional `cluster` extra (see convert/cluster.py).
+            from .cluster import run_units_on_cluster
+
+            results: Any = run_units_on_cluster(opts.scheduler, units(), settings, staging, opts.inputs)
+        elif jobs == 1:
+            results = (fn(*a, **k) for fn, a, k in tasks)
         else:
             results = Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(tasks)
         for rec in results:
