@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import format as fmt
-from .fastx import Unit
+from .fastx import Unit, unit_bytes
 from .pipeline import BadRecordError, ConvertError, convert_unit
 from .tokenizers import TokenizerError, load_tokenizer
 
@@ -163,7 +163,7 @@ def worker_check(inputs: list[str], staging: str, token: str, tokenizer: str, to
 def execute_unit(blob: bytes, staging: str, token: str) -> dict[str, Any]:
     """Convert one unit in a private scratch directory, then publish it into ``staging``.
 
-    ``blob`` is ``pickle.dumps((unit, shard_index, settings))`` made by the converter of
+    ``blob`` is ``pickle.dumps((unit, shard_index, settings, absolute input path))`` made by the converter of
     this run (it reaches the worker as opaque bytes so that unpickling happens here, where
     a failure is a task error; see :mod:`convert._remote`). The shard, quarantine parts
     and unit record are renamed into place only if the run token is still current; a
@@ -172,9 +172,13 @@ def execute_unit(blob: bytes, staging: str, token: str) -> dict[str, Any]:
     Raises:
         StaleRunError: a later converter run took over the staging directory.
     """
-    unit, index, settings = pickle.loads(blob)  # noqa: S301 - bytes made by this run's converter, not a file
+    unit, index, settings, path = pickle.loads(blob)  # noqa: S301 - bytes made by this run's converter, not a file
     stag = Path(staging)
     _check_token(stag, token)
+    if unit.data is None:
+        # Read the byte range at the absolute path (a worker's cwd is not the converter's), but
+        # keep unit.file as typed: it is recorded in the shard and quarantine, as with --jobs.
+        unit = replace(unit, data=unit_bytes(replace(unit, file=path)))
     scratch = _run_dir(stag, token) / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
     try:
         scratch.mkdir()  # never parents=True: a missing run dir means this run is over
@@ -414,7 +418,7 @@ def _drive(client: Any, address: str, units: Iterator[tuple[Unit, int]], setting
                 except StopIteration:
                     exhausted = True
                     break
-                blob = pickle.dumps((unit, index, settings), protocol=pickle.HIGHEST_PROTOCOL)
+                blob = pickle.dumps((unit, index, settings, os.path.abspath(unit.file)), protocol=pickle.HIGHEST_PROTOCOL)
                 key = f"readshard-unit-{index:05d}-{token[:8]}"
                 future = client.submit(run_unit, blob, str(staging), token, key=key, pure=False)
                 pending[future] = index

@@ -22,14 +22,23 @@ import pytest
 pytest.importorskip("distributed", reason="the cluster extra (dask[distributed]) is not installed: pip install -e '.[cluster]'")
 
 from _cluster import SubprocessCluster  # noqa: E402
-from conftest import REPO, run_convert, write_reads  # noqa: E402
+from conftest import REPO, write_reads  # noqa: E402
 from convert.pipeline import staging_dir  # noqa: E402
 
 RPS = "50"  # small units: many of them, so a kill lands mid-run
 
 
 def _args(inp: Path, mapping: Path, out: Path, *extra: str) -> list[str]:
-    return [str(inp), "--mapping", str(mapping), "--out", str(out), "--reads-per-shard", RPS, "--no-progress", *extra]
+    # Input and mapping relative to the converter's cwd (their directory), as a user types them:
+    # workers have another cwd, and the path is recorded in quarantine.tsv as typed.
+    return [inp.name, "--mapping", mapping.name, "--out", str(out), "--reads-per-shard", RPS, "--no-progress", *extra]
+
+
+def _run(inp: Path, args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "convert", *args], cwd=inp.parent, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def _same_dataset(out: Path, ref: Path) -> None:
@@ -48,7 +57,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     with open(inp, "ab") as f:  # bad records too: quarantine parts travel through the cluster
         f.write(b">lbl|999||10|unknown/1\nACGTACGTAC\n>no-header-format\nACGT\n>lbl|10||4|x/1\nAC!T\n")
     ref = d / "ref"
-    res = run_convert(*_args(inp, mapping, ref, "--jobs", "1"))
+    res = _run(inp, _args(inp, mapping, ref, "--jobs", "1"))
     assert res.returncode == 0, res.stderr
     return inp, mapping, ref
 
@@ -60,9 +69,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         yield c
 
 
-def _start(args: list[str], **env: str) -> subprocess.Popen[str]:
+def _start(inp: Path, args: list[str], **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "convert", *args], cwd=REPO, text=True,
+        [sys.executable, "-m", "convert", *args], cwd=inp.parent, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), **env},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -72,14 +81,14 @@ def _start(args: list[str], **env: str) -> subprocess.Popen[str]:
 def test_cluster_output_identical_to_jobs1_and_resumes_after_kill(data, cluster, tmp_path: Path) -> None:
     inp, mapping, ref = data
     out = tmp_path / "out"
-    res = run_convert(*_args(inp, mapping, out, "--scheduler", cluster.address), timeout=240)
+    res = _run(inp, _args(inp, mapping, out, "--scheduler", cluster.address))
     assert res.returncode == 0, res.stderr + cluster.logs()
     _same_dataset(out, ref)
 
     # Kill the converter mid-run; its workers live on. --resume on the cluster: same bytes.
     out2 = tmp_path / "out2"
     staging = staging_dir(out2)
-    proc = _start(_args(inp, mapping, out2, "--scheduler", cluster.address))
+    proc = _start(inp, _args(inp, mapping, out2, "--scheduler", cluster.address))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(list(staging.glob("shard-*.h5"))) < 3 and proc.poll() is None:
@@ -90,7 +99,7 @@ def test_cluster_output_identical_to_jobs1_and_resumes_after_kill(data, cluster,
     assert not out2.exists(), "an interrupted run publishes nothing"
     n_shards = len(list(ref.glob("shard-*.h5")))
     assert 0 < len(list(staging.glob("shard-*.h5"))) < n_shards
-    res = run_convert(*_args(inp, mapping, out2, "--scheduler", cluster.address, "--resume"), timeout=240)
+    res = _run(inp, _args(inp, mapping, out2, "--scheduler", cluster.address, "--resume"))
     assert res.returncode == 0, res.stderr + cluster.logs()
     _same_dataset(out2, ref)
     assert not staging.exists()
@@ -108,7 +117,7 @@ def test_worker_without_readshard_or_other_version_fails_in_seconds(data, tmp_pa
         c.add_worker()
         c.wait_for_workers(2, 90)
         t0 = time.monotonic()
-        res = run_convert(*_args(inp, mapping, tmp_path / "out", "--scheduler", c.address), timeout=240)
+        res = _run(inp, _args(inp, mapping, tmp_path / "out", "--scheduler", c.address))
         elapsed = time.monotonic() - t0
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
@@ -150,7 +159,7 @@ def test_stale_worker_publishes_nothing(data, tmp_path: Path) -> None:
     assert old != new and not (staging / ".units" / f".run-{old}").exists()
     unit = next(iter_units(inp, 0, 10))
     with pytest.raises(cl.StaleRunError):
-        cl.execute_unit(pickle.dumps((unit, 0, None)), str(staging), old)
+        cl.execute_unit(pickle.dumps((unit, 0, None, str(inp))), str(staging), old)
     assert not list(staging.glob("shard-*")) and not list((staging / ".units").glob("[uq]-*"))
 
 
@@ -165,7 +174,7 @@ def test_stale_worker_publishes_nothing(data, tmp_path: Path) -> None:
 def test_cli_errors(data, tmp_path: Path, extra: list[str], env: dict[str, str], message: str) -> None:
     inp, mapping, _ = data
     t0 = time.monotonic()
-    proc = _start(_args(inp, mapping, tmp_path / "out", "--scheduler", "tcp://127.0.0.1:9", *extra), **env)
+    proc = _start(inp, _args(inp, mapping, tmp_path / "out", "--scheduler", "tcp://127.0.0.1:9", *extra), **env)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert message in err and "Traceback" not in err, err
@@ -178,7 +187,7 @@ def test_all_workers_lost_stops_with_resume_message(data, tmp_path: Path) -> Non
     out = tmp_path / "out"
     staging = staging_dir(out)
     with SubprocessCluster(tmp_path / "cluster") as c:
-        proc = _start(_args(inp, mapping, out, "--scheduler", c.address), READSHARD_CLUSTER_NO_WORKERS_S="3")
+        proc = _start(inp, _args(inp, mapping, out, "--scheduler", c.address), READSHARD_CLUSTER_NO_WORKERS_S="3")
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not list(staging.glob("shard-*.h5")) and proc.poll() is None:
