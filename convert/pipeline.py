@@ -12,7 +12,9 @@ Crash safety, in order of what is written:
    Workers hold ``.units/.workers.lock`` shared while writing and stop if their converter
    is gone, and a new converter waits for that lock: pool workers orphaned by a killed
    converter never write beside a ``--resume``. A worker that dies (killed, out of memory)
-   ends the run with a :class:`ConvertError` saying to ``--resume``.
+   ends the run with a :class:`ConvertError` saying to ``--resume``. With ``--scheduler``
+   (dask workers, not children of the converter) a run token replaces this pid guard:
+   see :mod:`convert.cluster`.
 3. When all units are done: ``quarantine.fa``/``quarantine.tsv``, ``report.json``, then
    ``manifest.json``; the staging directory is renamed to ``--out`` (atomic on one
    filesystem). A crash at any point leaves either no dataset or a complete one; a full
