@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import importlib.metadata
 import os
 import pickle
@@ -41,6 +42,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -69,6 +71,7 @@ PROBE_S = float(os.environ.get("READSHARD_CLUSTER_PROBE_S", 120))
 """Seconds every worker and the scheduler get to answer the start-up probe."""
 NO_WORKERS_S = float(os.environ.get("READSHARD_CLUSTER_NO_WORKERS_S", 120))
 """Seconds a run waits with no worker connected before it stops."""
+_RESULT_S = 10.0  # a record is a small dict; longer means its worker is gone (then read the file)
 _POLL_S = 2.0  # seconds between health checks while no unit finishes
 _TOKEN_FILE = "run-token.json"
 _INSTALL_HINT = "install the cluster extra: pip install 'readshard[cluster]' (dask[distributed])"
@@ -388,12 +391,38 @@ def run_units_on_cluster(
         BadRecordError: under ``--on-bad-record error``.
     """
     token = _start_run(staging)
-    client = _connect(address)
+    with _quiet_dask_logs():
+        client = _connect(address)
+        try:
+            _check_cluster(client, address, [os.path.abspath(p) for p in inputs], staging, token, settings)
+            yield from _drive(client, address, units, settings, staging, token)
+        finally:
+            client.close(timeout=10)
+
+
+class _DropAllExit(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for a gather abandoned on a dead worker."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "AllExit"
+
+
+@contextmanager
+def _quiet_dask_logs() -> Iterator[None]:
+    """The converter reports cluster trouble in its own words (one paragraph, exit code 2);
+    dask's client-side log lines and tracebacks (reconnect attempts, a lost worker's
+    results) would bury it."""
+    dask_log = logging.getLogger("distributed")
+    level = dask_log.level
+    dask_log.setLevel(logging.CRITICAL)
+    # Kept after the run: asyncio logs an abandoned task when it is garbage-collected.
+    if not any(isinstance(f, _DropAllExit) for f in logging.getLogger("asyncio").filters):
+        logging.getLogger("asyncio").addFilter(_DropAllExit())
     try:
-        _check_cluster(client, address, [os.path.abspath(p) for p in inputs], staging, token, settings)
-        yield from _drive(client, address, units, settings, staging, token)
+        yield
     finally:
-        client.close(timeout=10)
+        dask_log.setLevel(level)
 
 
 def _drive(client: Any, address: str, units: Iterator[tuple[Unit, int]], settings: Any, staging: Path, token: str) -> Iterator[dict[str, Any]]:
@@ -426,8 +455,8 @@ def _drive(client: Any, address: str, units: Iterator[tuple[Unit, int]], setting
             if finished.has_ready():
                 for future in finished.next_batch(block=False):
                     index = pending.pop(future)
-                    if future.status == "finished":
-                        yield future.result()
+                    if future.status in ("finished", "lost"):  # lost: its result died with a worker
+                        yield _record(client, future, index, staging, address)
                     elif future.status == "error":
                         raise _unit_failure(future.exception(), index, address)
                     else:
@@ -440,6 +469,24 @@ def _drive(client: Any, address: str, units: Iterator[tuple[Unit, int]], setting
     finally:
         if pending:
             client.cancel(list(pending))
+
+
+def _record(client: Any, future: Any, index: int, staging: Path, address: str) -> dict[str, Any]:
+    """A finished unit's record: its result, or (its worker is gone) the record it published."""
+    # The result lives in the memory of the worker that ran the unit. If that worker died
+    # since, dask would recompute it (forever, with no workers left); the unit itself is
+    # published by then, so read the record it wrote. The result is preferred: on a network
+    # filesystem a freshly renamed file may not be visible here yet.
+    if future.status == "finished" and client.who_has([future]).get(future.key):
+        try:
+            return future.result(timeout=_RESULT_S)
+        except (OSError, TimeoutError):
+            pass
+    try:
+        with open(staging / ".units" / f"u-{index:05d}.json", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise _lost(address, f"the result of unit {index} is lost with its worker ({exc})") from None
 
 
 def _health(client: Any, address: str, threads: int, no_workers_since: float | None) -> tuple[int, float | None]:

@@ -204,3 +204,25 @@ def test_all_workers_lost_stops_with_resume_message(data, tmp_path: Path) -> Non
     assert proc.returncode == 2, err
     assert "no dask worker" in err and "--resume" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_one_worker_lost_mid_run_is_retried_to_the_same_bytes(data, tmp_path: Path) -> None:
+    """dask reruns a lost worker's units on the other one; duplicates publish the same bytes."""
+    inp, mapping, ref = data
+    out = tmp_path / "out"
+    staging = staging_dir(out)
+    with SubprocessCluster(tmp_path / "cluster") as c:
+        proc = _start(inp, _args(inp, mapping, out, "--scheduler", c.address))
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not list(staging.glob("shard-*.h5")) and proc.poll() is None:
+                time.sleep(0.01)
+            c.kill_worker(0)
+            _, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, err
+    _same_dataset(out, ref)
