@@ -160,8 +160,13 @@ def build_fast_bpe(
     expect = [[vocab[s]] for s in strings]
     if oracle is not None and oracle(strings) != expect:
         return "a token does not encode to itself with Hugging Face"
-    framed = [fast.encode_ids(s) for s in strings]
-    if [ids[len(prefix) : len(ids) - len(suffix)] for ids in framed] != expect:
+    blob = "".join(strings).encode()
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in strings], out=offsets[1:])
+    width = int(np.diff(offsets).max()) + len(prefix) + len(suffix)
+    ids, counts, _ = fast.encode(blob, offsets, width, -1, None)
+    framed = [row[: k].tolist() for row, k in zip(ids, counts)]
+    if [r[len(prefix) : len(r) - len(suffix)] for r in framed] != expect:
         return "a token does not encode to itself with the fast encoder"
     return fast
 

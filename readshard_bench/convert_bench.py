@@ -10,8 +10,13 @@ since this VM evicts idle file pages):
 * ``pure_tokenization``: the METAGENE-1 ``Tokenizer.encode`` loop alone over the same reads,
   in ``jobs`` processes (sequences extracted before timing): the rate the converter can at
   best reach.
+* ``fast_tokenization``: the exact fast BPE (:mod:`convert.bpe`, what the converter uses for
+  METAGENE-1) alone over the same reads, in ``jobs`` processes, in units of 65,536 reads
+  (blob and offsets built before timing); ``fast_vs_hf_encode`` is its rate over
+  ``pure_tokenization``'s (same reads, same processes).
 * ``readshard``: ``python -m convert --jobs N`` end to end (parse, label, tokenize, write,
-  hash), peak RSS of the whole process tree sampled every 0.1 s.
+  hash), peak RSS of the whole process tree sampled every 0.1 s; ``readshard_1_job`` the
+  same with ``--jobs 1`` (skip with ``--no-1-job``).
 * ``hf_datasets``: Hugging Face ``datasets``: ``Dataset.from_generator`` over pyfastx,
   ``.map(tokenize, batched=True, num_proc=N)`` with the same tokenizer through
   ``PreTrainedTokenizerFast``, ``save_to_disk`` (the ``bench`` extra; skipped with one line
@@ -36,7 +41,7 @@ import time
 from pathlib import Path
 
 
-__all__ = ["main", "pure_tokenization", "run_hf_datasets", "run_readshard"]
+__all__ = ["main", "pure_tokenization", "fast_tokenization", "run_hf_datasets", "run_readshard", "load_average"]
 
 
 def _tokenizer() -> Path:
@@ -95,6 +100,51 @@ def _encode_part(args: tuple[str, int, int]) -> tuple[int, float]:
     for s in seqs:
         tok.encode(s).ids
     return len(seqs), time.perf_counter() - t0
+
+
+def _fast_part(args: tuple[str, int, int]) -> tuple[int, float]:
+    import numpy as np
+    import pyfastx
+
+    from convert.tokenizers import BpeTokenizer
+
+    path, part, parts = args
+    seqs = [s for i, (_, s) in enumerate(pyfastx.Fastx(path)) if i % parts == part]
+    tok = BpeTokenizer("metagene-1", _tokenizer(), fast_min_reads=0)
+    assert tok.encoder == "fast-bpe", tok.encoder_note
+    units = []
+    for k in range(0, len(seqs), 65536):
+        chunk = seqs[k : k + 65536]
+        offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
+        np.cumsum([len(s) for s in chunk], out=offsets[1:])
+        units.append(("".join(chunk).encode(), offsets))
+    tok.encode(*units[0], 64) if units else None  # tables and JIT cache loaded before timing
+    t0 = time.perf_counter()
+    for blob, offsets in units:
+        tok.encode(blob, offsets, 64)
+    return len(seqs), time.perf_counter() - t0
+
+
+def fast_tokenization(path: Path, jobs: int) -> dict:
+    """The fast encoder alone, ``jobs`` processes (see the module docstring)."""
+    warm(path)
+    with mp.get_context("spawn").Pool(jobs, initializer=_child_path) as pool:
+        results = pool.map(_fast_part, [(str(path), k, jobs) for k in range(jobs)])
+    n = sum(r[0] for r in results)
+    slowest = max(r[1] for r in results)
+    return {"reads": n, "seconds": slowest, "reads_per_s": n / slowest}
+
+
+def _child_path() -> None:
+    sys.path[:0] = [p for p in _child_env()["PYTHONPATH"].split(os.pathsep) if p and p not in sys.path]
+
+
+def load_average() -> str:
+    """``uptime``'s load averages, printed beside every figure (the machine may be shared)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def pure_tokenization(path: Path, jobs: int) -> dict:
@@ -188,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", help="keep inputs/outputs here (default: a temp dir, removed)")
     ap.add_argument("--rss-only", action="store_true", help="only the converter (throughput and peak RSS)")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--no-1-job", action="store_true", help="skip the --jobs 1 converter run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from convert.simulate import simulate
@@ -206,11 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     train, mapping = reads_dir / "train.fa", reads_dir / "mapping.tsv"
     results: dict = {"input": {"path": str(train), "bytes": train.stat().st_size}, "jobs": args.jobs}
     try:
+        results["load_before"] = load_average()
         if not args.rss_only:
             results["pure_tokenization"] = pure_tokenization(train, args.jobs)
+            results["fast_tokenization"] = fast_tokenization(train, args.jobs)
         results["readshard"] = run_readshard(train, mapping, work / "readshard_out", args.jobs)
+        if not args.rss_only and not args.no_1_job and args.jobs != 1:
+            results["readshard_1_job"] = run_readshard(train, mapping, work / "readshard_out", 1)
         if not args.rss_only and not args.skip_hf and not hf_missing:
             results["hf_datasets"] = run_hf_datasets(train, work, args.jobs)
+        results["load_after"] = load_average()
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -219,11 +275,18 @@ def main(argv: list[str] | None = None) -> int:
         results["overhead_vs_pure_tokenization"] = results["pure_tokenization"]["reads_per_s"] / rs["reads_per_s"] - 1
     if "hf_datasets" in results:
         results["speedup_vs_hf_datasets"] = rs["reads_per_s"] / results["hf_datasets"]["reads_per_s"]
+    if "fast_tokenization" in results:
+        fast = results["fast_tokenization"]
+        results["time_vs_fast_tokenization"] = fast["reads_per_s"] / rs["reads_per_s"]
+        results["fast_vs_hf_encode"] = fast["reads_per_s"] / results["pure_tokenization"]["reads_per_s"]
+    if "readshard_1_job" in results:
+        results["speedup_2_vs_1_job"] = rs["reads_per_s"] / results["readshard_1_job"]["reads_per_s"]
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(f"input: {results['input']['bytes'] / 1e6:.0f} MB, {rs['reads']:,} reads, --jobs {args.jobs}")
-        for key in ("pure_tokenization", "readshard", "hf_datasets"):
+        print(f"  load average before {results['load_before']}, after {results['load_after']}")
+        for key in ("pure_tokenization", "fast_tokenization", "readshard", "readshard_1_job", "hf_datasets"):
             if key in results:
                 r = results[key]
                 rss = f", peak tree RSS {r['peak_tree_rss_mb']:.0f} MB" if r.get("peak_tree_rss_mb") else ""
@@ -232,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  converter overhead over pure tokenization: {100 * results['overhead_vs_pure_tokenization']:.1f}%")
         if "speedup_vs_hf_datasets" in results:
             print(f"  readshard / hf_datasets: {results['speedup_vs_hf_datasets']:.2f}x")
+        if "time_vs_fast_tokenization" in results:
+            print(f"  readshard time / fast tokenization alone: {results['time_vs_fast_tokenization']:.2f}x")
+            print(f"  fast encoder / Tokenizer.encode (same reads): {results['fast_vs_hf_encode']:.1f}x")
+        if "speedup_2_vs_1_job" in results:
+            print(f"  readshard --jobs {args.jobs} / --jobs 1: {results['speedup_2_vs_1_job']:.2f}x")
     return 0
 
 
