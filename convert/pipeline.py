@@ -241,9 +241,9 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     readlen = p.readlen[ok]
     iupac = p.iupac[ok]
     taxa: dict[int, set[int]] = {}
-    if cids.size:
-        for c, t in np.unique(np.stack([cids, tax], axis=1), axis=0).tolist():
-            taxa.setdefault(c, set()).add(t)
+    # Distinct (class, tax) pairs through one int64 key: 0 <= class < 2**31, -1 <= tax < 2**31.
+    for key in np.unique((cids << 32) | (tax + 1)).tolist():
+        taxa.setdefault(key >> 32, set()).add((key & 0xFFFFFFFF) - 1)
     bad = []
     for i in np.flatnonzero(~ok).tolist():  # skipped records only: rare, not the hot path
         r0, r1 = p.raw[i]
