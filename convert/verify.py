@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import format as fmt
+from .reader import ShardReader
 
 __all__ = ["verify_dataset", "dataset_stats"]
 
@@ -195,6 +196,7 @@ def _check_sources(
     known = set(int(c) for c in manifest["label_class_ids"])
     counts = np.cumsum([0] + [e["num_rows"] for e in manifest["shards"]])
     maps: dict[int, dict[str, np.ndarray]] = {}
+    reader = ShardReader(directory, manifest, check_files=False)  # problems with files are reported above
     L = int(manifest["max_length"])
     rng = np.random.default_rng(0)
     row = 0
@@ -221,7 +223,7 @@ def _check_sources(
                 if shard not in maps:
                     entry = manifest["shards"][shard]
                     if manifest["layout"] == "mmap":
-                        maps[shard] = fmt.map_shard(directory / entry["file"], entry, L, int(manifest["num_classes"]))
+                        maps[shard] = reader.map(shard)[1]
                     else:
                         import h5py
 
@@ -287,10 +289,10 @@ def dataset_stats(directory: str | os.PathLike[str]) -> dict[str, Any]:
     C = int(manifest["num_classes"])
     per_class = np.zeros(C, dtype=np.int64)
     length_hist = np.zeros(L + 1, dtype=np.int64)
-    for entry in manifest["shards"]:
-        m = fmt.map_shard(directory / entry["file"], entry, L, C, names=("lengths", "labels"))
-        per_class += np.bincount(m["labels"], minlength=C)
-        length_hist += np.bincount(m["lengths"].astype(np.int64), minlength=L + 1)
+    reader = ShardReader(directory, manifest)
+    for s in range(reader.num_shards):
+        per_class += np.bincount(reader.read_vector(s, "labels"), minlength=C)
+        length_hist += np.bincount(reader.read_vector(s, "lengths").astype(np.int64), minlength=L + 1)
     n = int(per_class.sum())
     mean_len = float((length_hist * np.arange(L + 1)).sum() / max(n, 1))
     report_path = directory / fmt.REPORT_NAME

@@ -1,4 +1,4 @@
-"""Per-process access to shard files: one read-only mmap per shard, an LRU over open shards.
+"""Per-process, thread-safe LRU over open shards (the mapping itself: ``convert.reader``).
 
 Why this shape:
 
@@ -24,22 +24,14 @@ Why this shape:
 
 from __future__ import annotations
 
-import errno
-import mmap
 import os
-import stat
 import sys
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import numpy as np
+__all__ = ["ShardHandles", "open_shard_budget"]
 
-from convert.format import DatasetChangedError, FormatError
-
-__all__ = ["ShardHandles", "map_file", "read_array", "open_shard_budget", "file_identity", "check_identity"]
-
-_MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 _FD_HEADROOM = 256  # descriptors left for sockets, worker pipes, logs, ...
 
 
@@ -67,96 +59,6 @@ def open_shard_budget(num_shards: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return max(1, num_shards)
     return max(1, min(num_shards, soft - _FD_HEADROOM))
-
-
-_REOPEN = (
-    "the dataset changed since it was opened (rebuilt, replaced or modified under the reader); "
-    "reopen it (create a new ShardDataset / restart the DataLoader)"
-)
-
-
-def file_identity(path: str) -> tuple[int, int, int, int]:
-    """``(inode, device, size, mtime_ns)`` of a regular file, not following a symlink.
-
-    Raises:
-        FileNotFoundError: no such file.
-        FormatError: a symlink or not a regular file.
-    """
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise FormatError(
-            f"{path}: a shard must be a regular file inside the dataset directory (this is a "
-            f"{'symlink' if stat.S_ISLNK(st.st_mode) else 'special file'}); copy the real file there"
-        )
-    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-
-
-def check_identity(path: str, fd: int, expect: Sequence[int] | None) -> None:
-    """Raise DatasetChangedError if the open ``fd`` is not the file recorded as ``expect``."""
-    if expect is None:
-        return
-    st = os.fstat(fd)
-    if (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) != tuple(int(x) for x in expect):
-        raise DatasetChangedError(f"{path}: {_REOPEN}")
-
-
-def _open_ro(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise DatasetChangedError(f"{path}: shard is gone; {_REOPEN}") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FormatError(f"{path}: a shard must be a regular file, not a symlink") from None
-        raise
-
-
-def map_file(path: str, identity: Sequence[int] | None = None, advice: int | None = None) -> mmap.mmap:
-    """Map ``path`` read-only (random-access advice by default); the fd is closed at once.
-
-    Args:
-        path: the shard file (never followed if it is a symlink).
-        identity: :func:`file_identity` recorded at open; checked on the open descriptor.
-        advice: an ``mmap.MADV_*`` value (default ``MADV_RANDOM``).
-    """
-    fd = _open_ro(path)
-    try:
-        check_identity(path, fd, identity)
-        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ, **_MMAP_KW)
-    finally:
-        os.close(fd)
-    if advice is None:
-        advice = getattr(mmap, "MADV_RANDOM", None)
-    if advice is not None and hasattr(mm, "madvise"):
-        mm.madvise(advice)
-    return mm
-
-
-def read_array(
-    path: str,
-    dtype: np.dtype,
-    count: int,
-    offset: int,
-    identity: Sequence[int] | None = None,
-    expect_id: tuple[int, bytes] | None = None,
-) -> np.ndarray:
-    """Read ``count`` items of ``dtype`` at byte ``offset`` with one ``pread``-style call.
-
-    Args:
-        identity: :func:`file_identity` recorded at open, checked on the descriptor.
-        expect_id: ``(offset, bytes)`` of the dataset identity stored in the file.
-    """
-    if count == 0:
-        return np.empty(0, dtype=dtype)
-    fd = _open_ro(path)
-    with open(fd, "rb") as f:
-        check_identity(path, fd, identity)
-        if expect_id is not None and os.pread(fd, len(expect_id[1]), expect_id[0]) != expect_id[1]:
-            raise DatasetChangedError(f"{path}: this shard belongs to another dataset; {_REOPEN}")
-        out = np.fromfile(f, dtype=dtype, count=count, offset=offset)
-    if out.size != count:
-        raise DatasetChangedError(f"{path}: short read ({out.size} of {count} items at offset {offset}); {_REOPEN}")
-    return out
 
 
 class ShardHandles:

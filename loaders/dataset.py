@@ -19,20 +19,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 import numpy as np
 from torch.utils.data import Dataset
 
-from convert.format import (
-    CHUNK_ROWS,
-    DATASET_DTYPES,
-    DATASET_ID_BYTES,
-    ROW_VECTORS,
-    DatasetChangedError,
-    FormatError,
-    check_compatible,
-    dataset_shape,
-    file_sha256,
-    read_manifest,
-)
+from convert.format import CHUNK_ROWS, ROW_VECTORS, check_compatible
+from convert.reader import ShardReader
 from loaders.batch import ReadBatch
-from loaders._shardio import ShardHandles, file_identity, map_file, open_shard_budget, read_array
+from loaders._shardio import ShardHandles, open_shard_budget
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 
@@ -152,64 +142,22 @@ class ShardDataset(_ViewMixin, Dataset):
         max_open_shards: int | None = None,
     ) -> None:
         self.path = Path(path)
-        manifest = read_manifest(self.path)  # validated: names confined, offsets in range
+        reader = ShardReader(self.path, verify=verify)  # manifest validated, shards stat'ed
         check_compatible(
-            manifest, tokenizer=expect_tokenizer, max_length=expect_max_length, where=str(self.path)
+            reader.manifest, tokenizer=expect_tokenizer, max_length=expect_max_length, where=str(self.path)
         )
-        self.manifest = manifest
+        self._reader = reader
+        self.manifest = reader.manifest
         self._base = self
-        entries = manifest["shards"]
-        root = str(self.path)
-        self._files = [os.path.join(root, e["file"]) for e in entries]
-        self._counts = np.array([int(e["num_rows"]) for e in entries], dtype=np.int64)
-        self._starts = np.zeros(len(entries) + 1, dtype=np.int64)
-        np.cumsum(self._counts, out=self._starts[1:])
-        self._offsets = [dict(e["offsets"]) for e in entries]
-        ident = manifest.get("dataset_id")
-        self._dataset_id = None if ident is None else bytes.fromhex(ident)
-        self._identity = self._check_files(entries, verify)
+        self._counts, self._starts = reader.counts, reader.starts
         self._max_open = None if max_open_shards is None else int(max_open_shards)
         self._span_gather = True  # False forces the per-shard path (tests compare both)
         self._nonempty = int((self._counts > 0).sum())
-        self._fast_layout = manifest["layout"] == "mmap"
+        self._fast_layout = self.manifest["layout"] == "mmap"
         self._init_process_state()
 
-    # -- opening and checking ------------------------------------------------------------
-    def _extent(self, s: int, name: str) -> tuple[np.dtype, tuple[int, ...]]:
-        shape = dataset_shape(name, int(self._counts[s]), self.max_length, self.num_classes)
-        return DATASET_DTYPES[name], shape
-
-    def _check_files(self, entries: Sequence[Mapping[str, Any]], verify: bool) -> np.ndarray:
-        """Stat every shard (sizes as recorded); return their (S, 4) identities."""
-        identity = np.zeros((len(entries), 4), dtype=np.int64)
-        for s, (entry, file) in enumerate(zip(entries, self._files)):
-            try:
-                identity[s] = file_identity(file)
-            except FileNotFoundError:
-                raise FormatError(
-                    f"{file}: shard listed in the manifest is missing; restore it or re-convert "
-                    "(`python -m convert INPUT --out DIR --resume`)"
-                ) from None
-            size, want = int(identity[s, 2]), int(entry["bytes"])
-            if size < want:
-                raise FormatError(
-                    f"{file}: truncated shard ({size} bytes, the manifest needs {want}); re-convert it: "
-                    "`python -m convert INPUT --out DIR --resume`"
-                )
-            if size != want:
-                raise FormatError(
-                    f"{file}: {size} bytes but the manifest says {want}; the shard was "
-                    "modified or replaced: re-convert it (`python -m convert INPUT --out DIR --resume`)"
-                )
-            if verify and entry.get("sha256") and file_sha256(file) != entry["sha256"]:
-                raise FormatError(
-                    f"{file}: sha256 differs from the manifest (corrupt or modified shard); "
-                    "re-convert it: `python -m convert INPUT --out DIR --resume`"
-                )
-        return identity
-
     def _init_process_state(self) -> None:
-        budget = self._max_open if self._max_open is not None else open_shard_budget(len(self._files))
+        budget = self._max_open if self._max_open is not None else open_shard_budget(self.num_shards)
         self._handles = ShardHandles(self._open_shard, budget)
         self._vectors: dict[str, np.ndarray] = {}
         self._class_table: np.ndarray | None = None
@@ -220,20 +168,7 @@ class ShardDataset(_ViewMixin, Dataset):
 
         Called by ``ShardHandles.get`` under its lock; the closer runs under it too.
         """
-        file, offs = self._files[s], self._offsets[s]
-        mm = map_file(file, self._identity[s])
-        try:
-            self._check_dataset_id(s, mm)
-        except BaseException:
-            mm.close()
-            raise
-        views: dict[str, Any] = {}
-        for name in ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"):
-            off = offs.get(name)
-            if off is None:
-                continue
-            dtype, shape = self._extent(s, name)
-            views[name] = np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=int(off)).reshape(shape)
+        mm, views = self._reader.map(s, ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"))
         local = self._handles.local
         registered = None
         if "input_ids" in views and self._counts[s] > 0:
@@ -242,7 +177,7 @@ class ShardDataset(_ViewMixin, Dataset):
         if "input_ids" not in views:
             import h5py  # only the compressed layout needs HDF5 at read time
 
-            h5 = h5py.File(file, "r")
+            h5 = h5py.File(self._reader.files[s], "r")
             views["input_ids"] = h5["input_ids"]
 
         def close() -> None:
@@ -262,18 +197,6 @@ class ShardDataset(_ViewMixin, Dataset):
                 pass
 
         return views, close
-
-    def _check_dataset_id(self, s: int, mm: Any) -> None:
-        """The shard's stored identity must be the manifest's (else another dataset's shard)."""
-        if self._dataset_id is None:
-            return
-        off = int(self._offsets[s]["dataset_id"])
-        if mm[off : off + DATASET_ID_BYTES] != self._dataset_id:
-            raise DatasetChangedError(
-                f"{self._files[s]}: this shard belongs to another dataset than {self.path}'s manifest; "
-                "the dataset changed since it was opened (rebuilt or replaced): reopen it, and run "
-                f"`python -m convert verify {self.path}` if the directory mixes two conversions"
-            )
 
     # -- one gather across all mapped shards ---------------------------------------------
     # A batch drawn uniformly from hundreds of shards touches hundreds of them: a numpy
@@ -368,7 +291,7 @@ class ShardDataset(_ViewMixin, Dataset):
     @property
     def num_shards(self) -> int:
         """Number of shard files."""
-        return len(self._files)
+        return self._reader.num_shards
 
     @property
     def shard_counts(self) -> np.ndarray:
@@ -380,7 +303,7 @@ class ShardDataset(_ViewMixin, Dataset):
     @property
     def shard_files(self) -> list[str]:
         """Paths of the shard files, in shard order."""
-        return list(self._files)
+        return list(self._reader.files)
 
     @property
     def shard_starts(self) -> np.ndarray:
@@ -517,18 +440,7 @@ class ShardDataset(_ViewMixin, Dataset):
     # -- per-read vectors without tokens -------------------------------------------------
     def read_vector(self, s: int, name: str) -> np.ndarray:
         """Shard ``s``'s whole vector ``name`` (e.g. ``labels``) read with one pread."""
-        dtype, shape = self._extent(s, name)
-        off = self._offsets[s].get(name)
-        if off is None:
-            return np.zeros(shape, dtype=dtype)
-        return self._pread(s, dtype, int(np.prod(shape)), int(off)).reshape(shape)
-
-    def _pread(self, s: int, dtype: np.dtype, count: int, offset: int) -> np.ndarray:
-        """``count`` items at ``offset`` of shard ``s``, identity checked (one pread)."""
-        expect = None
-        if self._dataset_id is not None:
-            expect = (int(self._offsets[s]["dataset_id"]), self._dataset_id)
-        return read_array(self._files[s], dtype, count, offset, self._identity[s], expect)
+        return self._reader.read_vector(s, name)
 
     def read_rows(self, s: int, row0: int, n: int) -> dict[str, np.ndarray]:
         """Rows ``row0 .. row0+n-1`` of shard ``s`` read whole (sequential I/O, read-ahead).
@@ -536,21 +448,18 @@ class ShardDataset(_ViewMixin, Dataset):
         Returns ``{"input_ids" (n, L) int16, "lengths" (n,) int16, "labels" (n,) int64}``;
         in the compressed layout ``input_ids`` comes from whole HDF5 chunks.
         """
-        L, offs = self.max_length, self._offsets[s]
-        if offs.get("input_ids") is not None or n == 0:
-            off = 0 if offs.get("input_ids") is None else int(offs["input_ids"])
-            ids = self._pread(s, DATASET_DTYPES["input_ids"], n * L, off + row0 * L * 2).reshape(n, L)
-        else:
-            handles = self._handles
-            handles.pin()
-            try:
-                ids = np.asarray(handles.get(s)["input_ids"][row0 : row0 + n], dtype=np.int16)
-            finally:
-                handles.unpin()
+        if n == 0 or self._reader.offsets[s].get("input_ids") is not None:
+            return self._reader.read_rows(s, row0, n)
+        handles = self._handles
+        handles.pin()
+        try:
+            ids = np.asarray(handles.get(s)["input_ids"][row0 : row0 + n], dtype=np.int16)
+        finally:
+            handles.unpin()
         return {
             "input_ids": ids,
-            "lengths": self._pread(s, DATASET_DTYPES["lengths"], n, offs["lengths"] + row0 * 2),
-            "labels": self._pread(s, DATASET_DTYPES["labels"], n, offs["labels"] + row0 * 4).astype(np.int64),
+            "lengths": self._reader.pread(s, "lengths", row0, n),
+            "labels": self._reader.pread(s, "labels", row0, n).astype(np.int64),
         }
 
     def _concat(self, name: str) -> np.ndarray:

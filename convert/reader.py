@@ -1,0 +1,277 @@
+"""The one reader of a readshard dataset: validated manifest, identity-checked mapping and preads.
+
+:class:`ShardReader` is the only code that turns a dataset directory into bytes: it reads
+and validates the manifest (:func:`convert.format.read_manifest`), stats every shard once
+(recording each file's identity), and then maps a shard (one read-only ``mmap`` per file,
+numpy views at the manifest's offsets) or reads a range of one of its datasets with one
+``pread``. Every open checks that the file is still the one recorded (inode, device, size,
+mtime) and, for datasets with an identity, that the shard's stored ``dataset_id`` is the
+manifest's; otherwise :class:`convert.format.DatasetChangedError` says the dataset changed
+and to reopen it. Item sizes come from :data:`convert.format.DATASET_DTYPES`.
+
+Users: ``loaders.ShardDataset`` (random rows, via the per-process LRU in
+``loaders._shardio``), the chunk reader and ``IterableShardDataset`` (``read_rows``),
+``python -m convert verify`` and ``stats``.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .format import (
+    DATASET_DTYPES,
+    DATASET_ID_BYTES,
+    DatasetChangedError,
+    FormatError,
+    dataset_shape,
+    file_sha256,
+    read_manifest,
+)
+
+__all__ = ["ShardReader", "file_identity", "check_identity", "map_file", "read_array"]
+
+_MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
+
+_REOPEN = (
+    "the dataset changed since it was opened (rebuilt, replaced or modified under the reader); "
+    "reopen it (create a new ShardDataset / restart the DataLoader)"
+)
+
+
+def file_identity(path: str) -> tuple[int, int, int, int]:
+    """``(inode, device, size, mtime_ns)`` of a regular file, not following a symlink.
+
+    Raises:
+        FileNotFoundError: no such file.
+        FormatError: a symlink or not a regular file.
+    """
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(
+            f"{path}: a shard must be a regular file inside the dataset directory (this is a "
+            f"{'symlink' if stat.S_ISLNK(st.st_mode) else 'special file'}); copy the real file there"
+        )
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+def check_identity(path: str, fd: int, expect: Sequence[int] | None) -> None:
+    """Raise DatasetChangedError if the open ``fd`` is not the file recorded as ``expect``."""
+    if expect is None:
+        return
+    st = os.fstat(fd)
+    if (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) != tuple(int(x) for x in expect):
+        raise DatasetChangedError(f"{path}: {_REOPEN}")
+
+
+def _open_ro(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise DatasetChangedError(f"{path}: shard is gone; {_REOPEN}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FormatError(f"{path}: a shard must be a regular file, not a symlink") from None
+        raise
+
+
+def map_file(path: str, identity: Sequence[int] | None = None, advice: int | None = None) -> mmap.mmap:
+    """Map ``path`` read-only (random-access advice by default); the fd is closed at once.
+
+    Args:
+        path: the shard file (never followed if it is a symlink).
+        identity: :func:`file_identity` recorded at open; checked on the open descriptor.
+        advice: an ``mmap.MADV_*`` value (default ``MADV_RANDOM``).
+    """
+    fd = _open_ro(path)
+    try:
+        check_identity(path, fd, identity)
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ, **_MMAP_KW)
+    finally:
+        os.close(fd)
+    if advice is None:
+        advice = getattr(mmap, "MADV_RANDOM", None)
+    if advice is not None and hasattr(mm, "madvise"):
+        mm.madvise(advice)
+    return mm
+
+
+def read_array(
+    path: str,
+    dtype: np.dtype,
+    count: int,
+    offset: int,
+    identity: Sequence[int] | None = None,
+    expect_id: tuple[int, bytes] | None = None,
+) -> np.ndarray:
+    """Read ``count`` items of ``dtype`` at byte ``offset`` with one ``pread``-style call.
+
+    Args:
+        identity: :func:`file_identity` recorded at open, checked on the descriptor.
+        expect_id: ``(offset, bytes)`` of the dataset identity stored in the file.
+    """
+    if count == 0:
+        return np.empty(0, dtype=dtype)
+    fd = _open_ro(path)
+    with open(fd, "rb") as f:
+        check_identity(path, fd, identity)
+        if expect_id is not None and os.pread(fd, len(expect_id[1]), expect_id[0]) != expect_id[1]:
+            raise DatasetChangedError(f"{path}: this shard belongs to another dataset; {_REOPEN}")
+        out = np.fromfile(f, dtype=dtype, count=count, offset=offset)
+    if out.size != count:
+        raise DatasetChangedError(f"{path}: short read ({out.size} of {count} items at offset {offset}); {_REOPEN}")
+    return out
+
+
+class ShardReader:
+    """A dataset directory opened for reading (picklable: paths and small arrays only).
+
+    Args:
+        directory: the dataset directory.
+        manifest: its manifest if already read (else read and validated here).
+        check_files: stat every shard now (missing, truncated or resized shards raise) and
+            record identities; False leaves checks to the caller (``verify`` reports them).
+        verify: also check every shard's sha256 (reads every byte).
+
+    Raises:
+        FormatError: malformed manifest, missing/truncated/modified shard; the message
+            names the file and what to do.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        manifest: Mapping[str, Any] | None = None,
+        *,
+        check_files: bool = True,
+        verify: bool = False,
+    ) -> None:
+        self.directory = Path(directory)
+        self.manifest = dict(manifest) if manifest is not None else read_manifest(self.directory)
+        entries = self.manifest["shards"]
+        root = str(self.directory)
+        self.files = [os.path.join(root, e["file"]) for e in entries]
+        self.counts = np.array([int(e["num_rows"]) for e in entries], dtype=np.int64)
+        self.starts = np.zeros(len(entries) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=self.starts[1:])
+        self.offsets = [dict(e["offsets"]) for e in entries]
+        self.max_length = int(self.manifest["max_length"])
+        self.num_classes = int(self.manifest["num_classes"])
+        ident = self.manifest.get("dataset_id")
+        self.dataset_id = None if ident is None else bytes.fromhex(ident)
+        self.identity: np.ndarray | None = self._check_files(entries, verify) if check_files else None
+
+    @property
+    def num_shards(self) -> int:
+        """Number of shard files."""
+        return len(self.files)
+
+    def extent(self, s: int, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """``(dtype, shape)`` of dataset ``name`` in shard ``s``."""
+        return DATASET_DTYPES[name], dataset_shape(name, int(self.counts[s]), self.max_length, self.num_classes)
+
+    def _check_files(self, entries: Sequence[Mapping[str, Any]], verify: bool) -> np.ndarray:
+        """Stat every shard (sizes as recorded); return their (S, 4) identities."""
+        identity = np.zeros((len(entries), 4), dtype=np.int64)
+        for s, (entry, file) in enumerate(zip(entries, self.files)):
+            try:
+                identity[s] = file_identity(file)
+            except FileNotFoundError:
+                raise FormatError(
+                    f"{file}: shard listed in the manifest is missing; restore it or re-convert "
+                    "(`python -m convert INPUT --out DIR --resume`)"
+                ) from None
+            size, want = int(identity[s, 2]), int(entry["bytes"])
+            if size < want:
+                raise FormatError(
+                    f"{file}: truncated shard ({size} bytes, the manifest needs {want}); re-convert it: "
+                    "`python -m convert INPUT --out DIR --resume`"
+                )
+            if size != want:
+                raise FormatError(
+                    f"{file}: {size} bytes but the manifest says {want}; the shard was "
+                    "modified or replaced: re-convert it (`python -m convert INPUT --out DIR --resume`)"
+                )
+            if verify and entry.get("sha256") and file_sha256(file) != entry["sha256"]:
+                raise FormatError(
+                    f"{file}: sha256 differs from the manifest (corrupt or modified shard); "
+                    "re-convert it: `python -m convert INPUT --out DIR --resume`"
+                )
+        return identity
+
+    def _identity(self, s: int) -> Any:
+        return None if self.identity is None else self.identity[s]
+
+    def _expect_id(self, s: int) -> tuple[int, bytes] | None:
+        if self.dataset_id is None:
+            return None
+        return int(self.offsets[s]["dataset_id"]), self.dataset_id
+
+    def map(self, s: int, names: Sequence[str] | None = None, advice: int | None = None) -> tuple[mmap.mmap, dict[str, np.ndarray]]:
+        """Map shard ``s`` once; return the mapping and read-only numpy views of ``names``.
+
+        Datasets without storage (empty shards, compressed ``input_ids``) are left out.
+        The caller closes the mapping when no view is used any more.
+        """
+        file, offs = self.files[s], self.offsets[s]
+        mm = map_file(file, self._identity(s), advice)
+        try:
+            expect = self._expect_id(s)
+            if expect is not None and mm[expect[0] : expect[0] + DATASET_ID_BYTES] != expect[1]:
+                raise DatasetChangedError(
+                    f"{file}: this shard belongs to another dataset than {self.directory}'s manifest; "
+                    "the dataset changed since it was opened (rebuilt or replaced): reopen it, and run "
+                    f"`python -m convert verify {self.directory}` if the directory mixes two conversions"
+                )
+        except BaseException:
+            mm.close()
+            raise
+        views: dict[str, np.ndarray] = {}
+        for name in names or DATASET_DTYPES:
+            off = offs.get(name)
+            if off is None:
+                continue
+            dtype, shape = self.extent(s, name)
+            count = int(np.prod(shape))
+            views[name] = np.frombuffer(mm, dtype=dtype, count=count, offset=int(off)).reshape(shape)
+        return mm, views
+
+    def pread(self, s: int, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Items ``start .. start+count-1`` of dataset ``name`` (flattened) of shard ``s``, one pread.
+
+        A dataset without storage reads as zeros (an empty shard's vectors).
+        """
+        dtype, shape = self.extent(s, name)
+        total = int(np.prod(shape))
+        count = total - start if count is None else count
+        off = self.offsets[s].get(name)
+        if off is None:
+            return np.zeros(count, dtype=dtype)
+        return read_array(self.files[s], dtype, count, int(off) + start * dtype.itemsize, self._identity(s), self._expect_id(s))
+
+    def read_vector(self, s: int, name: str) -> np.ndarray:
+        """Shard ``s``'s whole dataset ``name`` in its shape."""
+        return self.pread(s, name).reshape(self.extent(s, name)[1])
+
+    def read_rows(self, s: int, row0: int, n: int) -> dict[str, np.ndarray]:
+        """Contiguous rows of a mapped-layout shard: ``input_ids`` (n, L), ``lengths``, ``labels`` (int64).
+
+        Raises:
+            FormatError: ``input_ids`` is compressed (read it by HDF5 chunks instead).
+        """
+        L = self.max_length
+        if n and self.offsets[s].get("input_ids") is None:
+            raise FormatError(f"{self.files[s]}: input_ids is compressed; read it by chunks")
+        return {
+            "input_ids": self.pread(s, "input_ids", row0 * L, n * L).reshape(n, L),
+            "lengths": self.pread(s, "lengths", row0, n),
+            "labels": self.pread(s, "labels", row0, n).astype(np.int64),
+        }
