@@ -10,7 +10,6 @@ arrays, so it works under ``fork``, ``spawn`` and ``forkserver`` DataLoader work
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from convert.format import CHUNK_ROWS, ROW_VECTORS, check_compatible
 from convert.reader import ShardReader
 from loaders.batch import ReadBatch
 from loaders._shardio import ShardHandles, open_shard_budget
+from loaders._span import SpanTable
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 
@@ -169,10 +169,10 @@ class ShardDataset(_ViewMixin, Dataset):
         Called by ``ShardHandles.get`` under its lock; the closer runs under it too.
         """
         mm, views = self._reader.map(s, ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"))
-        local = self._handles.local
+        table = self._span_table(self._handles.local)
         registered = None
         if "input_ids" in views and self._counts[s] > 0:
-            registered = self._register(local, s, views)
+            registered = table.register(s, views)
         h5 = None
         if "input_ids" not in views:
             import h5py  # only the compressed layout needs HDF5 at read time
@@ -181,13 +181,10 @@ class ShardDataset(_ViewMixin, Dataset):
             views["input_ids"] = h5["input_ids"]
 
         def close() -> None:
-            addr = local.get("addr")
-            # A deferred close may run after the shard was mapped again: unregister only
-            # the address this mapping registered.
-            if addr is not None and registered is not None and addr[0, s] == registered:
-                addr[:, s] = -1
-                local["live"] = int((addr[0] >= 0).sum())
-                local.pop("span", None)
+            # A deferred close may run after the shard was mapped again: the token makes
+            # it unregister only the mapping it registered.
+            if registered is not None:
+                table.unregister(s, registered)
             views.clear()
             if h5 is not None:
                 h5.close()
@@ -198,47 +195,7 @@ class ShardDataset(_ViewMixin, Dataset):
 
         return views, close
 
-    # -- one gather across all mapped shards ---------------------------------------------
-    # A batch drawn uniformly from hundreds of shards touches hundreds of them: a numpy
-    # call per shard would cost more than the copy. Instead the address range spanning every
-    # open mapping is viewed as one byte-strided array, and global row -> address arithmetic
-    # gathers the whole batch in one fancy-index per field. Only addresses of open mappings
-    # of rows bounds-checked by _locate are ever read: a shard stays open while its
-    # address is registered (the closer unregisters it before unmapping).
-    def _register(self, local: dict[str, Any], s: int, views: Mapping[str, np.ndarray]) -> int:
-        addr = local.get("addr")
-        if addr is None:
-            addr = local["addr"] = np.full((3, self.num_shards), -1, dtype=np.int64)
-        addr[:, s] = [views[k].ctypes.data for k in ("input_ids", "lengths", "labels")]
-        local["live"] = int((addr[0] >= 0).sum())
-        local.pop("span", None)
-        return int(addr[0, s])
-
-    def _span(self, local: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(base (3, S), ids, lengths, labels)``: views over the span of all open maps.
-
-        Field ``k`` of global row ``i`` in shard ``s`` sits at ``base[k, s] + i * itemsize``
-        of the field's view (``base`` folds in the span start and the shard's first row).
-        """
-        span = local.get("span")
-        if span is None:
-            addr = local["addr"]
-            live = np.flatnonzero(addr[0] >= 0)
-            n, L = self._counts[live], self.max_length
-            lo = int(addr[:, live].min())
-            hi = int(max((addr[0, live] + n * L * 2).max(), (addr[1, live] + n * 2).max(), (addr[2, live] + n * 4).max()))
-            u8 = np.frombuffer((ctypes.c_char * (hi - lo)).from_address(lo), dtype=np.uint8)
-            ids = np.ndarray((hi - lo - 2 * L + 1, L), dtype=np.int16, buffer=u8, strides=(1, 2))
-            lens = np.ndarray((hi - lo - 1,), dtype=np.int16, buffer=u8, strides=(1,))
-            labs = np.ndarray((hi - lo - 3,), dtype=np.int32, buffer=u8, strides=(1,))
-            for view in (ids, lens, labs):
-                view.flags.writeable = False
-            item = np.array([[2 * L], [2], [4]], dtype=np.int64)
-            base = addr - lo - self._starts[None, :-1] * item
-            base[:, addr[0] < 0] = -(1 << 62)  # unopened: any use would fail the bounds check
-            span = local["span"] = (base, ids, lens, labs)
-        return span
-
+    # -- one gather across all mapped shards (see loaders._span for the invariant) ------
     def _gather_span(self, shard: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray] | None:
         """The batch via one gather per field, or None when its shards can't all be open.
 
@@ -247,26 +204,24 @@ class ShardDataset(_ViewMixin, Dataset):
         """
         handles = self._handles
         with handles.lock:
-            local = handles.local
-            if local.get("live", 0) < self._nonempty:  # some shard is not mapped yet
-                addr = local.get("addr")
-                missing = shard if addr is None else shard[addr[0, shard] < 0]
-                if missing.size:
-                    needed = np.unique(shard)
-                    if needed.size > handles.max_open:
-                        return None
-                    handles.touch(needed.tolist())  # open batch members are evicted last
-                    for s in np.unique(missing).tolist():
-                        handles.get(s)
-                    if (local["addr"][0, shard] < 0).any():
-                        return None
-            base, ids, lens, labs = self._span(local)
-        b = base[:, shard]
-        return {
-            "input_ids": ids[b[0] + idx * (2 * self.max_length)],
-            "lengths": lens[b[1] + idx * 2],
-            "labels": labs[b[2] + idx * 4].astype(np.int64),
-        }
+            table = self._span_table(handles.local)
+            if table.live < self._nonempty and table.missing(shard).size:  # some shard is not mapped yet
+                needed = np.unique(shard)
+                if needed.size > handles.max_open:
+                    return None
+                handles.touch(needed.tolist())  # open batch members are evicted last
+                for s in np.unique(table.missing(shard)).tolist():
+                    handles.get(s)
+                if table.missing(shard).size:
+                    return None
+            snap = table.snapshot()
+        return table.gather(snap, shard, idx)
+
+    def _span_table(self, local: dict[str, Any]) -> SpanTable:
+        table = local.get("span")
+        if table is None:
+            table = local["span"] = SpanTable(self._starts, self.max_length)
+        return table
 
     def __getstate__(self) -> dict[str, Any]:
         # Paths and small arrays only: open maps, HDF5 handles and lazily built vectors
