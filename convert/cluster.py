@@ -25,8 +25,14 @@ to ``--jobs 1``. What differs is who may write into the staging directory:
   message to rerun with ``--resume``. A worker lost mid-unit is retried by dask on
   another worker (safe: duplicates publish the same bytes).
 
-The driver sends each unit (after the byte-range change: only file, offset and length)
-and receives a small record per unit; shards never travel through it.
+The driver sends each unit (for a plain file only its path, offset and length) and
+receives a small record per unit; shards never travel through it.
+
+Why dask.distributed futures and not joblib's dask backend (which also runs the units
+unchanged): the converter needs what the backend hides: a bounded window of units in flight
+that follows the cluster's size, each future's state (lost, cancelled, erred, killed worker)
+to say what went wrong, the probe before the first unit, and control of how task code is
+pickled (joblib's batches refer to readshard by name: a worker without it hangs the run).
 """
 
 from __future__ import annotations
@@ -390,12 +396,16 @@ def run_units_on_cluster(
             to rerun with ``--resume``.
         BadRecordError: under ``--on-bad-record error``.
     """
+    from distributed.comm.core import CommClosedError
+
     token = _start_run(staging)
     with _quiet_dask_logs():
         client = _connect(address)
         try:
             _check_cluster(client, address, [os.path.abspath(p) for p in inputs], staging, token, settings)
             yield from _drive(client, address, units, settings, staging, token)
+        except CommClosedError as exc:  # an OSError: not the staging I/O error it would be reported as
+            raise _lost(address, exc) from None
         finally:
             client.close(timeout=10)
 
@@ -413,16 +423,20 @@ def _quiet_dask_logs() -> Iterator[None]:
     """The converter reports cluster trouble in its own words (one paragraph, exit code 2);
     dask's client-side log lines and tracebacks (reconnect attempts, a lost worker's
     results) would bury it."""
-    dask_log = logging.getLogger("distributed")
-    level = dask_log.level
-    dask_log.setLevel(logging.CRITICAL)
+    # dask configures distributed.client etc. with their own levels and handlers (no
+    # propagation), so each is quieted, not just the parent.
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in ("distributed", "tornado")]
+    saved = {n: logging.getLogger(n).level for n in names + ["distributed", "tornado"]}
+    for name in saved:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     # Kept after the run: asyncio logs an abandoned task when it is garbage-collected.
     if not any(isinstance(f, _DropAllExit) for f in logging.getLogger("asyncio").filters):
         logging.getLogger("asyncio").addFilter(_DropAllExit())
     try:
         yield
     finally:
-        dask_log.setLevel(level)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _drive(client: Any, address: str, units: Iterator[tuple[Unit, int]], settings: Any, staging: Path, token: str) -> Iterator[dict[str, Any]]:
@@ -477,11 +491,11 @@ def _record(client: Any, future: Any, index: int, staging: Path, address: str) -
     # since, dask would recompute it (forever, with no workers left); the unit itself is
     # published by then, so read the record it wrote. The result is preferred: on a network
     # filesystem a freshly renamed file may not be visible here yet.
-    if future.status == "finished" and client.who_has([future]).get(future.key):
-        try:
+    try:
+        if future.status == "finished" and client.who_has([future]).get(future.key):
             return future.result(timeout=_RESULT_S)
-        except (OSError, TimeoutError):
-            pass
+    except (OSError, TimeoutError):  # CommClosedError is an OSError
+        pass
     try:
         with open(staging / ".units" / f"u-{index:05d}.json", encoding="utf-8") as f:
             return json.load(f)

@@ -153,6 +153,11 @@ class SubprocessCluster:
         """SIGKILL worker ``i`` (a lost node)."""
         _end(self.workers[i], signal.SIGKILL, 10.0)
 
+    def kill_scheduler(self) -> None:
+        """SIGKILL the scheduler (a lost connection for every client)."""
+        if self.scheduler is not None:
+            _end(self.scheduler, signal.SIGKILL, 10.0)
+
     def close(self) -> None:
         """End every process this cluster started: workers first, then the scheduler."""
         for proc in self.workers:

@@ -182,27 +182,35 @@ def test_cli_errors(data, tmp_path: Path, extra: list[str], env: dict[str, str],
 
 
 @pytest.mark.slow
-def test_all_workers_lost_stops_with_resume_message(data, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "lose, message",
+    [("workers", "no dask worker has been connected"), ("scheduler", "lost connection to the scheduler")],
+)
+def test_lost_cluster_stops_with_resume_message(data, tmp_path: Path, lose: str, message: str) -> None:
     inp, mapping, ref = data
     out = tmp_path / "out"
     staging = staging_dir(out)
     with SubprocessCluster(tmp_path / "cluster") as c:
-        proc = _start(inp, _args(inp, mapping, out, "--scheduler", c.address), READSHARD_CLUSTER_NO_WORKERS_S="3")
+        proc = _start(inp, _args(inp, mapping, out, "--scheduler", c.address),
+                      READSHARD_CLUSTER_NO_WORKERS_S="3", READSHARD_CLUSTER_CONNECT_S="5")
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not list(staging.glob("shard-*.h5")) and proc.poll() is None:
                 time.sleep(0.01)
-            c.kill_worker(0)
-            c.kill_worker(1)
+            if lose == "workers":
+                c.kill_worker(0)
+                c.kill_worker(1)
+            else:
+                c.kill_scheduler()
             _, err = proc.communicate(timeout=90)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     if proc.returncode == 0:
-        pytest.skip("the run finished before the workers were killed")
+        pytest.skip(f"the run finished before the {lose} were killed")
     assert proc.returncode == 2, err
-    assert "no dask worker" in err and "--resume" in err and "Traceback" not in err, err
+    assert message in err and "--resume" in err and "Traceback" not in err, err
     assert not out.exists()
 
 
