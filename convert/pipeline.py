@@ -79,6 +79,7 @@ SKIP_REASONS = (
     "malformed_fastq",
 )
 AUTO_SAMPLE = 20000
+MAX_L = 32767  # lengths are stored as int16
 ORPHAN_WAIT_S = 600.0
 
 
@@ -523,7 +524,8 @@ def _auto_max_length(opts: ConvertOptions, tok) -> tuple[int, int]:
     offsets = np.asarray(offs, dtype=np.int64)
     # Only the untruncated counts matter here; a tiny L keeps the id matrix small.
     _, full = tok.encode(bytes(parts), offsets, 8)
-    return choose_max_length(full), int(full.size)
+    # Capped: a stored length above 32767 would wrap to a negative int16.
+    return min(choose_max_length(full), MAX_L), int(full.size)
 
 
 def _peak_rss_mb() -> float:
@@ -562,6 +564,11 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         raise ConvertError(
             "--mapping TSV is required: it turns class ids into contiguous labels and names "
             "(columns class_id, tax_id, species)"
+        )
+    if opts.max_length != "auto" and not (isinstance(opts.max_length, int) and 1 <= opts.max_length <= MAX_L):
+        raise ConvertError(
+            f"--max-length must be between 1 and {MAX_L} (token lengths are stored as int16) or 'auto', "
+            f"got {opts.max_length!r}"
         )
     staging = staging_dir(out)
     _check_paths(opts, out, staging)
@@ -607,8 +614,6 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             max_length, sampled = _auto_max_length(opts, tok)
         else:
             max_length, sampled = int(opts.max_length), 0
-            if not 1 <= max_length <= 1 << 15:
-                raise ConvertError(f"--max-length must be between 1 and 32768 or 'auto', got {max_length}")
         plan = _plan(opts, tok.info, max_length, lm)
         plan_path = staging / "plan.json"
         if opts.resume and plan_path.is_file():
