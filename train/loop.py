@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import sys
 import time
 from collections import deque
@@ -41,6 +40,7 @@ from torch import nn
 
 from convert.format import FormatError
 from loaders import ReadLoader, ShardDataset, ShuffleBatchSampler
+from train.checkpoint import load_checkpoint, rng_state, save_checkpoint as _save_checkpoint, set_rng_state
 from train.config import ConfigError, TrainConfig, require_datasets
 from train.metrics import (confusion_matrix, format_per_class_table, metrics_from_confusion, per_class_table,
                            plot_confusion, write_json)
@@ -141,21 +141,6 @@ class _RecordingBatchSampler:
         for batch in self.sampler:
             self.pending.append(batch)
             yield batch
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _model_state(model: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
@@ -346,17 +331,22 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     stats = {"reads": 0, "wait_s": 0.0, "train_s": 0.0}
     history: list[dict[str, Any]] = []
     if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        missing, unexpected = model.load_state_dict(ck["model"], strict=not lora)
-        if unexpected:
-            raise FormatError(f"{ckpt_path}: checkpoint does not fit this model (unexpected {unexpected[:3]}...)")
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        sampler.load_state_dict(ck["sampler"])
-        step, epoch, stats, history = ck["step"], ck["epoch"], ck["stats"], ck.get("history", [])
-        rng = ck["rng"]
-        if len(rng) == info.world_size:
-            _set_rng_state(rng[info.rank])
+        ck = load_checkpoint(ckpt_path)  # weights_only: never runs pickled code
+        try:
+            missing, unexpected = model.load_state_dict(ck["model"], strict=not lora)
+            if unexpected:
+                raise FormatError(f"{ckpt_path}: checkpoint does not fit this model (unexpected {unexpected[:3]}...)")
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            sampler.load_state_dict(ck["sampler"])
+            step, epoch, stats, history = ck["step"], ck["epoch"], ck["stats"], ck.get("history", [])
+            rng = ck["rng"]
+            if len(rng) == info.world_size:
+                set_rng_state(rng[info.rank])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise FormatError(f"{ckpt_path}: checkpoint does not fit this run ({type(exc).__name__}: {first}); "
+                              "delete it to start over, or resume with the config that wrote it") from None
         if info.is_main:
             print(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, cursor {ck['sampler']['cursor']})",
                   file=sys.stderr)
@@ -374,20 +364,18 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     log_path = out / LOG_NAME
 
     def save_checkpoint(consumed: int) -> None:
-        rng = [_rng_state()]
+        rng = [rng_state()]
         if info.distributed:
             rng = [None] * info.world_size
-            dist.all_gather_object(rng, _rng_state())
+            dist.all_gather_object(rng, rng_state())
         if info.is_main:
             ck = {
                 "step": step, "epoch": epoch, "sampler": sampler.state_dict(consumed=consumed),
                 "model": _model_state(raw_model, lora), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "rng": rng, "stats": stats, "history": history,
-                "config": cfg.to_dict(), "world_size": info.world_size,
+                "config": json.loads(json.dumps(cfg.to_dict(), default=str)), "world_size": info.world_size,
             }
-            tmp = ckpt_path.with_name(f".{ckpt_path.name}.tmp")
-            torch.save(ck, tmp)
-            os.replace(tmp, ckpt_path)
+            _save_checkpoint(ckpt_path, ck)
         if info.distributed:
             dist.barrier()
 
