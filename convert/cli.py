@@ -66,12 +66,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_config(path: str) -> dict[str, Any]:
-    """Flatten a YAML config into ConvertOptions fields (unknown keys are an error)."""
-    import yaml
+# Config key -> (accepted types, what the error says is expected).
+_KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "data.header_regex": ((str,), "a regular expression string"),
+    "data.mapping": ((str,), "a path to the mapping TSV"),
+    "tokenizer.name": ((str,), "a tokenizer name or path"),
+    "tokenizer.max_length": ((int, str), "an integer or 'auto'"),
+    "output.layout": ((str,), "mmap or compressed"),
+    "output.compression": ((str,), "gzip or lzf"),
+    "output.reads_per_shard": ((int,), "an integer"),
+    "convert.jobs": ((int,), "an integer"),
+    "convert.on_bad_record": ((str,), "skip or error"),
+}
 
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+
+def load_config(path: str) -> dict[str, Any]:
+    """Flatten a YAML config into ConvertOptions fields (unknown keys and wrong types are an error).
+
+    Raises:
+        ValueError: naming the file and the key (a :class:`convert.safeyaml.ConfigFileError`
+            for an unreadable, non-YAML or alias-bomb file).
+    """
+    from .safeyaml import load_yaml
+
+    raw = load_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of sections (data:, tokenizer:, ...), got a {type(raw).__name__}")
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -85,6 +107,10 @@ def load_config(path: str) -> dict[str, Any]:
     unknown = sorted(k for k in flat if k not in CONFIG_KEYS)
     if unknown:
         raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(CONFIG_KEYS)}")
+    for key, value in flat.items():
+        types, expected = _KEY_TYPES[key]
+        if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, str) and int in types and value != "auto"):
+            raise ValueError(f"{path}: {key}: expected {expected}, got {value!r}")
     return {CONFIG_KEYS[k]: v for k, v in flat.items()}
 
 

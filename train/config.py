@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from convert.safeyaml import ConfigFileError, load_yaml
 
 __all__ = [
     "ConfigError",
@@ -207,7 +207,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         betas = kwargs["betas"]
         if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
             raise ConfigError(f"{where}.betas: expected two numbers, got {betas!r}")
-        kwargs["betas"] = (float(betas[0]), float(betas[1]))
+        try:
+            kwargs["betas"] = (float(betas[0]), float(betas[1]))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.betas: expected two numbers, got {betas!r}") from None
     return cls(**kwargs)
 
 
@@ -302,7 +305,10 @@ def config_from_dict(raw: Mapping[str, Any], *, where: str = "config") -> TrainC
 
 def is_training_config(path: str | Path) -> bool:
     """True if the YAML file has a ``model:`` section (converter configs do not)."""
-    raw = yaml.safe_load(Path(path).read_text())
+    try:
+        raw = load_yaml(path)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     return isinstance(raw, Mapping) and "model" in raw
 
 
@@ -316,9 +322,9 @@ def load_config(path: str | Path) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file (see configs/ for examples)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raw = load_yaml(path)  # bounded: an alias bomb is refused before anything walks it
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     return config_from_dict(raw or {}, where=str(path))
 
 
