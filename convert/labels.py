@@ -22,6 +22,9 @@ DEFAULT_HEADER_REGEX = (
 )
 
 
+_INT32_MAX = 2**31 - 1
+
+
 class MappingError(Exception):
     """A mapping TSV or header regex that cannot be used."""
 
@@ -71,9 +74,17 @@ def read_mapping(path: str | os.PathLike[str]) -> LabelMap:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise MappingError(f"{path}: cannot read the mapping ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise MappingError(
+            f"{path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the mapping as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     rows = list(csv.reader(text.splitlines(), delimiter="\t"))
     if not rows:
         raise MappingError(f"{path}: empty mapping; expected a header line class_id<TAB>tax_id<TAB>species")
@@ -92,6 +103,11 @@ def read_mapping(path: str | os.PathLike[str]) -> LabelMap:
             tax = int(row[ti]) if ti is not None and ti < len(row) and row[ti].strip() else -1
         except (ValueError, IndexError):
             raise MappingError(f"{path}, line {lineno}: class_id and tax_id must be integers, got {row}") from None
+        if not 0 <= cid <= _INT32_MAX or not (tax == -1 or 0 <= tax <= _INT32_MAX):
+            raise MappingError(
+                f"{path}, line {lineno}: class_id and tax_id must be between 0 and {_INT32_MAX} (they are stored "
+                f"as int32; an empty tax_id means unknown), got {row}"
+            )
         if cid in entries:
             raise MappingError(f"{path}, line {lineno}: class_id {cid} appears twice")
         name = row[si] if si is not None and si < len(row) else str(cid)
@@ -103,5 +119,5 @@ def read_mapping(path: str | os.PathLike[str]) -> LabelMap:
         class_ids=ids,
         names=[entries[c][0] for c in ids],
         tax_ids=[entries[c][1] for c in ids],
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sha256=hashlib.sha256(data).hexdigest(),
     )
