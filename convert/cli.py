@@ -25,6 +25,7 @@ CONFIG_KEYS = {
     "convert.jobs": "jobs",
     "convert.scheduler": "scheduler",
     "convert.on_bad_record": "on_bad_record",
+    "convert.max_record_bytes": "max_record_bytes",
 }
 
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output dataset directory (published only when complete)")
     p.add_argument("--config", help="YAML config; keys data.header_regex, data.mapping, tokenizer.name, "
                    "tokenizer.max_length, output.layout, output.compression, output.reads_per_shard, "
-                   "convert.jobs, convert.scheduler, convert.on_bad_record. Flags override it.")
+                   "convert.jobs, convert.scheduler, convert.on_bad_record, convert.max_record_bytes. Flags override it.")
     p.add_argument("--mapping", help="TSV with columns class_id, tax_id, species: class_id -> label 0..C-1 and its name")
     p.add_argument("--header-regex", help="regex with named groups class_id (required), tax_id, readlen, name, mate, "
                    "matched against the record id (text before the first space); default: the lbl|... seed format")
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "output is identical to --jobs 1")
     p.add_argument("--on-bad-record", choices=("skip", "error"), help="skip (default): quarantine and count bad "
                    "records; error: stop at the first one, naming file and line")
+    p.add_argument("--max-record-bytes", type=int, help="records longer than this many bytes (header + sequence; "
+                   "default 4 MiB) are quarantined as too_long without being held in memory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion: keep verified shards, redo the rest")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new one is complete) or discard an unfinished conversion")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,7 +79,9 @@ _KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "output.compression": ((str,), "gzip or lzf"),
     "output.reads_per_shard": ((int,), "an integer"),
     "convert.jobs": ((int,), "an integer"),
+    "convert.scheduler": ((str,), "a dask scheduler address (tcp://host:8786)"),
     "convert.on_bad_record": ((str,), "skip or error"),
+    "convert.max_record_bytes": ((int,), "an integer (bytes)"),
 }
 
 
@@ -125,7 +130,8 @@ def _convert_main(argv: Sequence[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs", "scheduler", "on_bad_record"):
+    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs", "scheduler",
+                 "on_bad_record", "max_record_bytes"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value

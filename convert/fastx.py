@@ -171,7 +171,10 @@ def _sniff_bytes(path: Path, head: bytes) -> str:
     )
 
 
-def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: int, progress=None) -> Iterator[Unit]:
+def iter_units(
+    path: str | os.PathLike[str], file_index: int, records_per_unit: int, progress=None,
+    max_record_bytes: int | None = None,
+) -> Iterator[Unit]:
     """Cut one input file into units of ``records_per_unit`` records, in order.
 
     Args:
@@ -179,6 +182,12 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
         file_index: position of the file among the inputs.
         records_per_unit: records per unit (the last unit of a file may have fewer).
         progress: optional callable ``(compressed_bytes_read) -> None``.
+        max_record_bytes: a record longer than this is cut, while it streams in, to its first
+            ``max_record_bytes + 1`` bytes plus one LF per line end it had (so line numbers
+            and FASTQ line structure stay right); the worker sees a record longer than the
+            limit and quarantines it as ``too_long``. Memory stays bounded by bytes, never
+            by the length of one record (a gzip bomb, a 10 MB header). A unit holding such
+            a record carries its (cut) bytes even for a plain file.
 
     Raises:
         InputError: unreadable input (truncated or corrupt gzip, binary, not FASTA/FASTQ).
@@ -195,6 +204,7 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
     last_pos = 0
     at_line_start = True  # is pending[scanned] at the start of a line?
     fq_k = 0  # FASTQ: line-in-record index (0..3) of the next line to start in the unscanned region
+    cuts: list[list[int]] = []  # [position in pending, bytes removed there] of records cut to the limit
     try:
         while True:
             try:
@@ -229,17 +239,22 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
             if arr.size:
                 at_line_start = bool(arr[-1] == 0x0A)
             del arr  # release the buffer export so `pending` can be resized
+            if max_record_bytes is not None:
+                starts = _cut_long_records(pending, starts, max_record_bytes, cuts)
             scanned = len(pending)
             # Emit every complete unit (records_per_unit + 1 starts means the first unit is closed).
             while len(starts) > records_per_unit:
                 cut = starts[records_per_unit]
                 first = starts[0]
                 line_no += pending.count(b"\n", 0, first)
-                yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz, pending, first, cut, base)
+                before, inside = _removed(cuts, 0, first), _removed(cuts, first, cut)
+                yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz or inside > 0, pending, first,
+                            cut, base + before, inside)
                 unit_no += 1
                 line_no += pending.count(b"\n", first, cut)
                 del pending[:cut]
-                base += cut
+                base += cut + before + inside
+                cuts = [[p - cut, n] for p, n in cuts if p >= cut]
                 scanned -= cut
                 starts = [s - cut for s in starts[records_per_unit:]]
             if not block:
@@ -247,7 +262,9 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
         if starts:
             first = starts[0]
             line_no += pending.count(b"\n", 0, first)
-            yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz, pending, first, len(pending), base)
+            before, inside = _removed(cuts, 0, first), _removed(cuts, first, len(pending))
+            yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz or inside > 0, pending, first,
+                        len(pending), base + before, inside)
         elif pending.strip():
             raise InputError(path, "no record header found in the remaining data", line=line_no)
     finally:
@@ -257,13 +274,55 @@ def iter_units(path: str | os.PathLike[str], file_index: int, records_per_unit: 
 
 def _unit(
     path: Path, file_index: int, unit_no: int, line_no: int, per_unit: int, fmt: str, gz: bool,
-    pending: bytearray, first: int, cut: int, base: int,
+    pending: bytearray, first: int, cut: int, base: int, removed: int = 0,
 ) -> Unit:
-    """The unit ``pending[first:cut]``: its bytes for gzip, its byte range for a plain file."""
+    """The unit ``pending[first:cut]``: its bytes for gzip (or a cut record), its byte range for a plain file."""
     common = (str(path), file_index, unit_no, line_no, unit_no * per_unit)
     if gz:
-        return Unit(*common, bytes(pending[first:cut]), fmt, base + first, cut - first)
+        return Unit(*common, bytes(pending[first:cut]), fmt, base + first, cut - first + removed)
     return Unit(*common, None, fmt, base + first, cut - first)
+
+
+def _removed(cuts: list[list[int]], lo: int, hi: int) -> int:
+    """Bytes cut out of records at positions ``lo <= p < hi`` of ``pending``."""
+    return sum(n for p, n in cuts if lo <= p < hi)
+
+
+def _cut_long_records(pending: bytearray, starts: list[int], limit: int, cuts: list[list[int]]) -> list[int]:
+    """Cut every record of ``pending`` longer than ``limit + 1`` bytes down to its first ``limit + 1``
+    bytes plus one LF per line end it had; return the shifted record starts (``cuts`` updated).
+
+    A record is cut from ``a = start + limit + 1`` to just after its last LF (so a partial last
+    line is kept and the scan continues it), or, if that stretch has no LF, to the end of
+    ``pending`` (a single huge line; then ``a`` never follows an LF, so no record start can
+    appear at the seam). Line counts are unchanged, so line numbers and FASTQ structure hold.
+    """
+    bounds = starts + [len(pending)]
+    for i in range(len(starts) - 1, -1, -1):  # last first: earlier positions stay valid
+        s, e = bounds[i], bounds[i + 1]
+        a = s + limit + 1
+        if e <= a:
+            continue
+        last_lf = pending.rfind(b"\n", a, e)
+        if last_lf >= 0:
+            b = last_lf + 1
+        else:
+            if pending[a - 1] == 0x0A:
+                a += 1
+            b = e
+        lfs = pending.count(b"\n", a, b)
+        removed = (b - a) - lfs
+        if removed <= 0:
+            continue  # already cut: only LFs are left there
+        pending[a:b] = b"\n" * lfs
+        for c in cuts:
+            if c[0] >= b:
+                c[0] -= removed
+            elif c[0] >= a:
+                c[0] = a  # an earlier cut of this same record
+        cuts.append([a, removed])
+        starts = starts[: i + 1] + [x - removed for x in starts[i + 1 :]]
+    return starts
 
 
 def _fastq_record_starts(arr: np.ndarray, line_starts: np.ndarray, k: int) -> tuple[np.ndarray, int]:

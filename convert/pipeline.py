@@ -27,6 +27,7 @@ pure function, so shards, hashes and the manifest are identical for any ``--jobs
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -46,7 +47,7 @@ import numpy as np
 from . import format as fmt
 from .fastx import InputError, Unit, iter_units, parse_unit, sniff, unit_bytes
 from .fastparse import AVAILABLE as FASTPARSE_AVAILABLE
-from .fastparse import PROBLEMS, parse_default
+from .fastparse import PROBLEMS, ParsedUnit, parse_default
 from .labels import DEFAULT_HEADER_REGEX, LabelMap, MappingError, compile_header_regex, read_mapping
 from .paths import (
     UnsafePathError,
@@ -77,9 +78,14 @@ SKIP_REASONS = (
     "empty_sequence",
     "non_nucleotide",
     "malformed_fastq",
+    "too_long",
 )
 AUTO_SAMPLE = 20000
 MAX_L = 32767  # lengths are stored as int16
+# Records longer than this (header + sequence bytes) are quarantined as too_long: tokenizing a
+# 16 MB read with METAGENE-1 takes ~1.6 GB; 4 MiB keeps a worker well under 1.5 GB.
+MAX_RECORD_BYTES = 4 << 20
+_MIN_RECORD_BYTES = 1024
 ORPHAN_WAIT_S = 600.0
 
 
@@ -110,6 +116,7 @@ class ConvertOptions:
     jobs: int = 1
     scheduler: str | None = None
     on_bad_record: str = "skip"
+    max_record_bytes: int = MAX_RECORD_BYTES
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -130,6 +137,7 @@ class _Settings:
     tokenizer_info: dict[str, Any] = field(default_factory=dict)
     parent_pid: int = 0
     dataset_id: str | None = None
+    max_record_bytes: int = MAX_RECORD_BYTES
 
 
 def staging_dir(out: str | os.PathLike[str]) -> Path:
@@ -227,12 +235,31 @@ class _Rows:
     bad: list[tuple[int, int, str, bytes, bytes]]
 
 
+_PROBLEM_NAMES = (*PROBLEMS, "too_long")
+_TOO_LONG = len(PROBLEMS)
+
+
+def _too_long_default(p: ParsedUnit, limit: int) -> ParsedUnit:
+    """Mark records longer than ``limit`` bytes (cut by fastx.iter_units) ``too_long``; drop their bases."""
+    long = (p.raw[:, 1] - p.raw[:, 0]) > limit
+    if not long.any():
+        return p
+    written = np.flatnonzero(p.problem == 0)
+    keep = ~long[written]
+    lens = np.diff(p.offsets)
+    seqs = np.frombuffer(p.seqs, dtype=np.uint8)[np.repeat(keep, lens)].tobytes()
+    offsets = np.concatenate(([0], np.cumsum(lens[keep]))).astype(np.int64)
+    problem = p.problem.copy()
+    problem[long] = _TOO_LONG
+    return dataclasses.replace(p, problem=problem, seqs=seqs, offsets=offsets)
+
+
 def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     """The default header format, parsed and labeled by numba (no Python per record)."""
     lm = s.label_map
     order = np.argsort(np.asarray(lm.class_ids, dtype=np.int64), kind="stable")
     known = np.asarray(lm.class_ids, dtype=np.int64)[order]
-    p = parse_default(unit, data, known)
+    p = _too_long_default(parse_default(unit, data, known), s.max_record_bytes)
     ok = p.problem == 0
     cids = p.class_id[ok]
     labels = order[np.searchsorted(known, cids)].astype(np.int32)
@@ -249,7 +276,7 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     for i in np.flatnonzero(~ok).tolist():  # skipped records only: rare, not the hot path
         r0, r1 = p.raw[i]
         h0, h1 = p.header[i]
-        bad.append((i, int(p.line[i]), PROBLEMS[p.problem[i]], data[r0:r1], data[h0:h1]))
+        bad.append((i, int(p.line[i]), _PROBLEM_NAMES[p.problem[i]], data[r0:r1], data[h0:h1]))
     return _Rows(
         labels=labels,
         class_ids=cids.astype(np.int32),
@@ -286,6 +313,8 @@ def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     for rec in parse_unit(unit, data):
         records_in += 1
         problem = rec.problem
+        if len(rec.raw) > s.max_record_bytes:  # cut while it streamed in (fastx.iter_units)
+            problem = "too_long"
         if problem is None:
             rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
             m = rx.match(rid)
@@ -345,6 +374,8 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     try:
         for index, line, problem, raw, _ in rows.bad:
             skipped[problem] += 1
+            if problem == "too_long":
+                raw = _first_line(raw)
             q_fa.write(raw if raw.endswith(b"\n") else raw + b"\n")
             q_tsv.write(f"{unit.file}\t{line}\t{unit.first_record + index}\t{problem}\n")
         ids, full = tok.encode(rows.seqs, rows.offsets, s.max_length)
@@ -393,6 +424,12 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     }
     fmt.write_json_atomic(staging / ".units" / f"u-{shard_index:05d}.json", record)
     return record
+
+
+def _first_line(raw: bytes, cap: int = 1 << 16) -> bytes:
+    """A too_long record's header line (at most ``cap`` bytes): all quarantine.fa keeps of it."""
+    nl = raw.find(b"\n", 0, cap)
+    return raw[: nl + 1] if nl >= 0 else raw[:cap]
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -503,6 +540,7 @@ def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: L
         "reads_per_shard": opts.reads_per_shard,
         "header_regex": opts.header_regex,
         "mapping_sha256": lm.sha256,
+        "max_record_bytes": opts.max_record_bytes,
     }
 
 
@@ -511,9 +549,9 @@ def _auto_max_length(opts: ConvertOptions, tok) -> tuple[int, int]:
     parts = bytearray()
     offs = [0]
     for i, path in enumerate(opts.inputs):
-        for unit in iter_units(path, i, AUTO_SAMPLE):
+        for unit in iter_units(path, i, AUTO_SAMPLE, max_record_bytes=opts.max_record_bytes):
             for rec in parse_unit(unit):
-                if rec.problem is None:
+                if rec.problem is None and len(rec.raw) <= opts.max_record_bytes:
                     parts += rec.seq
                     offs.append(len(parts))
                 if len(offs) > AUTO_SAMPLE:
@@ -558,6 +596,8 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         raise ConvertError(f"--on-bad-record must be skip or error, got {opts.on_bad_record!r}")
     if opts.reads_per_shard < 1:
         raise ConvertError("--reads-per-shard must be at least 1")
+    if not (isinstance(opts.max_record_bytes, int) and opts.max_record_bytes >= _MIN_RECORD_BYTES):
+        raise ConvertError(f"--max-record-bytes must be an integer of at least {_MIN_RECORD_BYTES}, got {opts.max_record_bytes!r}")
     if not opts.inputs:
         raise ConvertError("no input files given")
     if opts.mapping is None:
@@ -640,6 +680,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             # From the plan: a resumed run writes the same bytes; changed inputs or settings
             # give another identity, which open readers detect.
             dataset_id=fmt.new_dataset_id(plan),
+            max_record_bytes=opts.max_record_bytes,
         )
         records = _run_units(opts, settings, staging)
         report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
@@ -701,7 +742,8 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
     def units() -> Iterator[tuple[Unit, int]]:
         index = 0
         for fi, path in enumerate(opts.inputs):
-            for unit in iter_units(path, fi, opts.reads_per_shard, progress=bar.update):
+            for unit in iter_units(path, fi, opts.reads_per_shard, progress=bar.update,
+                                   max_record_bytes=opts.max_record_bytes):
                 done = _unit_done(staging, index) if opts.resume else None
                 if done is not None:
                     records[index] = done

@@ -24,7 +24,7 @@ def test_bad_records_skipped_and_quarantined(tmp_path: Path) -> None:
     assert report["records_in"] == 7 and report["written"] == 2 and report["skipped"] == 5
     assert report["skipped_by_reason"] == {
         "header_mismatch": 1, "unknown_class": 1, "empty_header": 1, "empty_sequence": 1,
-        "non_nucleotide": 1, "malformed_fastq": 0,
+        "non_nucleotide": 1, "malformed_fastq": 0, "too_long": 0,
     }
     quarantine = (out / "quarantine.fa").read_bytes()
     source = (DATA / "bad_records.fa").read_bytes()
