@@ -113,7 +113,7 @@ def load_config(path: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(CONFIG_KEYS)}")
     for key, value in flat.items():
-        types, expected = _KEY_TYPES[key]
+        types, expected = _KEY_TYPES.get(key, ((object,), ""))
         if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, str) and int in types and value != "auto"):
             raise ValueError(f"{path}: {key}: expected {expected}, got {value!r}")
     return {CONFIG_KEYS[k]: v for k, v in flat.items()}
