@@ -27,7 +27,7 @@ def trim_batch(batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[s
     Raises:
         TypeError: the input is neither a batch dict nor a list of item dicts.
     """
-    if isinstance(batch, (Mapping, ReadBatch)):
+    if isinstance(batch, (ReadBatch, Mapping)):
         ids = _np(batch["input_ids"])
         if "lengths" in batch:
             lengths = _np(batch["lengths"]).astype(np.int64)
