@@ -38,9 +38,9 @@ pickled (joblib's batches refer to readshard by name: a worker without it hangs 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
-import importlib.metadata
 import os
 import pickle
 import secrets
@@ -71,11 +71,26 @@ __all__ = [
     "NO_WORKERS_S",
 ]
 
-CONNECT_S = float(os.environ.get("READSHARD_CLUSTER_CONNECT_S", 30))
+
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment (a ConvertError if it is not one)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConvertError(f"{name}={raw!r} must be a positive number of seconds; unset it for the default {default:.0f}")
+    return value
+
+
+CONNECT_S = _env_seconds("READSHARD_CLUSTER_CONNECT_S", 30)
 """Seconds to reach the scheduler and for the first worker to be there."""
-PROBE_S = float(os.environ.get("READSHARD_CLUSTER_PROBE_S", 120))
+PROBE_S = _env_seconds("READSHARD_CLUSTER_PROBE_S", 120)
 """Seconds every worker and the scheduler get to answer the start-up probe."""
-NO_WORKERS_S = float(os.environ.get("READSHARD_CLUSTER_NO_WORKERS_S", 120))
+NO_WORKERS_S = _env_seconds("READSHARD_CLUSTER_NO_WORKERS_S", 120)
 """Seconds a run waits with no worker connected before it stops."""
 _RESULT_S = 10.0  # a record is a small dict; longer means its worker is gone (then read the file)
 _POLL_S = 2.0  # seconds between health checks while no unit finishes
@@ -360,9 +375,7 @@ def _check_cluster(client: Any, address: str, inputs: list[str], staging: Path, 
 
 def _unit_failure(exc: BaseException, index: int, address: str) -> BaseException:
     """The error a failed unit ends the run with (bad records keep their own message)."""
-    if isinstance(exc, (BadRecordError, StaleRunError)):
-        return exc
-    if isinstance(exc, ConvertError):
+    if isinstance(exc, (BadRecordError, ConvertError)):
         return exc
     name = type(exc).__name__
     if name == "KilledWorker":

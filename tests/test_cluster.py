@@ -7,7 +7,6 @@ orphan guard rejected) and outlive it (what the run token guards against).
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
@@ -168,8 +167,9 @@ def test_stale_worker_publishes_nothing(data, tmp_path: Path) -> None:
     [
         (["--jobs", "2"], {}, "--jobs is the local path"),
         ([], {"READSHARD_CLUSTER_CONNECT_S": "2"}, "cannot reach the dask scheduler at tcp://127.0.0.1:9"),
+        ([], {"READSHARD_CLUSTER_CONNECT_S": "soon"}, "READSHARD_CLUSTER_CONNECT_S='soon' must be a positive number"),
     ],
-    ids=["with-jobs", "unreachable"],
+    ids=["with-jobs", "unreachable", "bad-timeout"],
 )
 def test_cli_errors(data, tmp_path: Path, extra: list[str], env: dict[str, str], message: str) -> None:
     inp, mapping, _ = data
