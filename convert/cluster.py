@@ -62,6 +62,7 @@ from .tokenizers import TokenizerError, load_tokenizer
 __all__ = [
     "StaleRunError",
     "ByValue",
+    "retire_runs",
     "code_identity",
     "run_units_on_cluster",
     "worker_check",
@@ -242,21 +243,35 @@ def _remove_tree(path: Path, attempts: int = 5) -> None:
 
 def _start_run(staging: Path) -> str:
     """Write a new run token, retire the work directories of earlier runs, make this run's."""
-    units = staging / ".units"
     token = secrets.token_hex(16)
-    fmt.write_json_atomic(units / _TOKEN_FILE, {"token": token, "host": socket.gethostname(), "pid": os.getpid()})
+    fmt.write_json_atomic(staging / ".units" / _TOKEN_FILE, {"token": token, "host": socket.gethostname(), "pid": os.getpid()})
+    _retire_run_dirs(staging)
+    _run_dir(staging, token).mkdir()
+    return token
+
+
+def retire_runs(staging: Path) -> None:
+    """End every earlier ``--scheduler`` run in ``staging``: its workers can no longer publish there.
+
+    A converter without ``--scheduler`` calls this on start (e.g. a local ``--resume`` after
+    a cluster run was killed): the token goes, then the run directories.
+    """
+    (staging / ".units" / _TOKEN_FILE).unlink(missing_ok=True)
+    _retire_run_dirs(staging)
+
+
+def _retire_run_dirs(staging: Path) -> None:
+    units = staging / ".units"
     for child in list(units.iterdir()):
         if child.is_symlink() or not child.is_dir():
             continue
         if child.name.startswith(".run-"):
             # Rename first (atomic): a late worker's mkdir/rename under the old name now fails.
-            stale = units / f".stale-{token[:8]}-{child.name[5:13]}"
+            stale = units / f".stale-{secrets.token_hex(4)}-{child.name[5:13]}"
             os.replace(child, stale)
             child = stale
         if child.name.startswith(".stale-"):
             _remove_tree(child)
-    _run_dir(staging, token).mkdir()
-    return token
 
 
 class ByValue:

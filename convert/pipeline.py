@@ -645,6 +645,11 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             )
         make_dir(staging / ".units")
         _wait_for_orphans(staging)
+        if not opts.scheduler:
+            # Workers of a killed --scheduler run outlive it; a local run retires their token.
+            from .cluster import retire_runs
+
+            retire_runs(staging)
         if not opts.resume and opts.overwrite:
             for child in staging.iterdir():
                 if child.name != ".lock":

@@ -159,7 +159,32 @@ def test_stale_worker_publishes_nothing(data, tmp_path: Path) -> None:
     unit = next(iter_units(inp, 0, 10))
     with pytest.raises(cl.StaleRunError):
         cl.execute_unit(pickle.dumps((unit, 0, None, str(inp))), str(staging), old)
+    # A later local run (--jobs, e.g. --resume after the cluster run was killed) retires it too.
+    cl.retire_runs(staging)
+    assert not list((staging / ".units").glob(".run-*"))
+    with pytest.raises(cl.StaleRunError):
+        cl.execute_unit(pickle.dumps((unit, 0, None, str(inp))), str(staging), new)
     assert not list(staging.glob("shard-*")) and not list((staging / ".units").glob("[uq]-*"))
+
+
+@pytest.mark.slow
+def test_local_resume_after_killed_cluster_run(data, cluster, tmp_path: Path) -> None:
+    """--resume without --scheduler finishes a killed cluster run to the same bytes and retires its run."""
+    inp, mapping, ref = data
+    out = tmp_path / "out"
+    staging = staging_dir(out)
+    proc = _start(inp, _args(inp, mapping, out, "--scheduler", cluster.address))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(staging.glob("shard-*.h5"))) < 2 and proc.poll() is None:
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert list((staging / ".units").glob(".run-*")), "the killed cluster run left its run directory"
+    res = _run(inp, _args(inp, mapping, out, "--resume", "--jobs", "2"))
+    assert res.returncode == 0, res.stderr
+    _same_dataset(out, ref)
 
 
 @pytest.mark.parametrize(
