@@ -36,7 +36,51 @@ from .format import (
     read_manifest,
 )
 
-__all__ = ["ShardReader", "file_identity", "check_identity", "map_file", "read_array"]
+__all__ = [
+    "ACCESS_MODES",
+    "ShardReader",
+    "available_memory",
+    "choose_access",
+    "file_identity",
+    "check_identity",
+    "map_file",
+    "read_array",
+]
+
+ACCESS_MODES = ("auto", "random", "sequential")
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel reports as available (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def choose_access(total_bytes: int, available: int | None, access: str = "auto") -> str:
+    """The cold-start policy: ``"sequential"`` or ``"random"``.
+
+    ``sequential`` (the dataset fits in half the available memory): each shard is read ahead
+    whole when first mapped (``MADV_WILLNEED``), so a cold start runs at the disk's streaming
+    rate and later random rows hit the page cache. ``random`` (it does not fit):
+    ``MADV_RANDOM``, so a random row faults in its own pages, not 8 MiB of read-ahead that
+    would evict rows still needed. ``auto`` picks by size; the others force a policy.
+
+    Raises:
+        ValueError: an unknown ``access``.
+    """
+    if access not in ACCESS_MODES:
+        raise ValueError(f"access must be one of {', '.join(ACCESS_MODES)}, got {access!r}")
+    if access != "auto":
+        return access
+    if available is None:
+        return "random"
+    return "sequential" if total_bytes <= available // 2 else "random"
 
 _MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
@@ -163,6 +207,7 @@ class ShardReader:
         self.starts = np.zeros(len(entries) + 1, dtype=np.int64)
         np.cumsum(self.counts, out=self.starts[1:])
         self.offsets = [dict(e["offsets"]) for e in entries]
+        self.total_bytes = int(sum(int(e["bytes"]) for e in entries))
         self.max_length = int(self.manifest["max_length"])
         self.num_classes = int(self.manifest["num_classes"])
         ident = self.manifest.get("dataset_id")

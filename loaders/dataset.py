@@ -11,6 +11,7 @@ arrays, so it works under ``fork``, ``spawn`` and ``forkserver`` DataLoader work
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
@@ -19,7 +20,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from convert.format import CHUNK_ROWS, ROW_VECTORS, check_compatible
-from convert.reader import ShardReader
+from convert.reader import ShardReader, available_memory, choose_access
 from loaders.batch import ReadBatch
 from loaders._shardio import ShardHandles, open_shard_budget
 from loaders._span import SpanTable
@@ -125,6 +126,10 @@ class ShardDataset(_ViewMixin, Dataset):
         max_open_shards: shards kept mapped per process (LRU); each costs one descriptor
             on Python < 3.13. Default: every shard, raising the soft descriptor limit
             toward the hard one if needed (see ``loaders._shardio.open_shard_budget``).
+        access: cold-start policy, ``"auto"`` (default: ``"sequential"`` when the shards fit
+            in half the available memory, else ``"random"``), ``"sequential"`` (read each
+            shard ahead whole when first mapped) or ``"random"`` (``MADV_RANDOM``: a random
+            row faults in its own pages only); see ``convert.reader.choose_access``.
 
     Raises:
         FormatError: missing/other-version manifest, tokenizer or length mismatch, a
@@ -140,6 +145,7 @@ class ShardDataset(_ViewMixin, Dataset):
         expect_tokenizer: Mapping[str, Any] | None = None,
         expect_max_length: int | None = None,
         max_open_shards: int | None = None,
+        access: str = "auto",
     ) -> None:
         self.path = Path(path)
         reader = ShardReader(self.path, verify=verify)  # manifest validated, shards stat'ed
@@ -154,6 +160,9 @@ class ShardDataset(_ViewMixin, Dataset):
         self._span_gather = True  # False forces the per-shard path (tests compare both)
         self._nonempty = int((self._counts > 0).sum())
         self._fast_layout = self.manifest["layout"] == "mmap"
+        # Decided once, at open, in the process that opens (workers inherit the decision).
+        self.access = choose_access(reader.total_bytes, available_memory(), access)
+        self._advice = getattr(mmap, "MADV_WILLNEED" if self.access == "sequential" else "MADV_RANDOM", None)
         self._init_process_state()
 
     def _init_process_state(self) -> None:
@@ -168,7 +177,9 @@ class ShardDataset(_ViewMixin, Dataset):
 
         Called by ``ShardHandles.get`` under its lock; the closer runs under it too.
         """
-        mm, views = self._reader.map(s, ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"))
+        mm, views = self._reader.map(
+            s, ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"), self._advice
+        )
         table = self._span_table(self._handles.local)
         registered = None
         if "input_ids" in views and self._counts[s] > 0:
