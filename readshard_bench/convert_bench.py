@@ -212,6 +212,9 @@ def _hf_job(path: str, out: str, jobs: int, cache: str, queue) -> None:
 
 
 def run_hf_datasets(path: Path, workdir: Path, jobs: int) -> dict:
+    # A fresh cache every run: from_generator would otherwise reuse an earlier run's Arrow files.
+    for name in ("hf_cache", "hf_out"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
     warm(path)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
