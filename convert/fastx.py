@@ -80,6 +80,7 @@ class Unit:
     fmt: str
     offset: int = 0
     length: int = -1
+    lead: bytes = b""  # the byte the scan saw at ``offset``: a malformed record may not start with > or @
 
     @property
     def nbytes(self) -> int:
@@ -102,7 +103,7 @@ def unit_bytes(unit: Unit) -> bytes:
             data = f.read(unit.length)
     except OSError as exc:
         raise InputError(unit.file, f"cannot read the input ({exc.strerror or exc})", offset=unit.offset) from None
-    if len(data) != unit.length or data[:1] != (b">" if unit.fmt == "fasta" else b"@"):
+    if len(data) != unit.length or data[:1] != (unit.lead or (b">" if unit.fmt == "fasta" else b"@")):
         raise InputError(
             unit.file,
             "the input changed while it was being converted (no record at this offset any more); "
@@ -280,7 +281,7 @@ def _unit(
     common = (str(path), file_index, unit_no, line_no, unit_no * per_unit)
     if gz:
         return Unit(*common, bytes(pending[first:cut]), fmt, base + first, cut - first + removed)
-    return Unit(*common, None, fmt, base + first, cut - first)
+    return Unit(*common, None, fmt, base + first, cut - first, bytes(pending[first : first + 1]))
 
 
 def _removed(cuts: list[list[int]], lo: int, hi: int) -> int:

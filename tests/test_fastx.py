@@ -146,3 +146,18 @@ def test_changed_input_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="changed while it was being converted") as info:
         unit_bytes(units[1])
     assert "r.fa" in str(info.value) and "byte offset" in str(info.value)
+
+
+
+_HDR = b"lbl|99999999999999999999|||/1"
+
+
+@pytest.mark.parametrize("tail", [b"\x1f", b"junk\n", b"\n\x1f\n"])
+def test_fastq_unit_starting_with_garbage_is_not_a_changed_input(tmp_path: Path, tail: bytes) -> None:
+    """A unit that begins with a malformed record's stray byte reads back like a whole-file unit
+    (found by the fuzz test: the byte-range check expected every unit to start with '@')."""
+    path = tmp_path / "in.fq"
+    path.write_bytes(b"@" + _HDR + b"\n\n+\n\n@" + _HDR + b" some description\nAAAAAA\n+\nIIIIII\n" + tail)
+    one = [(r.line, r.raw, r.problem) for u in iter_units(path, 0, 1) for r in parse_unit(u)]
+    whole = [(r.line, r.raw, r.problem) for u in iter_units(path, 0, 10**6) for r in parse_unit(u)]
+    assert one == whole and one[-1][2] == "malformed_fastq"
