@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["main", "build_parser", "load_config"]
@@ -26,6 +27,8 @@ CONFIG_KEYS = {
     "convert.scheduler": "scheduler",
     "convert.on_bad_record": "on_bad_record",
     "convert.max_record_bytes": "max_record_bytes",
+    "convert.min_written_fraction": "min_written_fraction",
+    "convert.quarantine_max_bytes": "quarantine_max_bytes",
 }
 
 
@@ -36,14 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Convert labeled FASTA/FASTQ (plain or gzip) into tokenized, self-describing HDF5 shards. "
             "Subcommands: `python -m convert verify DIR [--source INPUT...]` checks a dataset; "
-            "`python -m convert stats DIR` summarises one."
+            "`python -m convert stats DIR` summarises one; `python -m convert leakage A B` reports fragments and "
+            "identical sequences present in both datasets."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA/FASTQ files, plain or .gz, converted in order")
     p.add_argument("--out", required=True, help="output dataset directory (published only when complete)")
     p.add_argument("--config", help="YAML config; keys data.header_regex, data.mapping, tokenizer.name, "
                    "tokenizer.max_length, output.layout, output.compression, output.reads_per_shard, "
-                   "convert.jobs, convert.scheduler, convert.on_bad_record, convert.max_record_bytes. Flags override it.")
+                   "convert.jobs, convert.scheduler, convert.on_bad_record, convert.max_record_bytes, "
+                   "convert.min_written_fraction, convert.quarantine_max_bytes. Flags override it.")
     p.add_argument("--mapping", help="TSV with columns class_id, tax_id, species: class_id -> label 0..C-1 and its name")
     p.add_argument("--header-regex", help="regex with named groups class_id (required), tax_id, readlen, name, mate, "
                    "matched against the record id (text before the first space); default: the lbl|... seed format")
@@ -53,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "99.99%% of the first 20,000 reads; longer reads are truncated, kept and counted")
     p.add_argument("--layout", choices=("mmap", "compressed"), help="mmap (default): contiguous, memory-mappable; "
                    "compressed: chunked + shuffle + gzip/lzf, read by whole chunks")
-    p.add_argument("--compression", choices=("gzip", "lzf"), help="codec for --layout compressed (default gzip)")
+    p.add_argument("--compression", choices=("gzip", "lzf"), help="codec for --layout compressed (default gzip); an error without --layout compressed")
     p.add_argument("--reads-per-shard", type=int, help="records per unit of work = per shard (default 65536)")
-    p.add_argument("--jobs", type=int, help="worker processes (default 1); output is identical for any value")
+    p.add_argument("--jobs", type=int, help="worker processes (default: the usable CPU cores); output is identical for any value")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the units on a dask.distributed cluster, e.g. "
                    "tcp://host:8786 (needs the cluster extra; inputs and --out on a filesystem all workers share); "
                    "output is identical to --jobs 1")
@@ -63,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "records; error: stop at the first one, naming file and line")
     p.add_argument("--max-record-bytes", type=int, help="records longer than this many bytes (header + sequence; "
                    "default 4 MiB) are quarantined as too_long without being held in memory")
+    p.add_argument("--min-written-fraction", type=float, help="stop (exit 2) when fewer than this fraction of the "
+                   "records would be written: checked on the first 10,000 records of each input before converting "
+                   "(seconds) and on all records before publishing (default 0.5; 0 allows any)")
+    p.add_argument("--quarantine-max-bytes", type=_byte_size, help="quarantine.fa keeps skipped records up to this "
+                   "size (e.g. 500M, 2G; default 1G); the rest are listed in quarantine.tsv and counted in the report")
+    p.add_argument("--split", metavar="val=F[,test=G]", help="write DIR/train, DIR/val (and DIR/test) from the "
+                   "inputs, each row by its fragment hash: both mates always on the same side, the same for any --jobs")
+    p.add_argument("--seed", type=int, default=0, help="seed of --split (default 0)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion: keep verified shards, redo the rest")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new one is complete) or discard an unfinished conversion")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,7 +95,19 @@ _KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "convert.scheduler": ((str,), "a dask scheduler address (tcp://host:8786)"),
     "convert.on_bad_record": ((str,), "skip or error"),
     "convert.max_record_bytes": ((int,), "an integer (bytes)"),
+    "convert.min_written_fraction": ((int, float), "a fraction between 0 and 1"),
+    "convert.quarantine_max_bytes": ((int, str), "bytes, e.g. 1000000 or 2G"),
 }
+
+
+def _byte_size(text: str) -> int:
+    """``123``, ``500K``, ``20M``, ``1G`` -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1000000, 500M or 2G)") from None
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -120,7 +145,7 @@ def load_config(path: str) -> dict[str, Any]:
 
 
 def _convert_main(argv: Sequence[str]) -> int:
-    from .pipeline import ERRORS, ConvertOptions, convert, summary_line
+    from .pipeline import ERRORS, ConvertOptions, convert, summary_line, report_warnings
 
     args = build_parser().parse_args(argv)
     fields: dict[str, Any] = {}
@@ -130,11 +155,19 @@ def _convert_main(argv: Sequence[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs", "scheduler",
-                 "on_bad_record", "max_record_bytes"):
+    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs",
+                 "scheduler", "on_bad_record", "max_record_bytes", "min_written_fraction", "quarantine_max_bytes"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
+    try:
+        if "quarantine_max_bytes" in fields:
+            fields["quarantine_max_bytes"] = _byte_size(fields["quarantine_max_bytes"])
+        if "min_written_fraction" in fields:
+            fields["min_written_fraction"] = float(fields["min_written_fraction"])
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return 2
     if "max_length" in fields and str(fields["max_length"]) != "auto":
         try:
             fields["max_length"] = int(fields["max_length"])
@@ -154,14 +187,26 @@ def _convert_main(argv: Sequence[str]) -> int:
     opts = ConvertOptions(inputs=list(args.inputs), out=args.out, resume=args.resume, overwrite=args.overwrite,
                           progress=not args.no_progress, **fields)
     try:
-        report = convert(opts)
+        if args.split:
+            from .split import convert_split, parse_split
+
+            reports = convert_split(opts, parse_split(args.split), args.seed)
+        else:
+            reports = {"": convert(opts)}
     except ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was published; rerun with --resume to continue", file=sys.stderr)
         return 130
-    print(summary_line(report, args.out))
+    for side, report in reports.items():
+        out = str(Path(args.out) / side) if side else args.out
+        if "resume" in report:  # --resume on a complete dataset
+            print(f"readshard: {out}: {report['resume']}")
+        else:
+            for line in report_warnings(report):
+                print(line, file=sys.stderr)
+            print(summary_line(report, out))
     return 0
 
 
@@ -173,8 +218,9 @@ def _verify_main(argv: Sequence[str]) -> int:
     p.add_argument("--source", nargs="+", metavar="INPUT", help="the original inputs, to check a sample of reads and every quarantined record against")
     p.add_argument("--sample", type=float, default=0.01, help="fraction of reads checked against --source (default 0.01)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    result = verify_dataset(args.dataset, sources=args.source, sample=args.sample)
+    result = verify_dataset(args.dataset, sources=args.source, sample=args.sample, progress=not args.no_progress)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -208,6 +254,36 @@ def _stats_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _leakage_main(argv: Sequence[str]) -> int:
+    from .leakage import LeakageError, find_leakage, format_leakage
+
+    p = argparse.ArgumentParser(
+        prog="python -m convert leakage",
+        description="Report fragments (mate pairs, by fragment hash) and identical stored sequences present in "
+        "both datasets; exit 1 if there are any, 0 if none. Streaming, bounded memory.",
+    )
+    p.add_argument("a", metavar="A", help="a dataset (e.g. the training set)")
+    p.add_argument("b", metavar="B", help="another dataset (e.g. the validation set)")
+    p.add_argument("--memory-mb", type=int, default=512, help="memory for one pass's hashes (default 512); "
+                   "more passes over the shards when A needs more")
+    p.add_argument("--examples", type=int, default=5, help="shared keys to show with their rows and records (default 5)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    try:
+        result = find_leakage(args.a, args.b, memory_mb=args.memory_mb, examples=max(0, args.examples),
+                              progress=not args.no_progress)
+    except LeakageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for line in format_leakage(result):
+            print(line)
+    return 1 if result["leak"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m convert``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -215,4 +291,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _verify_main(argv[1:])
     if argv and argv[0] == "stats":
         return _stats_main(argv[1:])
+    if argv and argv[0] == "leakage":
+        return _leakage_main(argv[1:])
     return _convert_main(argv)

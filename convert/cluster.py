@@ -216,6 +216,7 @@ def execute_unit(blob: bytes, staging: str, token: str) -> dict[str, Any]:
             (scratch / fmt.shard_name(index), stag / fmt.shard_name(index)),
             (scratch / ".units" / f"q-{index:05d}.fa", stag / ".units" / f"q-{index:05d}.fa"),
             (scratch / ".units" / f"q-{index:05d}.tsv", stag / ".units" / f"q-{index:05d}.tsv"),
+            (scratch / ".units" / f"q-{index:05d}.ends", stag / ".units" / f"q-{index:05d}.ends"),
             (scratch / ".units" / f"u-{index:05d}.json", stag / ".units" / f"u-{index:05d}.json"),  # last: marks done
         ]
         _check_token(stag, token)

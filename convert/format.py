@@ -22,6 +22,10 @@ dataset            shape/dtype  meaning
 ``class_ids``      (n,) int32   class_id as written in the header
 ``tax_ids``        (n,) int32   NCBI tax id, -1 where unknown
 ``mates``          (n,) int8    1 or 2 for paired mates, 0 where the header has none
+``record_numbers`` (n,) int64   the record's position in its input file (0-based, every
+                                record counted, as ``quarantine.tsv``'s ``record``)
+``fragment_hashes`` (n,) uint64 FNV-1a 64 of the fragment name (mates share it); see
+                                :mod:`convert.provenance`
 ``class_offsets``  (C+1,) int64 CSR index: rows of label c are
                                 ``class_rows[class_offsets[c]:class_offsets[c+1]]``
 ``class_rows``     (n,) int32   shard-local row ids sorted by label (stable)
@@ -45,16 +49,17 @@ offset in the manifest), so a reader checks it from the mapping without an HDF5 
 
 ``manifest.json`` (no timestamps, so a resumed run writes the same bytes)::
 
-    {"format": "readshard", "format_version": 1,
+    {"format": "readshard", "format_version": 2,
      "tokenizer": {"name", "kind", "sha256", "vocab_size", "pad_id",
                    "special_ids": {"pad", "unk", "bos", "eos", "cls", "sep", "mask"}},
      "max_length": L, "layout": "mmap"|"compressed", "compression": "none"|"gzip"|"lzf",
      "num_classes": C, "dataset_id": 32 hex digits (the same in every shard),
      "label_names": [C str], "label_class_ids": [C int], "label_tax_ids": [C int, -1 unknown],
-     "shards": [{"file": "shard-00000.h5", "num_rows", "sha256", "bytes",
+     "shards": [{"file": "shard-00000.h5", "input": index into source.inputs, "num_rows", "sha256", "bytes",
                  "offsets": {dataset: file offset or null}}, ...],
      "totals": {"num_rows", "num_shards", "num_tokens"},
-     "source": {"inputs": [...], "header_regex", "mapping_sha256", "reads_per_shard"}}
+     "source": {"inputs": [...], "header_regex", "mapping_sha256", "reads_per_shard",
+                "records_in", "records_per_input": [records of each input], "skipped"}}
 
 :func:`build_manifest` is the one function that assembles a manifest. Readers call
 :func:`read_manifest` (which runs :func:`validate_manifest`: shard names confined to the
@@ -108,10 +113,12 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "check_compatible",
+    "describe_tokenizer",
 ]
 
 FORMAT_NAME = "readshard"
-FORMAT_VERSION = 1
+# 2: per-row provenance (record_numbers, fragment_hashes), shard entries name their input.
+FORMAT_VERSION = 2
 LAYOUTS = ("mmap", "compressed")
 COMPRESSIONS = ("gzip", "lzf")
 CHUNK_ROWS = 4096
@@ -127,6 +134,8 @@ ROW_VECTORS: dict[str, np.dtype] = {
     "class_ids": np.dtype(np.int32),
     "tax_ids": np.dtype(np.int32),
     "mates": np.dtype(np.int8),
+    "record_numbers": np.dtype(np.int64),
+    "fragment_hashes": np.dtype(np.uint64),
     "class_rows": np.dtype(np.int32),
 }
 
@@ -700,6 +709,14 @@ def _check_entry(entry: Mapping[str, Any], where: str, L: int, C: int, layout: s
     return n
 
 
+def describe_tokenizer(info: Mapping[str, Any]) -> str:
+    """``'metagene-1' (sha256 d57ebd866290)``; parts that are missing are left out, never ``None``."""
+    name = info.get("name")
+    sha = info.get("sha256")
+    text = repr(str(name)) if name else "a tokenizer"
+    return f"{text} (sha256 {str(sha)[:12]})" if sha else text
+
+
 def check_compatible(
     manifest: Mapping[str, Any],
     *,
@@ -711,7 +728,7 @@ def check_compatible(
 
     Args:
         manifest: from :func:`read_manifest`.
-        tokenizer: expected identity; ``name`` and ``sha256`` are compared when given.
+        tokenizer: expected identity: its ``sha256`` is compared when given, else its ``name``.
         max_length: expected L, if any.
         where: how to name the dataset in the message.
 
@@ -720,14 +737,14 @@ def check_compatible(
     """
     have = manifest["tokenizer"]
     if tokenizer is not None:
-        for key in ("name", "sha256"):
-            if key in tokenizer and tokenizer[key] != have.get(key):
-                raise FormatError(
-                    f"{where}: tokenized with {have.get('name')!r} (sha256 {str(have.get('sha256'))[:12]}), "
-                    f"but {tokenizer.get('name')!r} (sha256 {str(tokenizer.get('sha256'))[:12]}) is expected. "
-                    "Re-convert with the expected tokenizer (`python -m convert INPUT --tokenizer SPEC`) "
-                    "or change the config's tokenizer to match the data."
-                )
+        # Identity is the content (sha256); the name only where no sha256 is given.
+        key = "sha256" if tokenizer.get("sha256") else "name"
+        if key in tokenizer and tokenizer[key] != have.get(key):
+            raise FormatError(
+                f"{where}: tokenized with {describe_tokenizer(have)}, but {describe_tokenizer(tokenizer)} "
+                "is expected. Re-convert with the expected tokenizer (`python -m convert INPUT --tokenizer SPEC`) "
+                "or change the config's tokenizer to match the data."
+            )
     if max_length is not None and int(manifest["max_length"]) != int(max_length):
         raise FormatError(
             f"{where}: max_length {manifest['max_length']}, expected {max_length}; "

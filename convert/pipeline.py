@@ -45,9 +45,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import format as fmt
-from .fastx import InputError, Unit, iter_units, parse_unit, sniff, unit_bytes
+from .failfast import DEFAULT_MIN_WRITTEN_FRACTION, TooManySkipped, check_probe, check_written_fraction, probe
 from .fastparse import AVAILABLE as FASTPARSE_AVAILABLE
 from .fastparse import PROBLEMS, ParsedUnit, parse_default
+from .fastx import InputError, ParsedRecord, Unit, iter_units, parse_unit, sniff, unit_bytes
+from .provenance import SPLIT_SIDES, assign_split, fnv1a64_ranges, fragment_name, hash_names
 from .labels import DEFAULT_HEADER_REGEX, LabelMap, MappingError, compile_header_regex, read_mapping
 from .paths import (
     UnsafePathError,
@@ -68,6 +70,9 @@ __all__ = [
     "ConvertOptions",
     "convert",
     "staging_dir",
+    "usable_cores",
+    "Settings",
+    "lock_staging",
     "ERRORS",
 ]
 
@@ -86,6 +91,7 @@ MAX_L = 32767  # lengths are stored as int16
 # 16 MB read with METAGENE-1 takes ~1.6 GB; 4 MiB keeps a worker well under 1.5 GB.
 MAX_RECORD_BYTES = 4 << 20
 _MIN_RECORD_BYTES = 1024
+QUARANTINE_MAX_BYTES = 1 << 30  # quarantine.fa keeps at most this much; the rest is only counted
 ORPHAN_WAIT_S = 600.0
 
 
@@ -97,7 +103,18 @@ class BadRecordError(Exception):
     """A bad record under ``--on-bad-record error``; names the file and line."""
 
 
-ERRORS = (ConvertError, BadRecordError, InputError, MappingError, TokenizerError, fmt.FormatError, UnsafePathError)
+ERRORS = (
+    ConvertError, BadRecordError, InputError, MappingError, TokenizerError, fmt.FormatError, UnsafePathError,
+    TooManySkipped,
+)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; the default ``--jobs``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -111,15 +128,19 @@ class ConvertOptions:
     tokenizer: str = "metagene-1"
     max_length: int | str = "auto"
     layout: str = "mmap"
-    compression: str = "gzip"
+    compression: str | None = None  # codec of --layout compressed (gzip when None); an error with mmap
     reads_per_shard: int = 65536
-    jobs: int = 1
+    jobs: int = field(default_factory=usable_cores)
     scheduler: str | None = None
     on_bad_record: str = "skip"
     max_record_bytes: int = MAX_RECORD_BYTES
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    min_written_fraction: float = DEFAULT_MIN_WRITTEN_FRACTION
+    quarantine_max_bytes: int = QUARANTINE_MAX_BYTES
+    # Internal: write only one side of a --split (see convert.split): {"side", "fractions", "seed"}.
+    split: dict[str, Any] | None = None
 
 
 @dataclass
@@ -138,6 +159,11 @@ class _Settings:
     parent_pid: int = 0
     dataset_id: str | None = None
     max_record_bytes: int = MAX_RECORD_BYTES
+    quarantine_max_bytes: int = QUARANTINE_MAX_BYTES
+    split: dict[str, Any] | None = None
+
+
+Settings = _Settings  # public name for convert.repair
 
 
 def staging_dir(out: str | os.PathLike[str]) -> Path:
@@ -188,6 +214,35 @@ def _header_fields(m: re.Match[bytes]) -> tuple[int, int, int, int] | None:
     return out[0], out[1], out[2], out[3]
 
 
+def _classify(rec: ParsedRecord, rx: re.Pattern[bytes], label_of: dict[int, int]) -> str | None:
+    """The skip reason of a record as the worker decides it (None: written)."""
+    if rec.problem is not None:
+        return rec.problem
+    rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
+    m = rx.match(rid)
+    fields = None if m is None else _header_fields(m)
+    if fields is None:
+        return "header_mismatch"
+    return None if fields[0] in label_of else "unknown_class"
+
+
+def _taxa(class_ids: np.ndarray, tax_ids: np.ndarray) -> dict[str, list[int]]:
+    """class id -> sorted tax ids seen with it (few pairs; computed with one np.unique)."""
+    # Distinct (class, tax) pairs through one int64 key: 0 <= class < 2**31, -1 <= tax < 2**31.
+    keys = (class_ids.astype(np.int64) << 32) | (tax_ids.astype(np.int64) + 1)
+    out: dict[str, list[int]] = {}
+    for key in np.unique(keys).tolist():
+        out.setdefault(str(key >> 32), []).append((key & 0xFFFFFFFF) - 1)
+    return out
+
+
+def _tax_conflicts(labels: np.ndarray, tax_ids: np.ndarray, lm: LabelMap) -> list[int]:
+    """Per label: rows whose header tax id differs from the mapping's (where the mapping has one)."""
+    mapped = np.asarray(lm.tax_ids, dtype=np.int64)[labels] if labels.size else np.zeros(0, np.int64)
+    bad = (mapped >= 0) & (tax_ids != mapped)
+    return np.bincount(labels[bad], minlength=lm.num_classes).tolist()
+
+
 def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     """Convert one unit into ``shard-<shard_index>.h5`` plus its quarantine part and unit record.
 
@@ -217,22 +272,34 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
 @dataclass
 class _Rows:
     """A unit's records after parsing and labeling: the written rows' columns and bases,
-    the skipped records, and the counts of the unit record."""
+    the skipped records, and the unit's record count."""
 
     labels: np.ndarray
     class_ids: np.ndarray
     tax_ids: np.ndarray
     mates: np.ndarray
     read_lengths: np.ndarray
+    record_index: np.ndarray  # (n,) int64 position of each written row's record in the unit
+    fragment_hashes: np.ndarray  # (n,) uint64, see convert.provenance
+    iupac: np.ndarray  # (n,) int64 IUPAC codes replaced by N, per row
+    readlen_bad: np.ndarray  # (n,) bool: the header's readlen differs from the sequence length
     seqs: bytes
     offsets: np.ndarray
     records_in: int
-    iupac_reads: int
-    iupac_bases: int
-    readlen_mismatch: int
-    taxa: dict[int, set[int]]
     # skipped records in order: (index in unit, line, problem, verbatim bytes, header)
     bad: list[tuple[int, int, str, bytes, bytes]]
+
+    def select(self, rows: np.ndarray) -> "_Rows":
+        """Only ``rows`` (sorted indices) of the written rows; ``bad`` and counts unchanged."""
+        lens = np.diff(self.offsets)
+        keep = np.zeros(lens.size, dtype=bool)
+        keep[rows] = True
+        offsets = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lens[rows], out=offsets[1:])
+        seqs = np.frombuffer(self.seqs, dtype=np.uint8)[np.repeat(keep, lens)].tobytes()
+        cols = {k: getattr(self, k)[rows] for k in ("labels", "class_ids", "tax_ids", "mates", "read_lengths",
+                                                      "record_index", "fragment_hashes", "iupac", "readlen_bad")}
+        return _Rows(**cols, seqs=seqs, offsets=offsets, records_in=self.records_in, bad=self.bad)
 
 
 _PROBLEM_NAMES = (*PROBLEMS, "too_long")
@@ -267,11 +334,7 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     tax = np.where(tax < 0, np.asarray(lm.tax_ids, dtype=np.int64)[labels], tax) if labels.size else tax
     read_lengths = np.diff(p.offsets).astype(np.int32)
     readlen = p.readlen[ok]
-    iupac = p.iupac[ok]
-    taxa: dict[int, set[int]] = {}
-    # Distinct (class, tax) pairs through one int64 key: 0 <= class < 2**31, -1 <= tax < 2**31.
-    for key in np.unique((cids << 32) | (tax + 1)).tolist():
-        taxa.setdefault(key >> 32, set()).add((key & 0xFFFFFFFF) - 1)
+    names = p.name[ok]  # the default format's fragment name is its name group
     bad = []
     for i in np.flatnonzero(~ok).tolist():  # skipped records only: rare, not the hot path
         r0, r1 = p.raw[i]
@@ -283,13 +346,13 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
         tax_ids=tax.astype(np.int32),
         mates=p.mate[ok].astype(np.int8),
         read_lengths=read_lengths,
+        record_index=np.flatnonzero(ok).astype(np.int64),
+        fragment_hashes=fnv1a64_ranges(data, names[:, 0], names[:, 1] - names[:, 0]),
+        iupac=p.iupac[ok].astype(np.int64),
+        readlen_bad=(readlen >= 0) & (readlen != read_lengths),
         seqs=p.seqs,
         offsets=p.offsets,
         records_in=int(p.problem.size),
-        iupac_reads=int((iupac > 0).sum()),
-        iupac_bases=int(iupac.sum()),
-        readlen_mismatch=int(((readlen >= 0) & (readlen != read_lengths)).sum()),
-        taxa=taxa,
         bad=bad,
     )
 
@@ -298,17 +361,21 @@ def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     """A custom ``--header-regex``: records parsed and matched one by one."""
     rx = compile_header_regex(s.header_regex)
     label_of = s.label_map.label_of
+    has_name = "name" in rx.groupindex
     cap = data.count(b">" if unit.fmt == "fasta" else b"\n") + 1
     labels = np.empty(cap, dtype=np.int32)
     class_ids = np.empty(cap, dtype=np.int32)
     tax_ids = np.empty(cap, dtype=np.int32)
     mates = np.empty(cap, dtype=np.int8)
     read_lengths = np.empty(cap, dtype=np.int32)
+    record_index = np.empty(cap, dtype=np.int64)
+    iupac = np.empty(cap, dtype=np.int64)
+    readlen_bad = np.empty(cap, dtype=bool)
+    fragments: list[bytes] = []
     offsets = np.zeros(cap + 1, dtype=np.int64)
     seqs = bytearray()
     bad: list[tuple[int, int, str, bytes, bytes]] = []
-    records_in = iupac_reads = iupac_bases = readlen_mismatch = 0
-    taxa: dict[int, set[int]] = {}
+    records_in = 0
     n = 0
     for rec in parse_unit(unit, data):
         records_in += 1
@@ -336,19 +403,17 @@ def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
         if tax < 0:
             tax = s.label_map.tax_ids[labels[n]]
         tax_ids[n] = tax
-        taxa.setdefault(cid, set()).add(tax)
         mates[n] = mate
         read_lengths[n] = len(seq)
-        if header_readlen >= 0 and header_readlen != len(seq):
-            readlen_mismatch += 1
-        if rec.iupac:
-            iupac_reads += 1
-            iupac_bases += rec.iupac
+        record_index[n] = records_in - 1
+        readlen_bad[n] = header_readlen >= 0 and header_readlen != len(seq)
+        iupac[n] = rec.iupac
+        fragments.append(fragment_name(rid, m.group("name") if has_name else None))
         seqs += seq
         n += 1
         offsets[n] = len(seqs)
-    return _Rows(labels[:n], class_ids[:n], tax_ids[:n], mates[:n], read_lengths[:n], bytes(seqs),
-                 offsets[: n + 1], records_in, iupac_reads, iupac_bases, readlen_mismatch, taxa, bad)
+    return _Rows(labels[:n], class_ids[:n], tax_ids[:n], mates[:n], read_lengths[:n], record_index[:n],
+                 hash_names(fragments), iupac[:n], readlen_bad[:n], bytes(seqs), offsets[: n + 1], records_in, bad)
 
 
 def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
@@ -365,18 +430,28 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
             f"{header[:80].decode('ascii', 'replace')!r}. "
             "Fix the input, or use --on-bad-record skip to quarantine such records."
         )
+    other_split = 0
+    if s.split is not None:  # --split: keep this side's rows only (before tokenizing them)
+        side = assign_split(rows.fragment_hashes, s.split["fractions"], s.split["seed"])
+        mine = np.flatnonzero(side == SPLIT_SIDES.index(s.split["side"]))
+        other_split = int(rows.labels.size - mine.size)
+        rows = rows.select(mine)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     staging = Path(s.staging)
     q_fa = open(staging / ".units" / f"q-{shard_index:05d}.fa.tmp", "wb")
     q_tsv = open(staging / ".units" / f"q-{shard_index:05d}.tsv.tmp", "w")
     n = int(rows.labels.size)
     labels = rows.labels
+    q_bytes = 0
+    q_ends: list[int] = []
     try:
         for index, line, problem, raw, _ in rows.bad:
             skipped[problem] += 1
             if problem == "too_long":
                 raw = _first_line(raw)
-            q_fa.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            if q_bytes < s.quarantine_max_bytes:  # the merged file is capped; a part need not hold more
+                q_bytes += q_fa.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                q_ends.append(q_bytes)
             q_tsv.write(f"{unit.file}\t{line}\t{unit.first_record + index}\t{problem}\n")
         ids, full = tok.encode(rows.seqs, rows.offsets, s.max_length)
         lengths = np.minimum(full, s.max_length).astype(np.int16)
@@ -391,6 +466,8 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
                 "class_ids": rows.class_ids,
                 "tax_ids": rows.tax_ids,
                 "mates": rows.mates,
+                "record_numbers": rows.record_index + unit.first_record,
+                "fragment_hashes": rows.fragment_hashes,
             },
             num_classes=s.label_map.num_classes,
             tokenizer=s.tokenizer_info,
@@ -404,21 +481,24 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     finally:
         q_fa.close()
         q_tsv.close()
-    for ext in ("fa", "tsv"):
+    np.asarray(q_ends, dtype=np.int64).tofile(staging / ".units" / f"q-{shard_index:05d}.ends.tmp")
+    for ext in ("fa", "tsv", "ends"):
         os.replace(staging / ".units" / f"q-{shard_index:05d}.{ext}.tmp", staging / ".units" / f"q-{shard_index:05d}.{ext}")
     record = {
-        "shard": {"file": fmt.shard_name(shard_index), **entry},
+        "shard": {"file": fmt.shard_name(shard_index), "input": unit.file_index, **entry},
         "source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file},
         "records_in": rows.records_in,
         "written": n,
+        "other_split": other_split,
         "skipped": skipped,
         "truncated": int((full > s.max_length).sum()),
-        "iupac_reads": rows.iupac_reads,
-        "iupac_bases": rows.iupac_bases,
-        "readlen_mismatch": rows.readlen_mismatch,
+        "iupac_reads": int((rows.iupac > 0).sum()),
+        "iupac_bases": int(rows.iupac.sum()),
+        "readlen_mismatch": int(rows.readlen_bad.sum()),
+        "tax_conflicts": _tax_conflicts(labels, rows.tax_ids, s.label_map),
         "tokens": int(lengths.sum(dtype=np.int64)),
         "class_counts": np.bincount(labels, minlength=s.label_map.num_classes).tolist(),
-        "taxa": {str(c): sorted(t) for c, t in rows.taxa.items()},
+        "taxa": _taxa(rows.class_ids, rows.tax_ids),
         "bytes_in": len(data),
         "worker_peak_rss_mb": _peak_rss_mb(),
     }
@@ -442,7 +522,7 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
         return None
     # The quarantine parts too: a crash while the finished run removed .units can leave a
     # unit record whose parts are already gone.
-    if not all((staging / ".units" / f"q-{index:05d}.{ext}").is_file() for ext in ("fa", "tsv")):
+    if not all((staging / ".units" / f"q-{index:05d}.{ext}").is_file() for ext in ("fa", "tsv", "ends")):
         return None
     try:
         record = json.loads(rec_path.read_text())
@@ -499,6 +579,9 @@ def _lock(staging: Path) -> int:
     return fd
 
 
+lock_staging = _lock  # public name for convert.repair
+
+
 def _wait_for_orphans(staging: Path, timeout: float = ORPHAN_WAIT_S) -> None:
     """Wait until no worker of an earlier (killed) converter is still writing a unit.
 
@@ -536,11 +619,12 @@ def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: L
         "tokenizer": tok_info["name"],
         "max_length": max_length,
         "layout": opts.layout,
-        "compression": opts.compression,
+        "compression": opts.compression or "gzip",
         "reads_per_shard": opts.reads_per_shard,
         "header_regex": opts.header_regex,
         "mapping_sha256": lm.sha256,
         "max_record_bytes": opts.max_record_bytes,
+        "split": opts.split,
     }
 
 
@@ -590,8 +674,13 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     out = resolve_out(opts.out)  # refuses a symlink or a file at --out before anything else
     if opts.layout not in fmt.LAYOUTS:
         raise ConvertError(f"--layout must be one of {', '.join(fmt.LAYOUTS)}, got {opts.layout!r}")
-    if opts.compression not in fmt.COMPRESSIONS:
+    if opts.compression is not None and opts.compression not in fmt.COMPRESSIONS:
         raise ConvertError(f"--compression must be one of {', '.join(fmt.COMPRESSIONS)}, got {opts.compression!r}")
+    if opts.compression is not None and opts.layout != "compressed":
+        raise ConvertError(
+            f"--compression {opts.compression} applies only to --layout compressed (the {opts.layout} layout is "
+            f"uncompressed): add --layout compressed, or drop --compression"
+        )
     if opts.on_bad_record not in ("skip", "error"):
         raise ConvertError(f"--on-bad-record must be skip or error, got {opts.on_bad_record!r}")
     if opts.reads_per_shard < 1:
@@ -600,6 +689,10 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         raise ConvertError(f"--max-record-bytes must be an integer of at least {_MIN_RECORD_BYTES}, got {opts.max_record_bytes!r}")
     if not opts.inputs:
         raise ConvertError("no input files given")
+    if opts.resume and not opts.overwrite and (out / fmt.MANIFEST_NAME).is_file() and not staging_dir(out).exists():
+        from .repair import resume_complete  # a published dataset: check it, repair damaged shards
+
+        return resume_complete(opts, out)
     if opts.mapping is None:
         raise ConvertError(
             "--mapping TSV is required: it turns class ids into contiguous labels and names "
@@ -614,12 +707,21 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
     _check_paths(opts, out, staging)
     for path in opts.inputs:
         sniff(path)  # fail fast on missing, empty, binary or non-FASTA/FASTQ inputs
+    if not 0 <= float(opts.min_written_fraction) <= 1:
+        raise ConvertError(f"--min-written-fraction must be between 0 and 1, got {opts.min_written_fraction}")
+    if int(opts.quarantine_max_bytes) < 0:
+        raise ConvertError(f"--quarantine-max-bytes must be >= 0, got {opts.quarantine_max_bytes}")
     lm = read_mapping(opts.mapping)
-    compile_header_regex(opts.header_regex)
+    rx = compile_header_regex(opts.header_regex)
     tok = load_tokenizer(opts.tokenizer)
     note = getattr(tok, "encoder_note", None)  # e.g. numba missing: say once, in the parent
     if note:
         print(note, file=sys.stderr)
+    # Seconds, not hours: a regex or mapping that skips most records stops here (under
+    # --on-bad-record error the first bad record stops the run anyway, naming its line).
+    if opts.on_bad_record == "skip":
+        probes = probe(opts.inputs, lambda rec: _classify(rec, rx, lm.label_of), max_record_bytes=opts.max_record_bytes)
+        check_probe(probes, float(opts.min_written_fraction), opts.header_regex, opts.mapping, lm.class_ids)
 
     if staging.exists() and not opts.resume:
         if not opts.overwrite:
@@ -630,6 +732,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
                 f"an unfinished conversion to {out} exists in {staging}; continue it with --resume, "
                 "or start over with --overwrite"
             )
+    created = not staging.exists()
     try:
         make_dir(staging)
         lock_fd = _lock(staging)
@@ -677,7 +780,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             header_regex=opts.header_regex,
             label_map=lm,
             layout=opts.layout,
-            compression=opts.compression,
+            compression=opts.compression or "gzip",
             on_bad_record=opts.on_bad_record,
             staging=str(staging),
             tokenizer_info=tok.info,
@@ -686,8 +789,18 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             # give another identity, which open readers detect.
             dataset_id=fmt.new_dataset_id(plan),
             max_record_bytes=opts.max_record_bytes,
+            quarantine_max_bytes=int(opts.quarantine_max_bytes),
+            split=opts.split,
         )
-        records = _run_units(opts, settings, staging)
+        try:
+            records = _run_units(opts, settings, staging)
+        except BadRecordError:
+            # --on-bad-record error: the run ends by design, so the staging dir it created
+            # is no unfinished conversion to resume; leaving it would block the next plain run.
+            if created:
+                _wait_for_orphans(staging)
+                _remove_staging(staging)
+            raise
         report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
     except OSError as exc:
         raise _io_error(exc, out, staging, started=True) from None
@@ -704,10 +817,22 @@ def _check_paths(opts: ConvertOptions, out: Path, staging: Path) -> None:
     check_protected(out, staging, protected)
     if out.exists():
         if not opts.overwrite:
-            raise ConvertError(f"{out} already exists; use --overwrite to replace it (it is kept until the new dataset is complete)")
+            raise ConvertError(
+                f"{out} already exists; to check it and re-convert damaged shards rerun with --resume, to replace "
+                "it use --overwrite (the old one is kept until the new dataset is complete)"
+            )
         check_replaceable(out)
     check_replaceable(trash_dir(out), "trash directory")
     check_staging(staging, must_be_ours=True)
+
+
+def _remove_staging(staging: Path) -> None:
+    """Remove a staging dir this run created (its own files only; never follows symlinks)."""
+    for child in staging.iterdir():
+        if child.name != ".lock":
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    (staging / ".lock").unlink(missing_ok=True)
+    staging.rmdir()
 
 
 def _io_error(exc: OSError, out: Path, staging: Path, *, started: bool) -> ConvertError:
@@ -741,7 +866,7 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
         smoothing=0.1,
     )
     records: dict[int, dict[str, Any]] = {}
-    reads_done = 0
+    reads_done = skipped_done = 0
     start = time.time()
 
     def units() -> Iterator[tuple[Unit, int]]:
@@ -772,7 +897,10 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
             idx = fmt.shard_index_from_name(rec["shard"]["file"])
             records[idx] = rec
             reads_done += rec["records_in"]
-            bar.set_postfix_str(f"{reads_done / max(time.time() - start, 1e-9):,.0f} reads/s", refresh=False)
+            skipped_done += rec["records_in"] - rec["written"] - rec.get("other_split", 0)
+            bar.set_postfix_str(
+                f"{reads_done / max(time.time() - start, 1e-9):,.0f} reads/s, {skipped_done:,} skipped", refresh=False
+            )
     except BrokenExecutor as exc:
         # joblib/loky: a worker died (killed, out of memory, segfault); its unit is not done.
         raise ConvertError(
@@ -803,18 +931,27 @@ def _finish(
 ) -> dict[str, Any]:
     if [fmt.shard_index_from_name(r["shard"]["file"]) for r in records] != list(range(len(records))):
         raise ConvertError(f"internal error: missing units in {staging}; rerun with --resume")
+    by_reason: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
+    for r in records:
+        for k, v in r["skipped"].items():
+            by_reason[k] += v
+    check_written_fraction(sum(r["records_in"] - r.get("other_split", 0) for r in records),
+                           sum(r["written"] for r in records), by_reason, float(opts.min_written_fraction), out)
+    q_kept = 0
     with open(staging / fmt.QUARANTINE_NAME, "wb") as qfa, open(staging / "quarantine.tsv", "w") as qtsv:
         qtsv.write("file\tline\trecord\treason\n")
         for i in range(len(records)):
             with open(staging / ".units" / f"q-{i:05d}.fa", "rb") as part:
-                shutil.copyfileobj(part, qfa)
+                ends = np.fromfile(staging / ".units" / f"q-{i:05d}.ends", dtype=np.int64)
+                q_kept += _copy_capped(part, qfa, ends, int(opts.quarantine_max_bytes) - qfa.tell())
             with open(staging / ".units" / f"q-{i:05d}.tsv") as part:
                 shutil.copyfileobj(part, qtsv)
         qfa.flush()
         os.fsync(qfa.fileno())
     skipped = dict.fromkeys(SKIP_REASONS, 0)
-    totals = dict.fromkeys(("records_in", "written", "truncated", "iupac_reads", "iupac_bases", "readlen_mismatch", "tokens", "bytes_in"), 0)
+    totals = dict.fromkeys(("records_in", "written", "other_split", "truncated", "iupac_reads", "iupac_bases", "readlen_mismatch", "tokens", "bytes_in"), 0)
     class_counts = np.zeros(lm.num_classes, dtype=np.int64)
+    tax_conflicts = np.zeros(lm.num_classes, dtype=np.int64)
     taxa: dict[str, set[int]] = {}
     for r in records:
         for k in totals:
@@ -822,25 +959,41 @@ def _finish(
         for k, v in r["skipped"].items():
             skipped[k] += v
         class_counts += np.asarray(r["class_counts"], dtype=np.int64)
+        tax_conflicts += np.asarray(r["tax_conflicts"], dtype=np.int64)
         for c, t in r["taxa"].items():
             taxa.setdefault(c, set()).update(t)
     n_skipped = sum(skipped.values())
-    if totals["records_in"] != totals["written"] + n_skipped:
+    q_bytes = (staging / fmt.QUARANTINE_NAME).stat().st_size
+    if totals["records_in"] != totals["written"] + n_skipped + totals["other_split"]:
         raise ConvertError(
             f"internal error: records in ({totals['records_in']}) != written ({totals['written']}) "
-            f"+ skipped ({n_skipped}); the dataset was not published"
+            f"+ skipped ({n_skipped}) + other split side ({totals['other_split']}); the dataset was not published"
         )
+    per_input = [0] * len(opts.inputs)
+    for r in records:
+        per_input[int(r["shard"]["input"])] += int(r["records_in"])
     elapsed = time.time() - t0
     worker_rss = max([r.get("worker_peak_rss_mb", 0.0) for r in records] or [0.0])
     report = {
         "records_in": totals["records_in"],
         "written": totals["written"],
         "skipped": n_skipped,
+        "other_split": totals["other_split"],
         "skipped_by_reason": skipped,
         "truncated": totals["truncated"],
+        "quarantine": {"records_kept": q_kept, "records_not_kept": n_skipped - q_kept, "bytes": q_bytes,
+                       "max_bytes": int(opts.quarantine_max_bytes)},
         "iupac_replaced_reads": totals["iupac_reads"],
         "iupac_replaced_bases": totals["iupac_bases"],
         "readlen_mismatch": totals["readlen_mismatch"],
+        "tax_id_conflicts": {
+            "reads": int(tax_conflicts.sum()),
+            "per_class": {
+                lm.names[i]: {"reads": int(tax_conflicts[i]), "mapping_tax_id": lm.tax_ids[i],
+                              "header_tax_ids": sorted(t for t in taxa.get(str(lm.class_ids[i]), ()) if t != lm.tax_ids[i])}
+                for i in np.flatnonzero(tax_conflicts).tolist()
+            },
+        },
         "classes_with_several_tax_ids": {c: sorted(t) for c, t in sorted(taxa.items(), key=lambda kv: int(kv[0])) if len(t) > 1},
         "per_class": {lm.names[i]: int(class_counts[i]) for i in range(lm.num_classes)},
         "max_length": s.max_length,
@@ -871,7 +1024,10 @@ def _finish(
             "mapping_sha256": lm.sha256,
             "reads_per_shard": opts.reads_per_shard,
             "records_in": totals["records_in"],
+            "records_per_input": per_input,
             "skipped": n_skipped,
+            "other_split": totals["other_split"],
+            "split": opts.split,
         },
     )
     fmt.write_json_atomic(staging / fmt.REPORT_NAME, report)
@@ -883,13 +1039,63 @@ def _finish(
     return report
 
 
+def _copy_capped(src: Any, dst: Any, ends: np.ndarray, room: int) -> int:
+    """Copy the whole records of a quarantine part that fit in ``room`` bytes; return how many.
+
+    ``ends`` are the byte offsets where the part's records end (written by the worker).
+    """
+    k = int(np.searchsorted(ends, max(room, 0), side="right"))
+    if k:
+        shutil.copyfileobj(_Limited(src, int(ends[k - 1])), dst)
+    return k
+
+
+class _Limited:
+    """A file object that reads at most ``limit`` bytes of ``f``."""
+
+    def __init__(self, f: Any, limit: int) -> None:
+        self.f, self.left = f, limit
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+
+def _quarantine_note(report: dict[str, Any]) -> str:
+    q = report.get("quarantine", {})
+    if not q.get("records_not_kept"):
+        return ""
+    return (f" quarantine.fa capped at {q['max_bytes']:,} bytes ({q['records_not_kept']:,} skipped records only "
+            "listed in quarantine.tsv);")
+
+
+def report_warnings(report: dict[str, Any]) -> list[str]:
+    """Things in a finished report the user should look at (printed to stderr by the CLI)."""
+    out = []
+    tc = report.get("tax_id_conflicts", {})
+    if tc.get("reads"):
+        shown = "; ".join(
+            f"{name}: header {', '.join(map(str, v['header_tax_ids'][:3]))} vs mapping {v['mapping_tax_id']} "
+            f"({v['reads']:,} reads)" for name, v in list(tc["per_class"].items())[:3]
+        )
+        out.append(
+            f"warning: {tc['reads']:,} reads have a header tax id that contradicts the mapping ({shown}); "
+            "the header's tax id is stored (tax_ids); see tax_id_conflicts in report.json"
+        )
+    return out
+
+
 def summary_line(report: dict[str, Any], out: str) -> str:
     """One line for the end of a run."""
     reasons = ", ".join(f"{k} {v}" for k, v in report["skipped_by_reason"].items() if v) or "none"
     return (
         f"readshard: {report['records_in']:,} reads in = {report['written']:,} written + "
-        f"{report['skipped']:,} skipped ({reasons}); {report['truncated']:,} truncated at L={report['max_length']}; "
-        f"{report['shards']} shards in {out}; {report['seconds']:.1f} s, {report['reads_per_s']:,.0f} reads/s, "
+        f"{report['skipped']:,} skipped ({reasons})"
+        + (f" + {report['other_split']:,} on other split sides" if report.get("other_split") else "")
+        + f"; {report['truncated']:,} truncated at L={report['max_length']}; "
+        f"{report['shards']} shards in {out};{_quarantine_note(report)} {report['seconds']:.1f} s, {report['reads_per_s']:,.0f} reads/s, "
         f"{report['mb_per_s']:.1f} MB/s; peak RSS parent {report['peak_rss_mb']['parent']:.0f} MB, "
         f"worker {report['peak_rss_mb']['worker_max']:.0f} MB"
     )

@@ -16,6 +16,12 @@ Registry names:
 * ``dnabert-2``: the DNABERT-2-117M BPE ``tokenizer.json``.
 * ``char``: one token per base (``A C G T N``), no special tokens added.
 * any path to a ``tokenizer.json`` file or a local Hugging Face tokenizer directory.
+
+Identity is by content: a path whose ``tokenizer.json`` / ``vocab.txt`` has the same sha256
+as a registry tokenizer's file *is* that tokenizer (it loads as the registry one and records
+the registry name), so converting with METAGENE-1's own ``tokenizer.json`` by path gives the
+same dataset identity as ``--tokenizer metagene-1``. Readers compare sha256, not names
+(:func:`identity`, :func:`convert.format.check_compatible`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "REGISTRY",
     "ASSETS",
     "load_tokenizer",
+    "identity",
     "choose_max_length",
 ]
 
@@ -363,14 +370,60 @@ REGISTRY: dict[str, Callable[[], ReadTokenizer]] = {
 }
 
 
+# Registry name -> the file whose sha256 is its identity (char has no file).
+_REGISTRY_FILES = {
+    "metagene-1": ASSETS / "metagene-1" / "tokenizer.json",
+    "dnabert-2": ASSETS / "dnabert-2-117m" / "tokenizer.json",
+    "dnabert-6mer": ASSETS / "dnabert-6mer" / "vocab.txt",
+}
+_REGISTRY_SHA: dict[str, str] = {}
+
+
+def _registry_name_of(file: Path) -> str | None:
+    """The registry tokenizer whose file has the same bytes as ``file``, if any."""
+    try:
+        size = file.stat().st_size
+        candidates = [n for n, p in _REGISTRY_FILES.items() if p.is_file() and p.stat().st_size == size]
+        if not candidates:
+            return None
+        digest = _sha256_bytes(file.read_bytes())
+    except OSError:
+        return None
+    for name in candidates:
+        if name not in _REGISTRY_SHA:
+            _REGISTRY_SHA[name] = _sha256_bytes(_REGISTRY_FILES[name].read_bytes())
+        if _REGISTRY_SHA[name] == digest:
+            return name
+    return None
+
+
+def identity(spec: str) -> dict[str, Any]:
+    """``{"name", "sha256"}`` of a tokenizer spec (registry name or path), for compatibility checks.
+
+    Raises:
+        TokenizerError: as :func:`load_tokenizer`.
+    """
+    info = load_tokenizer(spec).info
+    return {"name": info["name"], "sha256": info["sha256"]}
+
+
 def load_tokenizer(spec: str) -> ReadTokenizer:
     """Load a tokenizer by registry name, ``tokenizer.json`` path, or local HF tokenizer directory.
+
+    A file identical to a registry tokenizer's loads as that registry tokenizer (same name).
 
     Raises:
         TokenizerError: unknown name, unreadable file, or a vocabulary that does not fit int16.
     """
     if spec in REGISTRY:
         return REGISTRY[spec]()
+    path = Path(os.path.expanduser(spec))
+    for file in (path, path / "tokenizer.json", path / "vocab.txt"):
+        if file.is_file():
+            same = _registry_name_of(file)
+            if same is not None:
+                return REGISTRY[same]()
+            break
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
         if (path / "tokenizer.json").is_file():

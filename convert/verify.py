@@ -10,23 +10,27 @@
   skipped count.
 
 With ``--source``, the original inputs are re-read with **pyfastx** (a parser independent of
-the converter's): the record count must equal the report's, every quarantined record must
+the converter's; FASTQ by a plain four-line reader, as pyfastx stops at a malformed record): the record count must equal the report's, every quarantined record must
 sit at its recorded position, and for a sample of reads (default 1%) the stored tokens
-must decode to the source read (upper-cased, IUPAC codes as N; a prefix when truncated)
-and the labels must match the header.
+must decode to the source read (upper-cased, IUPAC codes as N; a prefix when truncated),
+the labels must match the header, and the row's record number and fragment hash must be
+the record's.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from . import format as fmt
+from .provenance import fnv1a64_one, fragment_name
 from .reader import ShardReader
 
 __all__ = ["verify_dataset", "dataset_stats"]
@@ -128,8 +132,13 @@ def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str
             problems.append(f"{path}: per-class row index (class_offsets/class_rows) is inconsistent")
 
 
-def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | None = None, sample: float = 0.01) -> dict[str, Any]:
-    """Verify a dataset; see the module docstring. Returns ``{"ok", "summary", "messages", ...}``."""
+def verify_dataset(
+    directory: str | os.PathLike[str], sources: Sequence[str] | None = None, sample: float = 0.01, progress: bool = False
+) -> dict[str, Any]:
+    """Verify a dataset; see the module docstring. Returns ``{"ok", "summary", "messages", ...}``.
+
+    ``progress`` shows a bar (stderr) over the shards' bytes, then over the source records.
+    """
     directory = Path(directory)
     problems: list[str] = []
     messages: list[str] = []
@@ -138,9 +147,15 @@ def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | N
     except fmt.FormatError as exc:
         return {"ok": False, "summary": str(exc), "messages": [], "problems": [str(exc)]}
     total = 0
-    for index, entry in enumerate(manifest["shards"]):
-        _check_shard(directory, entry, manifest, problems, index)
-        total += int(entry["num_rows"])
+    with _bar(progress, sum(int(e.get("bytes", 0)) for e in manifest["shards"]), "verify shards", "B") as bar:
+        for index, entry in enumerate(manifest["shards"]):
+            _check_shard(directory, entry, manifest, problems, index)
+            total += int(entry["num_rows"])
+            bar.update(int(entry.get("bytes", 0)))
+    if problems:
+        problems.append(
+            f"to re-convert the damaged shards from the inputs: `python -m convert INPUT --out {directory} --resume`"
+        )
     if total != manifest["totals"]["num_rows"]:
         problems.append(f"manifest totals say {manifest['totals']['num_rows']} rows, shards hold {total}")
     messages.append(f"checked {len(manifest['shards'])} shards, {total:,} reads")
@@ -153,15 +168,21 @@ def verify_dataset(directory: str | os.PathLike[str], sources: Sequence[str] | N
             file, lineno, record, reason = line.split("\t")
             quarantined.append((file, int(lineno), int(record), reason))
     if report is not None:
-        if report["records_in"] != report["written"] + report["skipped"]:
-            problems.append(f"report does not reconcile: {report['records_in']} in != {report['written']} + {report['skipped']}")
+        other = int(report.get("other_split", 0))
+        if report["records_in"] != report["written"] + report["skipped"] + other:
+            problems.append(
+                f"report does not reconcile: {report['records_in']} in != {report['written']} written + "
+                f"{report['skipped']} skipped + {other} on other split sides"
+            )
         if report["written"] != total:
             problems.append(f"report says {report['written']} written, shards hold {total}")
         if len(quarantined) != report["skipped"]:
             problems.append(f"quarantine.tsv lists {len(quarantined)} records, report says {report['skipped']} skipped")
     if sources:
         try:
-            _check_sources(directory, manifest, report, quarantined, list(sources), sample, problems, messages)
+            with _bar(progress, report["records_in"] if report else None, "verify sources", " reads") as bar:
+                _check_sources(directory, manifest, report, quarantined, list(sources), sample, problems, messages,
+                               bar)
         except (fmt.FormatError, OSError, RuntimeError, KeyError, ValueError) as exc:
             # A shard already reported above as corrupt or truncated; or an unreadable source.
             problems.append(f"source check stopped: {fmt._first_line(exc)}")
@@ -179,6 +200,7 @@ def _check_sources(
     sample: float,
     problems: list[str],
     messages: list[str],
+    bar: Any = None,
 ) -> None:
     import pyfastx
 
@@ -203,8 +225,11 @@ def _check_sources(
     n_records = n_checked = n_quarantine_seen = 0
     for path in sources:
         base = os.path.basename(path)
-        for record_index, rec in enumerate(pyfastx.Fastx(path, uppercase=True)):
+        split = manifest["source"].get("split")
+        for record_index, rec, on_side in _with_split_side(_source_records(path, pyfastx), split, rx):
             n_records += 1
+            if bar is not None and not n_records % 8192:
+                bar.update(8192)
             reason = bad.get((base, record_index))
             if reason is not None:
                 if _has_problem(rec[0], rec[1], reason, rx, known):
@@ -215,6 +240,8 @@ def _check_sources(
                         f"there is usable ({rec[0][:60]!r}): the source changed since the conversion"
                     )
                 continue
+            if not on_side:
+                continue  # a good record of another --split side
             if row >= counts[-1]:
                 problems.append(f"{path}: more good records than the dataset holds")
                 return
@@ -228,7 +255,7 @@ def _check_sources(
                         import h5py
 
                         with h5py.File(directory / entry["file"], "r") as f:
-                            maps[shard] = {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates")}
+                            maps[shard] = {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates", "record_numbers", "fragment_hashes")}
                 m = maps[shard]
                 r = row - int(counts[shard])
                 want = rec[1].translate(_IUPAC_TO_N)
@@ -240,6 +267,13 @@ def _check_sources(
                     problems.append(f"{path}, record {record_index}: class id does not match the header {rec[0]!r}")
                 elif match.groupdict().get("mate") and int(match.group("mate")) != int(m["mates"][r]):
                     problems.append(f"{path}, record {record_index}: mate does not match the header {rec[0]!r}")
+                if int(m["record_numbers"][r]) != record_index:
+                    problems.append(f"{path}, record {record_index}: stored record number is {int(m['record_numbers'][r])}")
+                rid = rec[0].split(None, 1)[0] if rec[0].strip() else ""
+                group = match.groupdict().get("name") if match is not None else None
+                frag = fragment_name(rid.encode(errors="surrogateescape"), group.encode(errors="surrogateescape") if group else None)
+                if int(m["fragment_hashes"][r]) != fnv1a64_one(frag):
+                    problems.append(f"{path}, record {record_index}: stored fragment hash does not match {frag!r}")
                 n_checked += 1
             row += 1
     if report is not None and n_records != report["records_in"]:
@@ -249,9 +283,74 @@ def _check_sources(
     if row != counts[-1]:
         problems.append(f"the sources hold {row} good records, the dataset {counts[-1]}")
     messages.append(
-        f"sources: {n_records:,} records re-read with pyfastx; {n_checked:,} sampled reads decoded and matched; "
+        f"sources: {n_records:,} records re-read with pyfastx (FASTQ line by line); {n_checked:,} sampled reads decoded and matched; "
         f"{n_quarantine_seen:,} quarantined records found at their positions"
     )
+
+
+def _bar(enabled: bool, total: int | None, desc: str, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled, file=sys.stderr)
+
+
+def _with_split_side(
+    records: Iterator[tuple[str, str]], split: dict[str, Any] | None, rx: re.Pattern[str], chunk: int = 65536
+) -> Iterator[tuple[int, tuple[str, str], bool]]:
+    """``(record_index, record, on_this_side)``; without a split every record is on the side.
+
+    Fragment hashes are computed a chunk at a time (vectorized FNV-1a), as the converter does.
+    """
+    from itertools import islice
+
+    from .provenance import SPLIT_SIDES, assign_split, hash_names
+
+    index = 0
+    it = iter(records)
+    while batch := list(islice(it, chunk)):
+        if split is None:
+            sides = [True] * len(batch)
+        else:
+            names = []
+            for name, _ in batch:
+                rid = name.split(None, 1)[0] if name.strip() else ""
+                m = rx.match(rid)
+                group = m.groupdict().get("name") if m is not None else None
+                names.append(fragment_name(rid.encode(errors="surrogateescape"),
+                                           group.encode(errors="surrogateescape") if group else None))
+            want = SPLIT_SIDES.index(split["side"])
+            sides = (assign_split(hash_names(names), split["fractions"], split["seed"]) == want).tolist()
+        for rec, side in zip(batch, sides):
+            yield index, rec, side
+            index += 1
+
+
+def _source_records(path: str, pyfastx: Any) -> Iterator[tuple[str, str]]:
+    """``(id, sequence)`` of every record: pyfastx for FASTA, a line reader for FASTQ.
+
+    pyfastx stops silently at the first malformed FASTQ record (e.g. a quality line of the
+    wrong length), which the converter quarantines and counts; this reader applies the
+    documented FASTQ rule instead (blank lines between records skipped, then four lines per
+    record) and yields a malformed record with an empty sequence, so the count goes on.
+    """
+    from .fastx import sniff
+
+    if sniff(path) == "fasta":
+        for rec in pyfastx.Fastx(path, uppercase=True):
+            yield rec[0], rec[1]
+        return
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        lines = (line.rstrip(b"\n").rstrip(b"\r") for line in f)
+        for head in lines:
+            if not head:
+                continue  # blank line between records
+            rest = [next(lines, None) for _ in range(3)]
+            rid = head[1:].split(None, 1)[0].decode(errors="surrogateescape") if head[1:].strip() else ""
+            seq, plus, qual = rest
+            ok = head.startswith(b"@") and plus is not None and plus.startswith(b"+") and len(qual or b"") == len(seq or b"")
+            yield rid, (seq.decode(errors="surrogateescape").upper() if ok else "")
 
 
 _NUCLEOTIDE = set("ACGTNRYSWKMBDHVU")

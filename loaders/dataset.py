@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from convert.format import CHUNK_ROWS, ROW_VECTORS, check_compatible
 from convert.reader import ShardReader, available_memory, choose_access
+from convert.provenance import records_before
 from loaders.batch import ReadBatch
 from loaders._shardio import ShardHandles, open_shard_budget
 from loaders._span import SpanTable
@@ -455,6 +456,21 @@ class ShardDataset(_ViewMixin, Dataset):
     def lengths(self) -> np.ndarray:
         """(N,) int16 stored token counts (cached)."""
         return self._concat("lengths")
+
+    @property
+    def record_numbers(self) -> np.ndarray:
+        """(N,) int64 global input record number of every row (cached; see :mod:`convert.provenance`)."""
+        if "record_numbers@global" not in self._vectors:
+            base = np.repeat(records_before(self.manifest), self._counts)
+            out = self._concat("record_numbers") + base
+            out.flags.writeable = False
+            self._vectors["record_numbers@global"] = out
+        return self._vectors["record_numbers@global"]
+
+    @property
+    def fragment_hashes(self) -> np.ndarray:
+        """(N,) uint64 FNV-1a 64 of each row's fragment name; mates share it (cached)."""
+        return self._concat("fragment_hashes")
 
     @_pinned
     def gather_vector(self, name: str, indices: Any) -> np.ndarray:

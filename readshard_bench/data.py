@@ -217,6 +217,8 @@ def build_synthetic(
                 "class_ids": labels + 1000,
                 "tax_ids": np.full(n, -1, dtype=np.int32),
                 "mates": (1 + (np.arange(a, a + n) & 1)).astype(np.int8),
+                "record_numbers": np.arange(a, a + n, dtype=np.int64),
+                "fragment_hashes": (np.arange(a, a + n, dtype=np.uint64) >> np.uint64(1)),
             }
             tmp = ds_dir / f".{shard_name(s)}.tmp"
             entry = write_shard(

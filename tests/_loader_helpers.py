@@ -171,6 +171,8 @@ def build_dataset(
         "class_ids": class_ids,
         "tax_ids": tax_ids,
         "mates": rng.integers(0, 3, size=n).astype(np.int8),
+        "record_numbers": np.arange(n, dtype=np.int64),
+        "fragment_hashes": rng.integers(0, 2**63, size=n).astype(np.uint64),
     }
     if dataset_id == "random":
         dataset_id = new_dataset_id()

@@ -33,8 +33,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 
 def _opts(inp: Path, mapping: Path, out: Path, **kw) -> ConvertOptions:
+    # jobs=1 unless given: the write-failure injection below patches this process's writes.
     return ConvertOptions(inputs=[str(inp)], out=str(out), mapping=str(mapping), reads_per_shard=RPS,
-                          progress=False, **kw)
+                          progress=False, **{"jobs": 1, **kw})
 
 
 def _same_as(out: Path, ref: Path) -> None:

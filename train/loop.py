@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convert.format import FormatError
+from convert.tokenizers import TokenizerError
+from convert.tokenizers import identity as _tokenizer_identity
 from loaders import ReadLoader, ShardDataset, ShuffleBatchSampler
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint as _save_checkpoint, set_rng_state
 from train.config import ConfigError, TrainConfig, require_datasets
@@ -209,8 +211,17 @@ def evaluate(model: nn.Module, ds: ShardDataset, *, batch_size: int, info: DistI
     return cm
 
 
+def tokenizer_identity(spec: str) -> dict[str, Any]:
+    """``{"name", "sha256"}`` of the config's ``data.tokenizer`` (a ConfigError if unknown)."""
+    try:
+        return _tokenizer_identity(spec)
+    except TokenizerError as exc:
+        raise ConfigError(f"data.tokenizer: {exc}") from None
+
+
 def _open_datasets(cfg: TrainConfig) -> tuple[ShardDataset, ShardDataset]:
-    expect = {"name": cfg.data.tokenizer} if cfg.data.tokenizer else None
+    # By content: the config's tokenizer (registry name or path) -> its sha256.
+    expect = tokenizer_identity(cfg.data.tokenizer) if cfg.data.tokenizer else None
     train_ds = ShardDataset(cfg.data.train, verify=cfg.data.verify, expect_tokenizer=expect)
     val_ds = ShardDataset(cfg.data.val, verify=cfg.data.verify, expect_tokenizer=train_ds.tokenizer_info,
                           expect_max_length=train_ds.max_length)
