@@ -267,12 +267,14 @@ def _leakage_main(argv: Sequence[str]) -> int:
     p.add_argument("--memory-mb", type=int, default=512, help="memory for one pass's hashes (default 512); "
                    "more passes over the shards when A needs more")
     p.add_argument("--examples", type=int, default=5, help="shared keys to show with their rows and records (default 5)")
+    p.add_argument("--fragments-only", action="store_true", help="check fragments only, not identical sequences "
+                   "(reads of different fragments can be identical, e.g. on small or repetitive genomes)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
         result = find_leakage(args.a, args.b, memory_mb=args.memory_mb, examples=max(0, args.examples),
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, sequences=not args.fragments_only)
     except LeakageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -123,6 +123,9 @@ def test_leakage_none_after_split_and_found_when_planted(reads, tmp_path: Path) 
         assert fragment(recs[ex["record_a"]][0]) == fragment(planted[ex["record_b"]][0])
     r = run_convert("leakage", out / "train", b, "--no-progress")
     assert r.returncode == 1 and "FOUND" in r.stdout and "input record" in r.stdout
+    # Sequences only (the renamed read) are ignored by --fragments-only; the fragments are not.
+    r = run_convert("leakage", out / "train", b, "--no-progress", "--fragments-only")
+    assert r.returncode == 1 and "not checked (--fragments-only)" in r.stdout
 
 
 @pytest.mark.parametrize("passes", [1, 3])
