@@ -333,9 +333,13 @@ def _source_records(path: str, pyfastx: Any) -> Iterator[tuple[str, str]]:
     documented FASTQ rule instead (blank lines between records skipped, then four lines per
     record) and yields a malformed record with an empty sequence, so the count goes on.
     """
-    from .fastx import sniff
+    from .fastx import InputError, sniff
 
-    if sniff(path) == "fasta":
+    try:
+        kind = sniff(path)
+    except InputError as exc:  # missing, empty, binary or corrupt gzip: a problem, not a crash
+        raise ValueError(str(exc)) from None
+    if kind == "fasta":
         for rec in pyfastx.Fastx(path, uppercase=True):
             yield rec[0], rec[1]
         return
