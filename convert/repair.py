@@ -95,6 +95,7 @@ def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path) -> 
         parent_pid=os.getpid(),
         dataset_id=manifest.get("dataset_id"),
         max_record_bytes=opts.max_record_bytes,
+        split=src.get("split"),  # a --split side keeps only its rows
     )
 
 

@@ -119,3 +119,16 @@ def test_existing_output_message_offers_resume(made) -> None:
     inp, mapping, out = made
     r = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress")
     assert r.returncode == 2 and "--resume" in r.stderr
+
+
+def test_repair_of_a_split_side(tmp_path: Path) -> None:
+    inp, mapping = write_reads(tmp_path / "in" / "r.fa", n_per_class=60)
+    out = tmp_path / "s"
+    r = run_convert(inp, "--mapping", mapping, "--out", out, "--split", "val=0.3", "--reads-per-shard", "50",
+                    "--no-progress")
+    assert r.returncode == 0, r.stderr
+    before = _digests(out / "val")
+    _flip(out / "val" / "shard-00002.h5")
+    r = run_convert(inp, "--out", out / "val", "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "repaired 1 of" in r.stdout and _digests(out / "val") == before
