@@ -106,9 +106,12 @@ class SpanTable:
 
     def gather(self, snap: SpanSnapshot, shard: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Global rows ``idx`` (in shards ``shard``) as ``input_ids``/``lengths``/``labels`` (int64)."""
-        b = snap.base[:, shard]
+        # One take and one broadcast multiply-add for all three fields (each numpy call costs
+        # about a microsecond, a fair share of a 256-row batch).
+        b = snap.base.take(shard, axis=1)
+        b += self._item * idx
         return {
-            "input_ids": snap.ids[b[0] + idx * (2 * self._L)],
-            "lengths": snap.lengths[b[1] + idx * 2],
-            "labels": snap.labels[b[2] + idx * 4].astype(np.int64),
+            "input_ids": snap.ids[b[0]],
+            "lengths": snap.lengths[b[1]],
+            "labels": snap.labels[b[2]].astype(np.int64),
         }
