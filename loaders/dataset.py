@@ -347,11 +347,11 @@ class ShardDataset(_ViewMixin, Dataset):
                 "lengths": np.empty(0, dtype=np.int16),
                 "labels": np.empty(0, dtype=np.int64),
             }
-        if (idx.view(np.uint64) >= len(self)).any():  # negative or too large: the careful path
+        if idx.view(np.uint64).max() >= len(self):  # negative or too large: the careful path
             shard, row = self._locate(idx)
             idx = row + self._starts[shard]
         else:
-            shard = np.searchsorted(self._starts, idx, side="right") - 1
+            shard = self._starts.searchsorted(idx, side="right") - 1
             row = None
         if self._span_gather and self._fast_layout:
             out = self._gather_span(shard, idx)
