@@ -89,15 +89,6 @@ class FastBpe:
             )
         return out, counts, np.flatnonzero(~handled)
 
-    def encode_ids(self, text: str) -> list[int]:
-        """One read's full id list (tests and tools; the converter uses :meth:`encode`)."""
-        data = text.encode("ascii")
-        n_max = len(data) + len(self.prefix) + len(self.suffix) + 1
-        out, counts, unhandled = self.encode(data, np.array([0, len(data)]), n_max, -1, None)
-        if unhandled.size:
-            raise ValueError(f"read {text[:40]!r} has bytes outside {ALPHABET.decode()}")
-        return out[0, : counts[0]].tolist()
-
 
 def build_fast_bpe(
     spec: dict[str, Any], vocab: dict[str, int], oracle: Callable[[list[str]], list[list[int]]] | None = None

@@ -299,11 +299,11 @@ def _cut_long_records(pending: bytearray, starts: list[int], limit: int, cuts: l
     appear at the seam). Line counts are unchanged, so line numbers and FASTQ structure hold.
     """
     bounds = starts + [len(pending)]
-    for i in range(len(starts) - 1, -1, -1):  # last first: earlier positions stay valid
+    # Runs on every block: find the long records with numpy, loop in Python only over them.
+    long = np.flatnonzero(np.diff(np.asarray(bounds, dtype=np.int64)) > limit + 1)
+    for i in long[::-1].tolist():  # last first: earlier positions stay valid
         s, e = bounds[i], bounds[i + 1]
         a = s + limit + 1
-        if e <= a:
-            continue
         last_lf = pending.rfind(b"\n", a, e)
         if last_lf >= 0:
             b = last_lf + 1

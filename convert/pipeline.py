@@ -257,7 +257,7 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     Raises:
         ConvertError: this worker's converter is gone.
     """
-    fd = os.open(Path(s.staging) / ".units" / ".workers.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = open_lock(Path(s.staging) / ".units" / ".workers.lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         # After taking the lock: a new converter that got its exclusive lock first has

@@ -22,7 +22,7 @@ def main() -> int:
     ds = ShardDataset(path, max_open_shards=max_open)
     starts = ds.shard_starts
     errors: list[str] = []
-    done = [0]
+    done: list[int] = []
 
     def worker(seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -47,7 +47,7 @@ def main() -> int:
                     return
                 if k % 50 == 0:
                     ds.close()  # a close from any thread must wait for readers
-            done[0] += 1
+            done.append(seed)  # list.append is atomic; += on a shared int can lose updates
         except Exception as exc:  # noqa: BLE001 - reported by the parent
             errors.append(f"thread {seed}: {exc.__class__.__name__}: {exc}")
 
@@ -59,7 +59,7 @@ def main() -> int:
     if errors:
         print("\n".join(errors[:5]))
         return 1
-    print("ok", done[0])
+    print("ok", len(done))
     return 0
 
 

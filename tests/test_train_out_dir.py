@@ -69,7 +69,9 @@ def test_existing_out_is_refused_without_resume_or_overwrite(split: tuple[Path, 
 def test_empty_out_dir_is_fine(split: tuple[Path, Path], tmp_path: Path) -> None:
     cfg = _config(tmp_path / "c.yaml", *split)
     (tmp_path / "empty").mkdir()
-    assert _train("--config", str(cfg), "--out", str(tmp_path / "empty"), cwd=tmp_path).returncode == 0
+    proc = _train("--config", str(cfg), "--out", str(tmp_path / "empty"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "empty" / "metrics.json").is_file()
 
 
 @pytest.mark.slow
