@@ -18,12 +18,21 @@ Invariant (what makes the raw view safe):
 3. Row indices are bounds-checked against the dataset before they get here.
 
 The gaps between mappings inside the span are never read (1 and 3).
+
+The compiled pass (:meth:`SpanTable.gather_rows`, numba, ``nogil``) keeps the same
+invariant with explicit checks instead of numpy's: it bounds-checks every global index,
+finds its shard, refuses a shard whose base is the unregistered marker and checks every
+byte address against the span before copying. It does in one call what the numpy path does
+in about ten (each numpy call costs about a microsecond, the size of a 256-row copy); the
+numpy path stays for when numba cannot be imported.
 """
 
 from __future__ import annotations
 
 import ctypes
-from typing import Mapping, NamedTuple
+import sys
+import threading
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -41,6 +50,73 @@ class SpanSnapshot(NamedTuple):
     ids: np.ndarray
     lengths: np.ndarray
     labels: np.ndarray
+    raw: np.ndarray  # the span's bytes (uint8): what the compiled pass copies from
+
+
+# Status codes of the compiled pass.
+_OK, _OUT_OF_RANGE, _UNREGISTERED, _OUTSIDE_SPAN = 0, 1, 2, 3
+
+
+def _gather_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, item: np.ndarray, raw: np.ndarray,
+                    out_ids: np.ndarray, out_lens: np.ndarray, out_labs: np.ndarray) -> int:
+    """Locate, check and copy global rows ``idx`` (compiled by numba; see the module invariant).
+
+    ``out_ids`` is the (B, L) int16 output viewed as (B, 2L) bytes. Fields are assembled
+    from little-endian bytes because a row's address has no alignment.
+    """
+    n = starts[-1]
+    S = starts.size - 1
+    W = out_ids.shape[1]
+    top = raw.size
+    for k in range(idx.size):
+        i = idx[k]
+        if i < 0:
+            i += n
+        if i < 0 or i >= n:
+            return _OUT_OF_RANGE
+        lo, hi = 0, S  # the last shard with starts[s] <= i (searchsorted "right" - 1)
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            if starts[mid] <= i:
+                lo = mid
+            else:
+                hi = mid
+        if base[0, lo] == _UNOPENED:
+            return _UNREGISTERED
+        o0 = base[0, lo] + item[0] * i
+        o1 = base[1, lo] + item[1] * i
+        o2 = base[2, lo] + item[2] * i
+        if o0 < 0 or o1 < 0 or o2 < 0 or o0 + W > top or o1 + 2 > top or o2 + 4 > top:
+            return _OUTSIDE_SPAN
+        for j in range(W):  # a plain byte loop: numba's slice copy is several times slower here
+            out_ids[k, j] = raw[o0 + j]
+        out_lens[k] = np.int16(np.int32(raw[o1]) | (np.int32(raw[o1 + 1]) << 8))
+        out_labs[k] = np.int32(
+            np.uint32(raw[o2]) | (np.uint32(raw[o2 + 1]) << 8) | (np.uint32(raw[o2 + 2]) << 16)
+            | (np.uint32(raw[o2 + 3]) << 24)
+        )
+    return _OK
+
+
+_KERNEL: list[Callable[..., int] | None] = []  # [compiled pass or None], filled on first use
+_KERNEL_LOCK = threading.Lock()
+
+
+def _kernel() -> Callable[..., int] | None:
+    """The compiled pass, or None without numba (imported on first use: ``import loaders`` stays light)."""
+    if not _KERNEL:
+        with _KERNEL_LOCK:
+            if not _KERNEL:
+                fn: Any = None
+                if sys.byteorder == "little":  # the pass assembles fields from little-endian bytes
+                    try:
+                        import numba
+
+                        fn = numba.njit(nogil=True, cache=True)(_gather_rows_py)
+                    except Exception:  # numba missing or broken: the numpy path serves
+                        fn = None
+                _KERNEL.append(fn)
+    return _KERNEL[0]
 
 
 class SpanTable:
@@ -49,13 +125,17 @@ class SpanTable:
     Args:
         starts: (S+1,) cumulative row counts of the shards.
         max_length: L.
+        compiled: use the numba pass in :meth:`gather_rows` when numba can be imported
+            (False: :meth:`gather_rows` always answers None, callers use :meth:`gather`).
     """
 
-    def __init__(self, starts: np.ndarray, max_length: int) -> None:
-        self._starts = np.asarray(starts, dtype=np.int64)
+    def __init__(self, starts: np.ndarray, max_length: int, compiled: bool = True) -> None:
+        self._starts = np.ascontiguousarray(starts, dtype=np.int64)
+        self._want_compiled = bool(compiled)
         self._counts = np.diff(self._starts)
         self._L = int(max_length)
         self._item = np.array([[2 * self._L], [2], [4]], dtype=np.int64)
+        self._item_flat = self._item.reshape(-1).copy()
         self.addr = np.full((3, self._counts.size), -1, dtype=np.int64)
         self.live = 0
         self._snapshot: SpanSnapshot | None = None
@@ -78,6 +158,19 @@ class SpanTable:
             self.live = int((self.addr[0] >= 0).sum())
             self._snapshot = None
 
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`gather_rows` runs the compiled pass (numba importable and wanted)."""
+        return self._want_compiled and _kernel() is not None
+
+    def current(self) -> SpanSnapshot | None:
+        """The cached snapshot, or None after a change (then take :meth:`snapshot` under the owner's lock).
+
+        Lock-free: the cache is replaced by one attribute store, and a reader that pinned
+        before reading it holds off the unmapping of everything it covers (invariant 2).
+        """
+        return self._snapshot
+
     def missing(self, shard: np.ndarray) -> np.ndarray:
         """The entries of ``shard`` (shard numbers) that are not registered."""
         return shard[self.addr[0, shard] < 0]
@@ -97,11 +190,11 @@ class SpanTable:
             ids = np.ndarray((hi - lo - 2 * L + 1, L), dtype=np.int16, buffer=u8, strides=(1, 2))
             lens = np.ndarray((hi - lo - 1,), dtype=np.int16, buffer=u8, strides=(1,))
             labs = np.ndarray((hi - lo - 3,), dtype=np.int32, buffer=u8, strides=(1,))
-            for view in (ids, lens, labs):
+            for view in (u8, ids, lens, labs):  # the mappings are read-only: a write would fault
                 view.flags.writeable = False
             base = addr - lo - self._starts[None, :-1] * self._item
             base[:, addr[0] < 0] = _UNOPENED
-            snap = self._snapshot = SpanSnapshot(base, ids, lens, labs)
+            snap = self._snapshot = SpanSnapshot(base, ids, lens, labs, u8)
         return snap
 
     def gather(self, snap: SpanSnapshot, shard: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -115,3 +208,32 @@ class SpanTable:
             "lengths": snap.lengths[b[1]],
             "labels": snap.labels[b[2]].astype(np.int64),
         }
+
+    def gather_rows(self, snap: SpanSnapshot | None, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Global rows ``idx`` (int64, negatives count from the end) in one compiled pass.
+
+        Returns the fields as :meth:`gather` does, or None when the pass cannot serve the
+        batch: no snapshot, no compiled pass, an index out of range, or a row whose shard is
+        not registered in ``snap``. The caller then takes the numpy path, which opens what
+        is missing and raises the error that names a bad index.
+
+        Raises:
+            IndexError: an address outside the span (the invariant was broken; never served).
+        """
+        if snap is None or not self._want_compiled:
+            return None
+        kernel = _kernel()
+        if kernel is None:
+            return None
+        if not (idx.flags.c_contiguous and idx.flags.writeable):
+            idx = idx.copy()  # one compiled signature for every batch (numba types those flags)
+        B = idx.shape[0]
+        ids = np.empty((B, self._L), dtype=np.int16)
+        lengths = np.empty(B, dtype=np.int16)
+        labels = np.empty(B, dtype=np.int64)
+        status = kernel(idx, self._starts, snap.base, self._item_flat, snap.raw, ids.view(np.uint8), lengths, labels)
+        if status == _OK:
+            return {"input_ids": ids, "lengths": lengths, "labels": labels}
+        if status == _OUTSIDE_SPAN:
+            raise IndexError("span gather: a row address falls outside the mapped span (reader bug; please report)")
+        return None

@@ -159,6 +159,7 @@ class ShardDataset(_ViewMixin, Dataset):
         self._counts, self._starts = reader.counts, reader.starts
         self._max_open = None if max_open_shards is None else int(max_open_shards)
         self._span_gather = True  # False forces the per-shard path (tests compare both)
+        self._span_kernel = True  # False forces the span table's numpy path (tests compare both)
         self._nonempty = int((self._counts > 0).sum())
         self._fast_layout = self.manifest["layout"] == "mmap"
         # Decided once, at open, in the process that opens (workers inherit the decision).
@@ -208,15 +209,27 @@ class ShardDataset(_ViewMixin, Dataset):
         return views, close
 
     # -- one gather across all mapped shards (see loaders._span for the invariant) ------
-    def _gather_span(self, shard: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray] | None:
-        """The batch via one gather per field, or None when its shards can't all be open.
+    def _gather_span(self, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The batch via the span table, or None (bad index, or its shards can't all be open).
 
-        The caller is pinned (``ShardHandles.pin``): mappings in the span snapshot taken
-        under the lock stay mapped until it unpins, whatever other threads evict.
+        The caller is pinned (``ShardHandles.pin``): mappings in a span snapshot stay mapped
+        until it unpins, whatever other threads evict. The common case (every shard of the
+        batch mapped, indices valid) is one compiled pass on the cached snapshot, without
+        the lock; anything else takes the locked numpy path below.
         """
         handles = self._handles
+        table = self._span_table(handles.local)
+        if self._span_kernel:
+            out = table.gather_rows(table.current(), idx)
+            if out is not None:
+                return out
+        n = len(self)
+        if idx.view(np.uint64).max() >= n:  # negative or too large
+            if idx.min() < -n or idx.max() >= n:
+                return None  # the careful path names the bad index
+            idx = np.where(idx < 0, idx + n, idx)
+        shard = self._starts.searchsorted(idx, side="right") - 1
         with handles.lock:
-            table = self._span_table(handles.local)
             if table.live < self._nonempty and table.missing(shard).size:  # some shard is not mapped yet
                 needed = np.unique(shard)
                 if needed.size > handles.max_open:
@@ -227,6 +240,10 @@ class ShardDataset(_ViewMixin, Dataset):
                 if table.missing(shard).size:
                     return None
             snap = table.snapshot()
+        if self._span_kernel:
+            out = table.gather_rows(snap, idx)
+            if out is not None:
+                return out
         return table.gather(snap, shard, idx)
 
     def _span_table(self, local: dict[str, Any]) -> SpanTable:
@@ -347,18 +364,11 @@ class ShardDataset(_ViewMixin, Dataset):
                 "lengths": np.empty(0, dtype=np.int16),
                 "labels": np.empty(0, dtype=np.int64),
             }
-        if idx.view(np.uint64).max() >= len(self):  # negative or too large: the careful path
-            shard, row = self._locate(idx)
-            idx = row + self._starts[shard]
-        else:
-            shard = self._starts.searchsorted(idx, side="right") - 1
-            row = None
         if self._span_gather and self._fast_layout:
-            out = self._gather_span(shard, idx)
+            out = self._gather_span(idx)
             if out is not None:
                 return out
-        if row is None:
-            row = idx - self._starts[shard]
+        shard, row = self._locate(idx)  # raises IndexError naming a bad index
         if shard[0] == shard[-1] and (shard == shard[0]).all():
             return self._gather_one(int(shard[0]), row)
         ids = np.empty((B, L), dtype=np.int16)

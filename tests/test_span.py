@@ -69,3 +69,60 @@ def test_register_refuses_non_contiguous_views():
     views = _shards((8,))[0]
     with pytest.raises(ValueError, match="contiguous"):
         table.register(0, {k: v[::2] for k, v in views.items()})
+
+
+# -- the compiled single pass (locate + bounds check + gather; numba) ---------------------
+needs_kernel = pytest.mark.skipif(not SpanTable(np.array([0, 1]), L).compiled, reason="numba not importable")
+
+
+def _registered(counts: tuple[int, ...], seed: int = 0) -> tuple[SpanTable, list[dict[str, np.ndarray]], np.ndarray]:
+    shards = _shards(counts, seed)
+    starts = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    table = SpanTable(starts, L)
+    for s, views in enumerate(shards):
+        if counts[s]:
+            table.register(s, views)
+    return table, shards, starts
+
+
+@needs_kernel
+@pytest.mark.parametrize("counts", [(5, 0, 7, 3), (1,), (100, 200), (0, 0, 9, 0, 4)])
+def test_compiled_gather_equals_numpy_gather(counts):
+    table, shards, starts = _registered(counts)
+    n = int(starts[-1])
+    rng = np.random.default_rng(2)
+    idx = np.r_[rng.integers(0, n, size=64), 0, n - 1, -1, -n].astype(np.int64)
+    assert table.gather_rows(table.current(), idx) is None  # no snapshot taken yet
+    got = table.gather_rows(table.snapshot(), idx)
+    pos = np.where(idx < 0, idx + n, idx)
+    want = table.gather(table.snapshot(), np.searchsorted(starts, pos, side="right") - 1, pos)
+    assert got is not None
+    for k in want:
+        assert got[k].dtype == want[k].dtype
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+@needs_kernel
+@pytest.mark.parametrize("bad", [15, -16, 2**40, -(2**62), np.iinfo(np.int64).max, np.iinfo(np.int64).min])
+def test_compiled_gather_refuses_out_of_range(bad):
+    table, _, _ = _registered((5, 0, 7, 3))
+    assert table.gather_rows(table.snapshot(), np.array([0, bad], dtype=np.int64)) is None
+
+
+@needs_kernel
+def test_compiled_gather_never_reads_an_unregistered_shard():
+    table, shards, starts = _registered((4, 4, 4))
+    snap = table.snapshot()
+    assert table.current() is snap
+    table.unregister(1, int(table.addr[0, 1]))
+    assert table.current() is None  # changed: a new snapshot is needed
+    assert table.gather_rows(table.snapshot(), np.array([0, 5], dtype=np.int64)) is None
+    got = table.gather_rows(table.snapshot(), np.array([0, 9], dtype=np.int64))
+    np.testing.assert_array_equal(got["input_ids"][1], shards[2]["input_ids"][1])
+
+
+def test_numpy_only_table_has_no_compiled_pass():
+    table = SpanTable(np.array([0, 4]), L, compiled=False)
+    table.register(0, _shards((4,))[0])
+    assert not table.compiled
+    assert table.gather_rows(table.snapshot(), np.array([1], dtype=np.int64)) is None
