@@ -12,10 +12,11 @@ Run: ``python benchmarks/crash_resume.py --trials 20 --seed 0 [--json]``
    (1/4), first units in flight until its first shard (1/4), first shard to the end:
    shards landing and finalisation (1/2).
 
-   * ``group``: the whole process group (parent, pool workers, resource trackers);
-   * ``worker``: one pool worker only; the parent must then exit non-zero with a one-paragraph
+   * ``group``: the whole process group (parent, pool workers, resource trackers), with the
+     default executor (threads when the fast path runs);
+   * ``worker`` (with ``--parallel processes``): one pool worker only; the parent must then exit non-zero with a one-paragraph
      message and no traceback (or 0 if the worker had nothing left to do);
-   * ``parent``: the parent only; its orphaned pool workers keep running, and the
+   * ``parent`` (with ``--parallel processes``): the parent only; its orphaned pool workers keep running, and the
      ``--resume`` that follows at once must not let them interfere.
 
    During every run (the killed one and the resumes) ``--out`` is polled: it must not exist,
@@ -261,7 +262,10 @@ def run_trials(
         mode = modes[t % len(modes)] if modes else rng.choices(MODES, MODE_WEIGHTS)[0]
         delay = rng.uniform(*rng.choices(windows, (0.25, 0.25, 0.5))[0])
         out = workdir / f"out-{t}"
-        cmd = _cmd(reads, mapping, out, reads_per_shard, jobs)
+        # Killing "one worker" or "the parent only" needs worker processes; group kills run the
+        # default executor (threads), so both executors are tried.
+        cmd = _cmd(reads, mapping, out, reads_per_shard, jobs,
+                   *(("--parallel", "processes") if mode in ("worker", "parent") else ()))
         first = run_polled(cmd, out, workdir / f"t{t}-0.log", kill_at=delay, mode=mode)
         problems = list(first["violations"])
         problems += _check_published_shards(out)

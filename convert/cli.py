@@ -24,6 +24,7 @@ CONFIG_KEYS = {
     "output.compression": "compression",
     "output.reads_per_shard": "reads_per_shard",
     "convert.jobs": "jobs",
+    "convert.parallel": "parallel",
     "convert.scheduler": "scheduler",
     "convert.on_bad_record": "on_bad_record",
     "convert.max_record_bytes": "max_record_bytes",
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output dataset directory (published only when complete)")
     p.add_argument("--config", help="YAML config; keys data.header_regex, data.mapping, tokenizer.name, "
                    "tokenizer.max_length, output.layout, output.compression, output.reads_per_shard, "
-                   "convert.jobs, convert.scheduler, convert.on_bad_record, convert.max_record_bytes, "
+                   "convert.jobs, convert.parallel, convert.scheduler, convert.on_bad_record, convert.max_record_bytes, "
                    "convert.min_written_fraction, convert.quarantine_max_bytes. Flags override it.")
     p.add_argument("--mapping", help="TSV with columns class_id, tax_id, species: class_id -> label 0..C-1 and its name")
     p.add_argument("--header-regex", help="regex with named groups class_id (required), tax_id, readlen, name, mate, "
@@ -60,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "compressed: chunked + shuffle + gzip/lzf, read by whole chunks")
     p.add_argument("--compression", choices=("gzip", "lzf"), help="codec for --layout compressed (default gzip); an error without --layout compressed")
     p.add_argument("--reads-per-shard", type=int, help="records per unit of work = per shard (default 65536)")
-    p.add_argument("--jobs", type=int, help="worker processes (default: the usable CPU cores); output is identical for any value")
+    p.add_argument("--jobs", type=int, help="units converted at once (default: the usable CPU cores); output is identical for any value")
+    p.add_argument("--parallel", choices=("auto", "threads", "processes"), help="how --jobs runs: auto (default) uses "
+                   "threads when the default header format and the fast BPE encoder run without the GIL, else worker "
+                   "processes; processes isolates each unit in its own process")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the units on a dask.distributed cluster, e.g. "
                    "tcp://host:8786 (needs the cluster extra; inputs and --out on a filesystem all workers share); "
                    "output is identical to --jobs 1")
@@ -92,6 +96,7 @@ _KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "output.compression": ((str,), "gzip or lzf"),
     "output.reads_per_shard": ((int,), "an integer"),
     "convert.jobs": ((int,), "an integer"),
+    "convert.parallel": ((str,), "auto, threads or processes"),
     "convert.scheduler": ((str,), "a dask scheduler address (tcp://host:8786)"),
     "convert.on_bad_record": ((str,), "skip or error"),
     "convert.max_record_bytes": ((int,), "an integer (bytes)"),
@@ -156,7 +161,7 @@ def _convert_main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs",
-                 "scheduler", "on_bad_record", "max_record_bytes", "min_written_fraction", "quarantine_max_bytes"):
+                 "parallel", "scheduler", "on_bad_record", "max_record_bytes", "min_written_fraction", "quarantine_max_bytes"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value

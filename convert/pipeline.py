@@ -62,6 +62,7 @@ from .paths import (
     resolve_out,
     trash_dir,
 )
+from .executors import PARALLEL_MODES, choose_parallel, run_processes, run_serial, run_threads
 from .tokenizers import TokenizerError, choose_max_length, load_tokenizer
 
 __all__ = [
@@ -131,6 +132,7 @@ class ConvertOptions:
     compression: str | None = None  # codec of --layout compressed (gzip when None); an error with mmap
     reads_per_shard: int = 65536
     jobs: int = field(default_factory=usable_cores)
+    parallel: str = "auto"  # how --jobs runs: auto, threads or processes (convert.executors)
     scheduler: str | None = None
     on_bad_record: str = "skip"
     max_record_bytes: int = MAX_RECORD_BYTES
@@ -161,6 +163,7 @@ class _Settings:
     max_record_bytes: int = MAX_RECORD_BYTES
     quarantine_max_bytes: int = QUARANTINE_MAX_BYTES
     split: dict[str, Any] | None = None
+    parallel: str = "serial"  # the executor that ran the units (for the report)
 
 
 Settings = _Settings  # public name for convert.repair
@@ -685,6 +688,8 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         raise ConvertError(f"--on-bad-record must be skip or error, got {opts.on_bad_record!r}")
     if opts.reads_per_shard < 1:
         raise ConvertError("--reads-per-shard must be at least 1")
+    if opts.parallel not in PARALLEL_MODES:
+        raise ConvertError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {opts.parallel!r}")
     if not (isinstance(opts.max_record_bytes, int) and opts.max_record_bytes >= _MIN_RECORD_BYTES):
         raise ConvertError(f"--max-record-bytes must be an integer of at least {_MIN_RECORD_BYTES}, got {opts.max_record_bytes!r}")
     if not opts.inputs:
@@ -791,6 +796,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
             max_record_bytes=opts.max_record_bytes,
             quarantine_max_bytes=int(opts.quarantine_max_bytes),
             split=opts.split,
+            parallel="cluster" if opts.scheduler else _parallel_mode(opts, tok),
         )
         try:
             records = _run_units(opts, settings, staging)
@@ -851,8 +857,23 @@ def _io_error(exc: OSError, out: Path, staging: Path, *, started: bool) -> Conve
     )
 
 
+def _parallel_mode(opts: ConvertOptions, tok: Any) -> str:
+    """serial, threads or processes (see convert.executors); threads share ``tok``."""
+    jobs = max(1, int(opts.jobs))
+    gil_free = (
+        jobs > 1
+        and opts.header_regex == DEFAULT_HEADER_REGEX
+        and FASTPARSE_AVAILABLE
+        and opts.layout == "mmap"  # gzip/lzf chunks compress under h5py's global lock
+        and getattr(tok, "encoder", "hf") == "fast-bpe"
+    )
+    mode = choose_parallel(opts.parallel, jobs, gil_free)
+    if mode != "processes":
+        _CACHE.setdefault(f"tok:{opts.tokenizer}", tok)  # this process's units reuse the parent's tables
+    return mode
+
+
 def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list[dict[str, Any]]:
-    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     total_bytes = sum(os.path.getsize(p) for p in opts.inputs)
@@ -882,17 +903,18 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
                 index += 1
 
     jobs = max(1, int(opts.jobs))
-    tasks = (delayed(convert_unit)(u, i, settings) for u, i in units())
     try:
         if opts.scheduler:
             # Imported only here: dask is the optional `cluster` extra (see convert/cluster.py).
             from .cluster import run_units_on_cluster
 
             results: Any = run_units_on_cluster(opts.scheduler, units(), settings, staging, opts.inputs)
-        elif jobs == 1:
-            results = (fn(*a, **k) for fn, a, k in tasks)
+        elif settings.parallel == "serial":
+            results = run_serial(convert_unit, units(), settings)
+        elif settings.parallel == "threads":
+            results = run_threads(convert_unit, units(), jobs, settings)
         else:
-            results = Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(tasks)
+            results = run_processes(convert_unit, units(), jobs, settings)
         for rec in results:
             idx = fmt.shard_index_from_name(rec["shard"]["file"])
             records[idx] = rec
@@ -1004,6 +1026,7 @@ def _finish(
         "reads_per_s": round(totals["records_in"] / max(elapsed, 1e-9), 1),
         "mb_per_s": round(sum(os.path.getsize(p) for p in opts.inputs) / 1e6 / max(elapsed, 1e-9), 3),
         "jobs": opts.jobs,
+        "parallel": s.parallel,
         "peak_rss_mb": {"parent": round(_peak_rss_mb(), 1), "worker_max": round(worker_rss, 1)},
     }
     manifest = fmt.build_manifest(

@@ -67,10 +67,13 @@ def test_round_trip_and_labels(reads: tuple[Path, Path], tmp_path: Path, tokeniz
         assert tax == (int(parts[2]) if parts[2] else -1)
 
 
-def test_jobs_do_not_change_output(reads: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs, parallel", [(2, "auto"), (2, "processes"), (3, "threads")])
+def test_jobs_do_not_change_output(reads: tuple[Path, Path], tmp_path: Path, jobs: int, parallel: str) -> None:
     inp, mapping = reads
-    _convert(inp, mapping, tmp_path / "j1", reads_per_shard=150, jobs=1)
-    _convert(inp, mapping, tmp_path / "j2", reads_per_shard=150, jobs=2)
+    r1 = _convert(inp, mapping, tmp_path / "j1", reads_per_shard=150, jobs=1)
+    r2 = _convert(inp, mapping, tmp_path / "j2", reads_per_shard=150, jobs=jobs, parallel=parallel)
+    assert r1["parallel"] == "serial"
+    assert r2["parallel"] == ("threads" if parallel == "auto" else parallel)  # metagene-1 + default headers
     assert _hashes(tmp_path / "j1") == _hashes(tmp_path / "j2")
     assert (tmp_path / "j1" / "manifest.json").read_bytes() == (tmp_path / "j2" / "manifest.json").read_bytes()
 

@@ -1,0 +1,97 @@
+"""convert.executors: which executor runs the units, order, errors and the bounded queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from convert.executors import choose_parallel, run_processes, run_serial, run_threads
+
+
+@pytest.mark.parametrize(
+    "requested, jobs, gil_free, expected",
+    [
+        ("auto", 1, True, "serial"),
+        ("threads", 1, True, "serial"),
+        ("processes", 1, False, "serial"),
+        ("auto", 2, True, "threads"),
+        ("auto", 2, False, "processes"),  # a custom --header-regex, HF tokenizer, compressed layout
+        ("threads", 4, False, "threads"),
+        ("processes", 2, True, "processes"),
+    ],
+)
+def test_choose_parallel(requested: str, jobs: int, gil_free: bool, expected: str) -> None:
+    assert choose_parallel(requested, jobs, gil_free) == expected
+
+
+def test_choose_parallel_refuses_unknown() -> None:
+    with pytest.raises(ValueError, match="auto, threads, processes"):
+        choose_parallel("fork", 2, True)
+
+
+def _square(unit: int, index: int, scale: int) -> dict:
+    time.sleep(0.002 * (unit % 3))  # finish out of order
+    return {"index": index, "value": unit * unit * scale}
+
+
+@pytest.mark.parametrize("runner", ["serial", "threads", "processes"])
+def test_records_come_back_in_task_order(runner: str) -> None:
+    tasks = [(u, i) for i, u in enumerate(range(20))]
+    if runner == "serial":
+        out = list(run_serial(_square, tasks, 2))
+    elif runner == "threads":
+        out = list(run_threads(_square, tasks, 3, 2))
+    else:
+        out = list(run_processes(_square, tasks, 2, 2))
+    assert [r["index"] for r in out] == list(range(20))
+    assert [r["value"] for r in out] == [2 * u * u for u in range(20)]
+
+
+def test_threads_bound_the_queue_and_run_in_parallel() -> None:
+    lock = threading.Lock()
+    state = {"submitted": 0, "running": 0, "most_running": 0}
+    gate = threading.Barrier(2, timeout=10)  # two units must be running at once to pass
+
+    def tasks():
+        for i in range(12):
+            with lock:
+                state["submitted"] += 1
+            yield i, i
+
+    def unit(u: int, index: int) -> dict:
+        with lock:
+            state["running"] += 1
+            state["most_running"] = max(state["most_running"], state["running"])
+        if index < 2:
+            gate.wait()
+        with lock:
+            state["running"] -= 1
+        return {"index": index}
+
+    seen = 0
+    for rec in run_threads(unit, tasks(), 2):
+        # Never more than 2 * jobs units scanned ahead of the one handed back.
+        assert state["submitted"] - seen <= 2 * 2 + 1
+        assert rec["index"] == seen
+        seen += 1
+    assert seen == 12 and state["most_running"] == 2
+
+
+def test_threads_raise_the_first_error_and_cancel_the_rest() -> None:
+    started: list[int] = []
+
+    def unit(u: int, index: int) -> dict:
+        started.append(index)
+        if index == 1:
+            raise RuntimeError("bad record in unit 1")
+        time.sleep(0.01)
+        return {"index": index}
+
+    got = []
+    with pytest.raises(RuntimeError, match="unit 1"):
+        for rec in run_threads(unit, ((i, i) for i in range(50)), 2):
+            got.append(rec["index"])
+    assert got == [0]
+    assert len(started) < 50  # queued units were cancelled, not run
