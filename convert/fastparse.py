@@ -47,6 +47,7 @@ class ParsedUnit:
     mate: np.ndarray  # int64, 0 when absent
     readlen: np.ndarray  # int64 from the header, -1 when absent
     name: np.ndarray  # (n, 2) int64 byte range of the name group
+    name_hash: np.ndarray  # uint64 FNV-1a 64 of the name group (the fragment hash; 0 where not written)
     iupac: np.ndarray  # int64 IUPAC bases replaced by N
     seqs: bytes  # the written reads' bases, concatenated
     offsets: np.ndarray  # (written + 1,) int64 into seqs
@@ -86,12 +87,13 @@ def parse_default(unit: Unit, data: bytes, known_class_ids: np.ndarray) -> Parse
     seq = np.empty(len(data), dtype=np.uint8)
     offsets = np.zeros(cap + 1, dtype=np.int64)
     known = np.ascontiguousarray(known_class_ids, dtype=np.int64)
+    name_hash = np.zeros(cap, dtype=np.uint64)
     n, written = _parse(buf, unit.fmt == "fastq", unit.first_line, _SEQ_CODE, _SPACE, known,
-                        ints, fields, problem, seq, offsets)
+                        ints, fields, problem, name_hash, seq, offsets)
     return ParsedUnit(
         line=ints[:n, 0], raw=ints[:n, 1:3], header=ints[:n, 3:5], problem=problem[:n],
         class_id=fields[:n, 0], tax_id=fields[:n, 1], mate=fields[:n, 2], readlen=fields[:n, 3],
-        name=ints[:n, 5:7], iupac=fields[:n, 4],
+        name=ints[:n, 5:7], name_hash=name_hash[:n], iupac=fields[:n, 4],
         seqs=seq[: offsets[written]].tobytes(), offsets=offsets[: written + 1],
     )
 
@@ -185,8 +187,77 @@ def _header_fields(buf, a, b, space, out, bounds):
 
 
 @_jit
-def _record(buf, i, h0, h1, body0, body1, code, space, known, ints, fields, problem, seq, offsets, written, f):
-    """Check one record (header buf[h0:h1], sequence lines buf[body0:body1]); returns written."""
+def _copy_bases(buf, a, b, code, seq, k):
+    """Bases of buf[a:b] into seq[k:] (upper case, IUPAC -> N, line ends dropped).
+
+    Returns (k after the last base, IUPAC bases replaced, whether a non-nucleotide byte was seen).
+    """
+    iupac = 0
+    bad = False
+    for p in range(a, b):
+        c = code[buf[p]]
+        if c == 0:
+            continue
+        if c == 7:
+            bad = True  # counted as a base: such a record is non_nucleotide, not empty_sequence
+        elif c == 6:
+            iupac += 1
+            seq[k] = 78
+        else:
+            seq[k] = buf[p] & 0xDF  # upper case
+        k += 1
+    return k, iupac, bad
+
+
+@_jit
+def _fasta_body(buf, p, n, code, seq, k):
+    """One pass over a FASTA record from its header's LF at ``p`` (or ``n``) to the next "\\n>".
+
+    Copies the bases like :func:`_copy_bases` while finding the record's end and counting its
+    line ends (the sequence is read once, not three times). Returns (end, k, iupac, bad, LFs).
+    """
+    iupac = 0
+    bad = False
+    lfs = 0
+    while p < n:
+        b = buf[p]
+        c = code[b]
+        if c == 0:
+            if b == 10:
+                lfs += 1
+                if p + 1 < n and buf[p + 1] == 62:  # '>' at a line start: the next record
+                    return p + 1, k, iupac, bad, lfs
+        elif c <= 5:
+            seq[k] = b & 0xDF  # upper case
+            k += 1
+        elif c == 6:
+            iupac += 1
+            seq[k] = 78
+            k += 1
+        else:
+            bad = True  # counted as a base: such a record is non_nucleotide, not empty_sequence
+            k += 1
+        p += 1
+    return n, k, iupac, bad, lfs
+
+
+@_jit
+def _fnv1a64(buf, a, b):
+    """FNV-1a 64 of buf[a:b] (as :func:`convert.provenance.fnv1a64_ranges`)."""
+    h = np.uint64(0xCBF29CE484222325)
+    for p in range(a, b):
+        h = (h ^ np.uint64(buf[p])) * np.uint64(0x100000001B3)
+    return h
+
+
+@_jit
+def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, ints, fields, problem, name_hash, offsets,
+            written, f):
+    """Check one record whose bases are seq[start:k]; returns written (+1 if it is written).
+
+    The checks run in the order of the record path: empty header, empty sequence,
+    non-nucleotide, header format, class id.
+    """
     ints[i, 3] = h0
     ints[i, 4] = h1
     blank = True
@@ -197,24 +268,6 @@ def _record(buf, i, h0, h1, body0, body1, code, space, known, ints, fields, prob
     if blank:
         problem[i] = 3
         return written
-    start = offsets[written]
-    k = start
-    iupac = 0
-    bad = False
-    for p in range(body0, body1):
-        c = code[buf[p]]
-        if c == 0:
-            continue
-        if c == 7:
-            bad = True
-        elif c == 6:
-            iupac += 1
-            seq[k] = 78
-            k += 1
-            continue
-        else:
-            seq[k] = buf[p] & 0xDF  # upper case
-        k += 1
     if k == start:
         problem[i] = 4
         return written
@@ -235,6 +288,7 @@ def _record(buf, i, h0, h1, body0, body1, code, space, known, ints, fields, prob
     fields[i, 4] = iupac
     ints[i, 5] = f[4]
     ints[i, 6] = f[5]
+    name_hash[i] = _fnv1a64(buf, f[4], f[5])
     offsets[written + 1] = k
     return written + 1
 
@@ -249,7 +303,7 @@ def _count_nl(buf, a, b):
 
 
 @_jit
-def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, seq, offsets):
+def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, name_hash, seq, offsets):
     n = buf.shape[0]
     pos = 0
     line = first_line
@@ -264,22 +318,14 @@ def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, se
             continue
         problem[i] = 0
         if not fastq:
-            end = pos
-            while True:  # the next "\n>"
-                end = _find_nl(buf, end, n)
-                if end >= n - 1:
-                    end = n
-                    break
-                if buf[end + 1] == 62:
-                    end += 1
-                    break
-                end += 1
-            nl = _find_nl(buf, pos, end)
+            nl = _find_nl(buf, pos, n)
             h1 = nl
             if h1 > pos + 1 and buf[h1 - 1] == 13:
                 h1 -= 1
-            written = _record(buf, i, pos + 1, max(h1, pos + 1), min(nl + 1, end), end, code, space, known,
-                              ints, fields, problem, seq, offsets, written, f)
+            start = offsets[written]
+            end, k, iupac, bad, lfs = _fasta_body(buf, nl, n, code, seq, start)
+            written = _record(buf, i, pos + 1, max(h1, pos + 1), start, k, iupac, bad, space, known, ints, fields,
+                              problem, name_hash, offsets, written, f)
         else:
             p = pos
             for k in range(4):
@@ -309,12 +355,15 @@ def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, se
                 ints[i, 4] = h1
                 problem[i] = 6
             else:
-                written = _record(buf, i, h0, h1, s0, s1, code, space, known, ints, fields, problem, seq,
-                                  offsets, written, f)
+                start = offsets[written]
+                k, iupac, bad = _copy_bases(buf, s0, s1, code, seq, start)
+                written = _record(buf, i, h0, h1, start, k, iupac, bad, space, known, ints, fields, problem,
+                                  name_hash, offsets, written, f)
+            lfs = _count_nl(buf, pos, end)
         ints[i, 0] = line
         ints[i, 1] = pos
         ints[i, 2] = end
-        line += _count_nl(buf, pos, end)
+        line += lfs
         pos = end
         i += 1
     return i, written

@@ -337,7 +337,6 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     tax = np.where(tax < 0, np.asarray(lm.tax_ids, dtype=np.int64)[labels], tax) if labels.size else tax
     read_lengths = np.diff(p.offsets).astype(np.int32)
     readlen = p.readlen[ok]
-    names = p.name[ok]  # the default format's fragment name is its name group
     bad = []
     for i in np.flatnonzero(~ok).tolist():  # skipped records only: rare, not the hot path
         r0, r1 = p.raw[i]
@@ -350,7 +349,7 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
         mates=p.mate[ok].astype(np.int8),
         read_lengths=read_lengths,
         record_index=np.flatnonzero(ok).astype(np.int64),
-        fragment_hashes=fnv1a64_ranges(data, names[:, 0], names[:, 1] - names[:, 0]),
+        fragment_hashes=p.name_hash[ok],  # FNV-1a of the name group, hashed during the parse
         iupac=p.iupac[ok].astype(np.int64),
         readlen_bad=(readlen >= 0) & (readlen != read_lengths),
         seqs=p.seqs,
