@@ -45,7 +45,15 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import format as fmt
-from .failfast import DEFAULT_MIN_WRITTEN_FRACTION, TooManySkipped, check_probe, check_written_fraction, probe
+from .failfast import (
+    DEFAULT_MIN_WRITTEN_FRACTION,
+    PROBE_RECORDS,
+    Probe,
+    TooManySkipped,
+    check_probe,
+    check_written_fraction,
+    probe,
+)
 from .fastparse import AVAILABLE as FASTPARSE_AVAILABLE
 from .fastparse import PROBLEMS, ParsedUnit, parse_default
 from .fastx import InputError, ParsedRecord, Unit, iter_units, parse_unit, sniff, unit_bytes
@@ -630,8 +638,39 @@ def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: L
     }
 
 
-def _auto_max_length(opts: ConvertOptions, tok) -> tuple[int, int]:
-    """Tokenize the first AUTO_SAMPLE good reads of the inputs and pick L (deterministic)."""
+def _auto_max_length(opts: ConvertOptions, tok, heads: list["_Rows"] | None = None) -> tuple[int, int]:
+    """Tokenize the first AUTO_SAMPLE good reads of the inputs and pick L (deterministic).
+
+    ``heads``: the inputs' first records parsed by numba (:func:`_head_rows`, default header
+    format), else the record path reads them.
+    """
+    if heads is not None:
+        seqs, offsets = _good_reads(heads, AUTO_SAMPLE)
+    else:
+        seqs, offsets = _good_reads_slow(opts)
+    # Only the untruncated counts matter here; a tiny L keeps the id matrix small.
+    _, full = tok.encode(seqs, offsets, 8)
+    # Capped: a stored length above 32767 would wrap to a negative int16.
+    return min(choose_max_length(full), MAX_L), int(full.size)
+
+
+def _good_reads(heads: list["_Rows"], limit: int) -> tuple[bytes, np.ndarray]:
+    """The first ``limit`` written reads of the inputs' heads, as (bases, offsets)."""
+    parts, lens = [], []
+    for rows in heads:
+        take = min(limit - sum(x.size for x in lens), rows.offsets.size - 1)
+        if take <= 0:
+            break
+        parts.append(rows.seqs[: rows.offsets[take]])
+        lens.append(np.diff(rows.offsets[: take + 1]))
+    offsets = np.zeros(sum(x.size for x in lens) + 1, dtype=np.int64)
+    if lens:
+        np.cumsum(np.concatenate(lens), out=offsets[1:])
+    return b"".join(parts), offsets
+
+
+def _good_reads_slow(opts: ConvertOptions) -> tuple[bytes, np.ndarray]:
+    """:func:`_good_reads` through the per-record path (a custom --header-regex)."""
     parts = bytearray()
     offs = [0]
     for i, path in enumerate(opts.inputs):
@@ -645,11 +684,36 @@ def _auto_max_length(opts: ConvertOptions, tok) -> tuple[int, int]:
             break
         if len(offs) > AUTO_SAMPLE:
             break
-    offsets = np.asarray(offs, dtype=np.int64)
-    # Only the untruncated counts matter here; a tiny L keeps the id matrix small.
-    _, full = tok.encode(bytes(parts), offsets, 8)
-    # Capped: a stored length above 32767 would wrap to a negative int16.
-    return min(choose_max_length(full), MAX_L), int(full.size)
+    return bytes(parts), np.asarray(offs, dtype=np.int64)
+
+
+def _head_rows(opts: ConvertOptions, lm: LabelMap) -> list["_Rows"] | None:
+    """Each input's first ``max(PROBE_RECORDS, AUTO_SAMPLE)`` records parsed and labeled by
+    numba, as the workers will (default header format only; else None)."""
+    if opts.header_regex != DEFAULT_HEADER_REGEX or not FASTPARSE_AVAILABLE:
+        return None
+    s = _Settings(tokenizer=opts.tokenizer, max_length=1, header_regex=opts.header_regex, label_map=lm,
+                  layout=opts.layout, compression="gzip", on_bad_record="skip", staging="",
+                  max_record_bytes=opts.max_record_bytes)
+    heads = []
+    for i, path in enumerate(opts.inputs):
+        for unit in iter_units(path, i, max(PROBE_RECORDS, AUTO_SAMPLE), max_record_bytes=opts.max_record_bytes):
+            heads.append(_rows_default(unit, unit_bytes(unit), s))
+            break
+    return heads
+
+
+def _probe_rows(opts: ConvertOptions, heads: list["_Rows"]) -> list[Probe]:
+    """:func:`convert.failfast.probe` from parsed heads: the first PROBE_RECORDS records of each input."""
+    probes = []
+    for path, rows in zip(opts.inputs, heads):
+        p = Probe(str(path), records=min(rows.records_in, PROBE_RECORDS))
+        for index, line, problem, _, header in rows.bad:
+            if index < PROBE_RECORDS:
+                p.skipped[problem] += 1
+                p.examples.setdefault(problem, (line, header))
+        probes.append(p)
+    return probes
 
 
 def _peak_rss_mb() -> float:
@@ -723,8 +787,13 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         print(note, file=sys.stderr)
     # Seconds, not hours: a regex or mapping that skips most records stops here (under
     # --on-bad-record error the first bad record stops the run anyway, naming its line).
+    heads = _head_rows(opts, lm)
     if opts.on_bad_record == "skip":
-        probes = probe(opts.inputs, lambda rec: _classify(rec, rx, lm.label_of), max_record_bytes=opts.max_record_bytes)
+        if heads is not None:
+            probes = _probe_rows(opts, heads)
+        else:
+            probes = probe(opts.inputs, lambda rec: _classify(rec, rx, lm.label_of),
+                           max_record_bytes=opts.max_record_bytes)
         check_probe(probes, float(opts.min_written_fraction), opts.header_regex, opts.mapping, lm.class_ids)
 
     if staging.exists() and not opts.resume:
@@ -763,7 +832,7 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         make_dir(staging / ".units")
         if opts.max_length == "auto":
-            max_length, sampled = _auto_max_length(opts, tok)
+            max_length, sampled = _auto_max_length(opts, tok, heads)
         else:
             max_length, sampled = int(opts.max_length), 0
         plan = _plan(opts, tok.info, max_length, lm)
