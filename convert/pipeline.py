@@ -5,8 +5,8 @@ Crash safety, in order of what is written:
 1. Everything goes to a staging directory beside the output,
    ``<parent>/.<name>.readshard-partial/``, locked with ``flock`` so two converters cannot
    share it. Nothing appears at ``--out`` until the dataset is complete.
-2. A worker builds the shard in memory, writes ``.shard-NNNNN.h5.tmp``, fsyncs, renames it
-   to ``shard-NNNNN.h5``, then writes its quarantine parts and, last, its unit record
+2. A worker (a thread or a process, see :mod:`convert.executors`) builds the shard in memory,
+   writes ``.shard-NNNNN.h5.tmp``, fsyncs, renames it to ``shard-NNNNN.h5``, then writes its quarantine parts and, last, its unit record
    ``.units/u-NNNNN.json`` (shard entry + counts). A unit is done iff its record and parts
    exist and the shard's size and sha256 match it; ``--resume`` redoes every other unit.
    Workers hold ``.units/.workers.lock`` shared while writing and stop if their converter
@@ -1187,6 +1187,15 @@ def summary_line(report: dict[str, Any], out: str) -> str:
         + (f" + {report['other_split']:,} on other split sides" if report.get("other_split") else "")
         + f"; {report['truncated']:,} truncated at L={report['max_length']}; "
         f"{report['shards']} shards in {out};{_quarantine_note(report)} {report['seconds']:.1f} s, {report['reads_per_s']:,.0f} reads/s, "
-        f"{report['mb_per_s']:.1f} MB/s; peak RSS parent {report['peak_rss_mb']['parent']:.0f} MB, "
-        f"worker {report['peak_rss_mb']['worker_max']:.0f} MB"
+        f"{report['mb_per_s']:.1f} MB/s; " + _rss_note(report)
     )
+
+
+def _rss_note(report: dict[str, Any]) -> str:
+    rss = report["peak_rss_mb"]
+    if report.get("parallel") in ("processes", "cluster"):
+        return f"peak RSS parent {rss['parent']:.0f} MB, worker {rss['worker_max']:.0f} MB"
+    # Units ran in this process: one figure.
+    jobs = report.get("jobs", 1)
+    how = f" ({jobs} threads)" if report.get("parallel") == "threads" else ""
+    return f"peak RSS {rss['parent']:.0f} MB{how}"

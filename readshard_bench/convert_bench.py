@@ -15,8 +15,9 @@ since this VM evicts idle file pages):
   (blob and offsets built before timing); ``fast_vs_hf_encode`` is its rate over
   ``pure_tokenization``'s (same reads, same processes).
 * ``readshard``: ``python -m convert --jobs N`` end to end (parse, label, tokenize, write,
-  hash), peak RSS of the whole process tree sampled every 0.1 s; ``readshard_1_job`` the
-  same with ``--jobs 1`` (skip with ``--no-1-job``).
+  hash; units on N threads, the default), peak RSS of the whole process tree sampled every
+  0.1 s; ``readshard_processes`` the same with ``--parallel processes`` (skip with
+  ``--no-processes``); ``readshard_1_job`` with ``--jobs 1`` (skip with ``--no-1-job``).
 * ``hf_datasets``: Hugging Face ``datasets``: ``Dataset.from_generator`` over pyfastx,
   ``.map(tokenize, batched=True, num_proc=N)`` with the same tokenizer through
   ``PreTrainedTokenizerFast``, ``save_to_disk`` (the ``bench`` extra; skipped with one line
@@ -182,6 +183,7 @@ def run_readshard(path: Path, mapping: Path, out: Path, jobs: int, extra: list[s
         "peak_tree_rss_mb": rss.get("peak_tree_rss_mb"),
         "peak_parent_rss_mb": report["peak_rss_mb"]["parent"],
         "peak_worker_rss_mb": report["peak_rss_mb"]["worker_max"],
+        "parallel": report.get("parallel"),
         "output_bytes": sum(p.stat().st_size for p in out.glob("shard-*.h5")),
         "summary": stdout.strip(),
     }
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-only", action="store_true", help="only the converter (throughput and peak RSS)")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--no-1-job", action="store_true", help="skip the --jobs 1 converter run")
+    ap.add_argument("--no-processes", action="store_true",
+                    help="skip the --parallel processes converter run (the default runs units on threads)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from convert.simulate import simulate
@@ -265,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             results["pure_tokenization"] = pure_tokenization(train, args.jobs)
             results["fast_tokenization"] = fast_tokenization(train, args.jobs)
         results["readshard"] = run_readshard(train, mapping, work / "readshard_out", args.jobs)
+        if not args.rss_only and not args.no_processes and args.jobs != 1:
+            results["readshard_processes"] = run_readshard(train, mapping, work / "readshard_out", args.jobs,
+                                                           ["--parallel", "processes"])
         if not args.rss_only and not args.no_1_job and args.jobs != 1:
             results["readshard_1_job"] = run_readshard(train, mapping, work / "readshard_out", 1)
         if not args.rss_only and not args.skip_hf and not hf_missing:
@@ -282,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         fast = results["fast_tokenization"]
         results["time_vs_fast_tokenization"] = fast["reads_per_s"] / rs["reads_per_s"]
         results["fast_vs_hf_encode"] = fast["reads_per_s"] / results["pure_tokenization"]["reads_per_s"]
+    if "readshard_processes" in results:
+        results["threads_vs_processes"] = rs["reads_per_s"] / results["readshard_processes"]["reads_per_s"]
     if "readshard_1_job" in results:
         results["speedup_2_vs_1_job"] = rs["reads_per_s"] / results["readshard_1_job"]["reads_per_s"]
     if args.json:
@@ -289,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"input: {results['input']['bytes'] / 1e6:.0f} MB, {rs['reads']:,} reads, --jobs {args.jobs}")
         print(f"  load average before {results['load_before']}, after {results['load_after']}")
-        for key in ("pure_tokenization", "fast_tokenization", "readshard", "readshard_1_job", "hf_datasets"):
+        for key in ("pure_tokenization", "fast_tokenization", "readshard", "readshard_processes", "readshard_1_job",
+                    "hf_datasets"):
             if key in results:
                 r = results[key]
                 rss = f", peak tree RSS {r['peak_tree_rss_mb']:.0f} MB" if r.get("peak_tree_rss_mb") else ""
@@ -301,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         if "time_vs_fast_tokenization" in results:
             print(f"  readshard time / fast tokenization alone: {results['time_vs_fast_tokenization']:.2f}x")
             print(f"  fast encoder / Tokenizer.encode (same reads): {results['fast_vs_hf_encode']:.1f}x")
+        if "threads_vs_processes" in results:
+            print(f"  readshard threads / --parallel processes: {results['threads_vs_processes']:.2f}x")
         if "speedup_2_vs_1_job" in results:
             print(f"  readshard --jobs {args.jobs} / --jobs 1: {results['speedup_2_vs_1_job']:.2f}x")
     return 0
