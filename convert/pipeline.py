@@ -6,15 +6,15 @@ Crash safety, in order of what is written:
    ``<parent>/.<name>.readshard-partial/``, locked with ``flock`` so two converters cannot
    share it. Nothing appears at ``--out`` until the dataset is complete.
 2. A worker (a thread or a process, see :mod:`convert.executors`) builds the shard in memory,
-   writes ``.shard-NNNNN.h5.tmp``, fsyncs, renames it to ``shard-NNNNN.h5``, then writes its quarantine parts and, last, its unit record
-   ``.units/u-NNNNN.json`` (shard entry + counts). A unit is done iff its record and parts
-   exist and the shard's size and sha256 match it; ``--resume`` redoes every other unit.
-   Workers hold ``.units/.workers.lock`` shared while writing and stop if their converter
-   is gone, and a new converter waits for that lock: pool workers orphaned by a killed
-   converter never write beside a ``--resume``. A worker that dies (killed, out of memory)
-   ends the run with a :class:`ConvertError` saying to ``--resume``. With ``--scheduler``
-   (dask workers, not children of the converter) a run token replaces this pid guard:
-   see :mod:`convert.cluster`.
+   writes ``.shard-NNNNN.h5.tmp``, fsyncs, renames it to ``shard-NNNNN.h5``, then writes its
+   quarantine parts and, last, its unit record ``.units/u-NNNNN.json`` (shard entry +
+   counts). A unit is done iff its record and parts exist and the shard's size and sha256
+   match it; ``--resume`` redoes every other unit. Workers hold ``.units/.workers.lock``
+   shared while writing and stop if their converter is gone, and a new converter waits for
+   that lock: pool workers orphaned by a killed converter never write beside a ``--resume``.
+   A worker process that dies (killed, out of memory) ends the run with a
+   :class:`ConvertError` saying to ``--resume``. With ``--scheduler`` (dask workers, not
+   children of the converter) a run token replaces this pid guard: see :mod:`convert.cluster`.
 3. When all units are done: ``quarantine.fa``/``quarantine.tsv``, ``report.json``, then
    ``manifest.json``; the staging directory is renamed to ``--out`` (atomic on one
    filesystem). A crash at any point leaves either no dataset or a complete one; a full
