@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
@@ -31,6 +32,9 @@ __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 # Keys of the batch dict returned by ``__getitems__``.
 BATCH_KEYS = ("input_ids", "lengths", "labels")
 _VECTOR_NAMES = tuple(n for n in ROW_VECTORS if n != "class_rows")
+# A gather slower than this had page faults that went to the disk (a resident row costs well
+# under a microsecond, a read from disk tens of microseconds): prefetch the next batch.
+_COLD_NS_FIXED, _COLD_NS_PER_ROW = 200_000, 2_000
 
 
 def _as_index_array(indices: Any) -> np.ndarray:
@@ -131,6 +135,12 @@ class ShardDataset(_ViewMixin, Dataset):
             in half the available memory, else ``"random"``), ``"sequential"`` (read each
             shard ahead whole when first mapped) or ``"random"`` (``MADV_RANDOM``: a random
             row faults in its own pages only); see ``convert.reader.choose_access``.
+        prefetch: before gathering a cold batch, start reading every row's non-resident
+            pages at once (``MADV_WILLNEED``), so the disk serves many reads in parallel
+            instead of one fault at a time (see ``loaders._span``). ``None`` (default): on
+            when ``access`` resolves to ``"random"``; ``True``/``False`` force it. Once a
+            batch finds its pages resident the check stops until a gather is slow again
+            (the warm path pays one clock read per batch).
 
     Raises:
         FormatError: missing/other-version manifest, tokenizer or length mismatch, a
@@ -147,6 +157,7 @@ class ShardDataset(_ViewMixin, Dataset):
         expect_max_length: int | None = None,
         max_open_shards: int | None = None,
         access: str = "auto",
+        prefetch: bool | None = None,
     ) -> None:
         self.path = Path(path)
         reader = ShardReader(self.path, verify=verify)  # manifest validated, shards stat'ed
@@ -165,6 +176,7 @@ class ShardDataset(_ViewMixin, Dataset):
         # Decided once, at open, in the process that opens (workers inherit the decision).
         self.access = choose_access(reader.total_bytes, available_memory(), access)
         self._advice = getattr(mmap, "MADV_WILLNEED" if self.access == "sequential" else "MADV_RANDOM", None)
+        self.prefetch = self.access == "random" if prefetch is None else bool(prefetch)
         self._init_process_state()
 
     def _init_process_state(self) -> None:
@@ -173,6 +185,15 @@ class ShardDataset(_ViewMixin, Dataset):
         self._vectors: dict[str, np.ndarray] = {}
         self._class_table: np.ndarray | None = None
         self._class_cum: np.ndarray | None = None
+        # Prefetch state of this process: check residency (True) until a batch finds its
+        # pages resident; threads share it (a stale value costs one check, never a wrong row).
+        self._cold = True
+        self._io = {"prefetch_checks": 0, "prefetch_ranges": 0}
+
+    @property
+    def io_stats(self) -> dict[str, int]:
+        """This process's prefetch counters: batches checked for residency, byte ranges issued."""
+        return dict(self._io)
 
     def _open_shard(self, s: int) -> tuple[dict[str, Any], Any]:
         """Map shard ``s``: numpy views into one mmap (+ an h5py dataset when compressed).
@@ -220,7 +241,7 @@ class ShardDataset(_ViewMixin, Dataset):
         handles = self._handles
         table = self._span_table(handles.local)
         if self._span_kernel:
-            out = table.gather_rows(table.current(), idx)
+            out = self._gather_compiled(table, table.current(), idx)
             if out is not None:
                 return out
         n = len(self)
@@ -241,10 +262,27 @@ class ShardDataset(_ViewMixin, Dataset):
                     return None
             snap = table.snapshot()
         if self._span_kernel:
-            out = table.gather_rows(snap, idx)
+            out = self._gather_compiled(table, snap, idx)
             if out is not None:
                 return out
         return table.gather(snap, shard, idx)
+
+    def _gather_compiled(self, table: SpanTable, snap: Any, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        """``table.gather_rows``, with the cold-batch prefetch when it is on (caller pinned)."""
+        if not self.prefetch or snap is None:
+            return table.gather_rows(snap, idx)
+        t0 = time.perf_counter_ns()
+        if self._cold:
+            issued = table.prefetch_rows(snap, idx)
+            self._io["prefetch_checks"] += 1
+            if issued > 0:
+                self._io["prefetch_ranges"] += issued
+                return table.gather_rows(snap, idx)  # waits on the reads just started
+            self._cold = False  # all resident (or no prefetch here): gather without checking
+        out = table.gather_rows(snap, idx)
+        if time.perf_counter_ns() - t0 > _COLD_NS_FIXED + _COLD_NS_PER_ROW * idx.shape[0]:
+            self._cold = True  # this gather went to the disk: check the next batch
+        return out
 
     def _span_table(self, local: dict[str, Any]) -> SpanTable:
         table = local.get("span")
@@ -256,7 +294,7 @@ class ShardDataset(_ViewMixin, Dataset):
         # Paths and small arrays only: open maps, HDF5 handles and lazily built vectors
         # are per process and rebuilt on first use.
         state = self.__dict__.copy()
-        for key in ("_handles", "_vectors", "_class_table", "_class_cum"):
+        for key in ("_handles", "_vectors", "_class_table", "_class_cum", "_cold", "_io"):
             state.pop(key, None)
         return state
 
@@ -267,6 +305,7 @@ class ShardDataset(_ViewMixin, Dataset):
     def close(self) -> None:
         """Unmap every shard this process opened (they reopen on the next access)."""
         self._handles.close()
+        self._cold = True  # their pages may be evicted by the time they reopen
 
     # -- sizes ---------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -225,15 +225,19 @@ def run_scale(cfg: BenchConfig) -> dict[str, Any]:
         cold_batches = batches_from_sampler(N, 2000, epoch=7)  # indices not touched above
         # Both cold-start policies: "auto" (here: the data fit in memory, so shards are read
         # ahead whole) and "random" (what "auto" picks when the data exceed memory).
-        for name, access in (("readshard_batched_cold", "auto"), ("readshard_batched_cold_random", "random")):
-            ds = ShardDataset(paths["mmap"], access=access)
-            log(f"cold: {name} (access={access} -> {ds.access}), files evicted first")
+        # ..._no_prefetch: "random" as it was before the cold-batch prefetch (one fault at a time).
+        for name, access, prefetch in (("readshard_batched_cold", "auto", None),
+                                       ("readshard_batched_cold_random", "random", None),
+                                       ("readshard_batched_cold_random_no_prefetch", "random", False)):
+            ds = ShardDataset(paths["mmap"], access=access, prefetch=prefetch)
+            log(f"cold: {name} (access={access} -> {ds.access}, prefetch={ds.prefetch}), files evicted first")
             evict_files(shard_files(ds))
             it = iter(cold_batches)
             io0 = read_bytes()
             with RssWatch() as w:
                 n, el = timebox(lambda: ds.__getitems__(next(it))["labels"].shape[0], secs, 0, len(cold_batches))
-            cold[name] = from_watch(n, el, w, extra={"disk_read_mb": (read_bytes() - io0) / 2**20, "access": ds.access})
+            cold[name] = from_watch(n, el, w, extra={"disk_read_mb": (read_bytes() - io0) / 2**20, "access": ds.access,
+                                                             "prefetch": ds.prefetch, **ds.io_stats})
             ds.close()
             del ds
         for name, adv in (("numpy_memmap_cold_madv_random", mmap.MADV_RANDOM), ("numpy_memmap_cold_default_readahead", None)):
@@ -249,7 +253,9 @@ def run_scale(cfg: BenchConfig) -> dict[str, Any]:
                      "'disk KB/sample' is what the process read from storage. readshard's default access policy "
                      "reads each shard ahead whole when the data fit in half the available memory "
                      "(readshard_batched_cold) and maps with MADV_RANDOM when they do not "
-                     "(readshard_batched_cold_random: one page per row and array, disk-IOPS bound). "
+                     "(readshard_batched_cold_random: one page per row and array; each cold batch first issues all its "
+                     "rows' non-resident pages with MADV_WILLNEED so many reads are in flight; "
+                     "readshard_batched_cold_random_no_prefetch: the same with prefetch=False, one fault at a time). "
                      "The default read-ahead pulls 8 MiB around each fault: while the file fits in RAM it soon holds the "
                      "whole file (read at sequential speed, so it wins here); once data exceed RAM every random row "
                      "costs 8 MiB of reads and evicts other rows.")
