@@ -32,6 +32,7 @@ import numpy as np
 
 from . import format as fmt
 from .provenance import FNV_OFFSET, FNV_PRIME, records_before
+from .reader import ShardReader
 
 __all__ = ["LeakageError", "find_leakage", "format_leakage"]
 
@@ -42,38 +43,30 @@ class LeakageError(Exception):
     """The two datasets cannot be compared (missing, unreadable, the same directory)."""
 
 
-@dataclass
 class _Dataset:
-    path: Path
-    manifest: dict[str, Any]
-    starts: np.ndarray = field(init=False)
-    base: np.ndarray = field(init=False)
+    """One side of the comparison, read through :class:`convert.reader.ShardReader` (checked)."""
 
-    def __post_init__(self) -> None:
-        counts = np.array([int(e["num_rows"]) for e in self.manifest["shards"]], dtype=np.int64)
-        self.starts = np.concatenate(([0], np.cumsum(counts)))
+    def __init__(self, reader: ShardReader) -> None:
+        self.reader = reader
+        self.path = reader.directory
+        self.manifest = reader.manifest
+        self.starts = reader.starts
         self.base = records_before(self.manifest)
 
     @property
     def rows(self) -> int:
         return int(self.starts[-1])
 
-    def entry_path(self, s: int) -> Path:
-        return self.path / self.manifest["shards"][s]["file"]
-
     def vector(self, s: int, name: str) -> np.ndarray:
-        entry = self.manifest["shards"][s]
-        m = fmt.map_shard(self.entry_path(s), entry, int(self.manifest["max_length"]),
-                          int(self.manifest["num_classes"]), names=(name,))
-        return np.asarray(m[name])
+        """Shard ``s``'s per-read vector ``name`` (one pread; identity checked)."""
+        return self.reader.read_vector(s, name)
 
 
 def _open(path: str | os.PathLike[str]) -> _Dataset:
     try:
-        manifest = fmt.read_manifest(path)
+        return _Dataset(ShardReader(Path(path)))
     except fmt.FormatError as exc:
         raise LeakageError(str(exc)) from None
-    return _Dataset(Path(path), manifest)
 
 
 def row_hashes(ids: np.ndarray) -> np.ndarray:
@@ -88,13 +81,18 @@ def row_hashes(ids: np.ndarray) -> np.ndarray:
 
 
 def _sequence_hashes(ds: _Dataset, s: int) -> np.ndarray:
-    import h5py
-
-    n = int(ds.manifest["shards"][s]["num_rows"])
+    reader = ds.reader
+    n = int(reader.counts[s])
     out = np.empty(n, dtype=np.uint64)
     if n == 0:
         return out
-    with h5py.File(ds.entry_path(s), "r") as f:
+    if reader.offsets[s].get("input_ids") is not None:  # mapped layout: sequential preads
+        for a in range(0, n, _ROW_BLOCK):
+            out[a : a + _ROW_BLOCK] = row_hashes(reader.read_rows(s, a, min(_ROW_BLOCK, n - a))["input_ids"])
+        return out
+    import h5py  # compressed input_ids: HDF5 decodes the chunks
+
+    with h5py.File(reader.files[s], "r") as f:
         d = f["input_ids"]
         for a in range(0, n, _ROW_BLOCK):
             out[a : a + _ROW_BLOCK] = row_hashes(d[a : a + _ROW_BLOCK])

@@ -156,3 +156,20 @@ def test_row_hash_distinguishes_length() -> None:
     ids = np.array([[5, 6, 0, 0], [5, 6, 0, 0], [5, 6, 7, 0], [6, 5, 0, 0]], dtype=np.int16)
     h = row_hashes(ids)
     assert h[0] == h[1] and len({int(x) for x in h}) == 3
+
+
+def test_leakage_reads_through_the_checked_reader(reads, tmp_path: Path) -> None:
+    """A shard that is a symlink is refused, as every reader of the format refuses it."""
+    from convert.leakage import LeakageError
+
+    inp, mapping = reads
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "200",
+                           "--no-progress").returncode == 0
+    shard = sorted(b.glob("shard-*.h5"))[-1]
+    real = tmp_path / "elsewhere.h5"
+    shard.rename(real)
+    shard.symlink_to(real)
+    with pytest.raises(LeakageError, match="symlink"):
+        find_leakage(a, b)

@@ -88,3 +88,29 @@ def test_baseline_is_capped_and_says_how_many_reads_it_used(tmp_path: Path, caps
     assert (fasta["train_reads"], fasta["val_reads"]) == (50, 50) and "first 50" in fasta["sampling"]
     assert main(["--train", str(train), "--val", str(val), "--max-reads", "60"]) == 0
     assert "60 train reads, 60 val reads (a uniform sample of at most 60 reads" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("swap", ["symlink", "other_dataset"])
+def test_baseline_reads_through_the_checked_reader(swap: str, tmp_path: Path) -> None:
+    """A shard that is a symlink, or another dataset's shard, is refused (the reader's checks)."""
+    from convert.format import FormatError
+
+    reads, labels = make_reads(3, 30, seed=4)
+    fa = write_fasta(tmp_path / "r.fa", reads, labels, 3)
+    ds = convert_reads(fa, tmp_path / "ds", tokenizer="char", max_length=160, reads_per_shard=40)
+    other = None
+    if swap == "other_dataset":  # other reads, same shard sizes
+        o_reads, o_labels = make_reads(3, 30, seed=5)
+        other = convert_reads(write_fasta(tmp_path / "o" / "r.fa", o_reads, o_labels, 3), tmp_path / "other",
+                              tokenizer="char", max_length=160, reads_per_shard=40)
+    shard = sorted(Path(ds).glob("shard-*.h5"))[0]
+    if swap == "symlink":
+        real = tmp_path / "elsewhere.h5"
+        shard.rename(real)
+        shard.symlink_to(real)
+        match = "symlink"
+    else:
+        shard.write_bytes((Path(other) / shard.name).read_bytes())
+        match = "another dataset|changed|modified or replaced"
+    with pytest.raises(FormatError, match=match):
+        list(iter_shard_blocks(ds, block=32))

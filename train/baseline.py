@@ -20,12 +20,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 
-from convert.format import CHUNK_ROWS, FormatError, map_shard, read_manifest
+from convert.format import CHUNK_ROWS, FormatError, read_manifest
+from convert.reader import ShardReader
 
 __all__ = [
     "BaselineError",
@@ -211,15 +212,21 @@ def sample_rows(num_rows: int, max_reads: int | None, seed: int = 0) -> np.ndarr
     return np.sort(np.random.default_rng(seed).choice(num_rows, size=max_reads, replace=False))
 
 
-def _iter_rows(vecs: Mapping[str, Any], path: Path, rows: np.ndarray, decoder: TokenDecoder,
-               block: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Blocks of the given (sorted) rows of one shard."""
-    with h5py.File(path, "r") if "input_ids" not in vecs else _null() as f:
-        for a in range(0, rows.size, block):
-            r = rows[a : a + block]
-            ids = vecs["input_ids"][r] if f is None else f["input_ids"][r]
-            bases, offsets = decoder.decode_block(ids, vecs["lengths"][r])
-            yield bases, offsets, np.asarray(vecs["labels"][r], dtype=np.int64)
+def _token_source(reader: ShardReader, s: int) -> tuple[Any, Callable[[], None]]:
+    """Shard ``s``'s ``input_ids`` (a mapped array, or the HDF5 dataset when compressed) and its closer."""
+    if reader.offsets[s].get("input_ids") is not None:
+        mm, views = reader.map(s, ("input_ids",))  # identity-checked mapping
+
+        def close_map() -> None:
+            views.clear()
+            try:
+                mm.close()
+            except BufferError:  # a caller still holds a view: the GC unmaps it later
+                pass
+
+        return views["input_ids"], close_map
+    f = h5py.File(reader.files[s], "r")  # compressed: HDF5 decodes the chunks
+    return f["input_ids"], f.close
 
 
 def iter_shard_blocks(directory: str | Path, decoder: TokenDecoder | None = None,
@@ -227,39 +234,40 @@ def iter_shard_blocks(directory: str | Path, decoder: TokenDecoder | None = None
                       rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(bases, offsets, labels)`` blocks of the reads stored in a dataset's shards.
 
-    ``rows``: only these sorted global row numbers (see :func:`sample_rows`); ``None`` = all.
+    Reads through :class:`convert.reader.ShardReader` (validated manifest, shards confined to
+    the directory, identity checked), like every other reader. ``rows``: only these sorted
+    global row numbers (see :func:`sample_rows`); ``None`` = all.
     """
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    decoder = decoder or token_decoder(manifest["tokenizer"], tokenizer_file)
-    L, C = int(manifest["max_length"]), int(manifest["num_classes"])
-    first = 0
-    for entry in manifest["shards"]:
-        path = directory / entry["file"]
-        vecs = map_shard(path, entry, L, C, names=("input_ids", "lengths", "labels"))
-        n = int(entry["num_rows"])
-        start_row = first
-        first += n
+    reader = ShardReader(Path(directory))
+    decoder = decoder or token_decoder(reader.manifest["tokenizer"], tokenizer_file)
+    for s in range(reader.num_shards):
+        n, start_row = int(reader.counts[s]), int(reader.starts[s])
+        if n == 0:
+            continue
         if rows is not None:
             lo, hi = np.searchsorted(rows, [start_row, start_row + n])
-            if hi > lo:
-                yield from _iter_rows(vecs, path, rows[lo:hi] - start_row, decoder, block)
-            continue
-        step = block if "input_ids" in vecs else max(CHUNK_ROWS, block - block % CHUNK_ROWS)
-        with h5py.File(path, "r") if "input_ids" not in vecs else _null() as f:
+            if hi == lo:
+                continue
+            want = rows[lo:hi] - start_row
+        lengths = reader.read_vector(s, "lengths")  # one pread each: small per-read vectors
+        labels = reader.read_vector(s, "labels").astype(np.int64)
+        ids, close = _token_source(reader, s)
+        try:
+            if rows is not None:
+                for a in range(0, want.size, block):
+                    r = want[a : a + block]
+                    bases, offsets = decoder.decode_block(np.asarray(ids[r]), lengths[r])
+                    yield bases, offsets, labels[r]
+                continue
+            # whole chunks on the compressed layout: each chunk is decompressed once
+            step = block if isinstance(ids, np.ndarray) else max(CHUNK_ROWS, block - block % CHUNK_ROWS)
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                ids = vecs["input_ids"][start:stop] if f is None else f["input_ids"][start:stop]
-                bases, offsets = decoder.decode_block(ids, vecs["lengths"][start:stop])
-                yield bases, offsets, np.asarray(vecs["labels"][start:stop], dtype=np.int64)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+                bases, offsets = decoder.decode_block(np.asarray(ids[start:stop]), lengths[start:stop])
+                yield bases, offsets, labels[start:stop]
+        finally:
+            del ids
+            close()
 
 
 HEADER_RE = re.compile(r"^lbl\|(-?\d+)\|")
