@@ -32,9 +32,10 @@ __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 # Keys of the batch dict returned by ``__getitems__``.
 BATCH_KEYS = ("input_ids", "lengths", "labels")
 _VECTOR_NAMES = tuple(n for n in ROW_VECTORS if n != "class_rows")
-# A gather slower than this had page faults that went to the disk (a resident row costs well
-# under a microsecond, a read from disk tens of microseconds): prefetch the next batch.
-_COLD_NS_FIXED, _COLD_NS_PER_ROW = 200_000, 2_000
+# A gather slower than this went to the disk for a fair share of its rows: check the next batch.
+# A resident row costs well under a microsecond once mapped and ~2 us on its first touch of a
+# fresh mapping (three minor faults); a read from disk costs 50 us or more.
+_COLD_NS_FIXED, _COLD_NS_PER_ROW = 200_000, 8_000
 
 
 def _as_index_array(indices: Any) -> np.ndarray:
