@@ -198,7 +198,9 @@ def iter_units(
     stream, raw, gz = _open_raw(path)
     pending = bytearray()
     scanned = 0  # bytes of `pending` already scanned for record starts
-    starts: list[int] = []  # record starts in `pending` found so far (bounded by one unit)
+    # Record starts in `pending` found so far (bounded by one unit plus one block): an int64
+    # array, so the scan does no per-record Python (its thread shares the GIL with the workers).
+    starts = np.empty(0, dtype=np.int64)
     line_no = 1
     unit_no = 0
     base = 0  # offset in the (decompressed) stream of pending[0]
@@ -227,7 +229,7 @@ def iter_units(
                     nz = hits > 0
                     prev[nz] = arr[hits[nz] - 1] == 0x0A
                     prev[~nz] = at_line_start
-                    starts.extend((hits[prev] + scanned).tolist())
+                    starts = np.concatenate((starts, hits[prev] + scanned))
             else:
                 # Line starts in the new region whose first byte is known (a line beginning at
                 # the very end of `pending` waits for the next block).
@@ -236,7 +238,7 @@ def iter_units(
                     line_starts = np.concatenate(([0], line_starts))
                 line_starts = line_starts[line_starts < arr.size]
                 new_starts, fq_k = _fastq_record_starts(arr, line_starts, fq_k)
-                starts.extend((new_starts + scanned).tolist())
+                starts = np.concatenate((starts, new_starts.astype(np.int64) + scanned))
             if arr.size:
                 at_line_start = bool(arr[-1] == 0x0A)
             del arr  # release the buffer export so `pending` can be resized
@@ -244,9 +246,9 @@ def iter_units(
                 starts = _cut_long_records(pending, starts, max_record_bytes, cuts)
             scanned = len(pending)
             # Emit every complete unit (records_per_unit + 1 starts means the first unit is closed).
-            while len(starts) > records_per_unit:
-                cut = starts[records_per_unit]
-                first = starts[0]
+            while starts.size > records_per_unit:
+                cut = int(starts[records_per_unit])
+                first = int(starts[0])
                 line_no += pending.count(b"\n", 0, first)
                 before, inside = _removed(cuts, 0, first), _removed(cuts, first, cut)
                 yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz or inside > 0, pending, first,
@@ -257,11 +259,11 @@ def iter_units(
                 base += cut + before + inside
                 cuts = [[p - cut, n] for p, n in cuts if p >= cut]
                 scanned -= cut
-                starts = [s - cut for s in starts[records_per_unit:]]
+                starts = starts[records_per_unit:] - cut
             if not block:
                 break
-        if starts:
-            first = starts[0]
+        if starts.size:
+            first = int(starts[0])
             line_no += pending.count(b"\n", 0, first)
             before, inside = _removed(cuts, 0, first), _removed(cuts, first, len(pending))
             yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz or inside > 0, pending, first,
@@ -289,7 +291,7 @@ def _removed(cuts: list[list[int]], lo: int, hi: int) -> int:
     return sum(n for p, n in cuts if lo <= p < hi)
 
 
-def _cut_long_records(pending: bytearray, starts: list[int], limit: int, cuts: list[list[int]]) -> list[int]:
+def _cut_long_records(pending: bytearray, starts: np.ndarray, limit: int, cuts: list[list[int]]) -> np.ndarray:
     """Cut every record of ``pending`` longer than ``limit + 1`` bytes down to its first ``limit + 1``
     bytes plus one LF per line end it had; return the shifted record starts (``cuts`` updated).
 
@@ -298,11 +300,13 @@ def _cut_long_records(pending: bytearray, starts: list[int], limit: int, cuts: l
     ``pending`` (a single huge line; then ``a`` never follows an LF, so no record start can
     appear at the seam). Line counts are unchanged, so line numbers and FASTQ structure hold.
     """
-    bounds = starts + [len(pending)]
     # Runs on every block: find the long records with numpy, loop in Python only over them.
-    long = np.flatnonzero(np.diff(np.asarray(bounds, dtype=np.int64)) > limit + 1)
+    bounds = np.append(starts, len(pending)).astype(np.int64)
+    long = np.flatnonzero(np.diff(bounds) > limit + 1)
+    if long.size:
+        starts = starts.copy()  # shifted in place below
     for i in long[::-1].tolist():  # last first: earlier positions stay valid
-        s, e = bounds[i], bounds[i + 1]
+        s, e = int(bounds[i]), int(bounds[i + 1])
         a = s + limit + 1
         last_lf = pending.rfind(b"\n", a, e)
         if last_lf >= 0:
@@ -322,7 +326,7 @@ def _cut_long_records(pending: bytearray, starts: list[int], limit: int, cuts: l
             elif c[0] >= a:
                 c[0] = a  # an earlier cut of this same record
         cuts.append([a, removed])
-        starts = starts[: i + 1] + [x - removed for x in starts[i + 1 :]]
+        starts[i + 1 :] -= removed
     return starts
 
 
