@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterator
 
 from . import format as fmt
 from .fastx import Unit, unit_bytes
-from .pipeline import BadRecordError, ConvertError, convert_unit
+from .unit import BadRecordError, ConvertError, convert_unit
 from .tokenizers import TokenizerError, load_tokenizer
 
 __all__ = [

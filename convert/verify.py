@@ -378,8 +378,8 @@ def _has_problem(name: str, seq: str, reason: str, rx: re.Pattern[str], known: s
 
 
 def _header_fields(m: re.Match[str]) -> tuple[int, int, int, int] | None:
-    # The converter's rule for usable header fields (convert.pipeline._header_fields), on str.
-    from .pipeline import _header_fields as on_bytes
+    # The converter's rule for usable header fields (convert.unit._header_fields), on str.
+    from .unit import _header_fields as on_bytes
 
     return on_bytes(re.compile(m.re.pattern.encode()).match(m.string.encode(errors="surrogateescape")))
 

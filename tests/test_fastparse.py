@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from convert.fastx import Unit
 from convert.labels import DEFAULT_HEADER_REGEX, LabelMap
-from convert.pipeline import _rows_default, _rows_regex, _Settings
+from convert.unit import _rows_default, _rows_regex, _Settings
 
 LM = LabelMap(class_ids=[42, 7, 0], names=["a", "b", "c"], tax_ids=[-1, 11, 5], sha256="x")
 SETTINGS = _Settings(tokenizer="char", max_length=8, header_regex=DEFAULT_HEADER_REGEX, label_map=LM,

@@ -139,7 +139,7 @@ def test_new_converter_waits_for_orphaned_workers(tmp_path: Path) -> None:
 def test_orphaned_worker_refuses_to_write(tmp_path: Path) -> None:
     """A pool worker whose converter is gone (it is no longer its parent) writes nothing."""
     from convert.fastx import Unit
-    from convert.pipeline import ConvertError, _Settings, convert_unit
+    from convert.unit import ConvertError, _Settings, convert_unit
 
     (tmp_path / ".units").mkdir()
     unit = Unit(file="x.fa", file_index=0, index_in_file=0, first_line=1, first_record=0, data=b">a\nACGT\n", fmt="fasta")
