@@ -11,7 +11,7 @@ yields the unit records; the output is byte-identical whichever runs (see
   a single record (about 1 s of a 2 M-read conversion on two cores went to worker start-up).
 * ``processes``: joblib/loky worker processes; needed when the unit's work holds the GIL (a
   custom ``--header-regex`` parses each record in Python, the Hugging Face tokenizer
-  fallback, ``--layout compressed``, whose gzip runs under h5py's global lock), and chosen
+  (other tokenizer files, and units under the fast encoder's minimum), ``--layout compressed``, whose gzip runs under h5py's global lock), and chosen
   with ``--parallel processes`` to isolate units in their own address spaces.
 
 A thread executor keeps at most ``2 * jobs`` units queued, so memory stays bounded and the

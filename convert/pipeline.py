@@ -547,7 +547,8 @@ def _parallel_mode(opts: ConvertOptions, tok: Any) -> str:
         and opts.header_regex == DEFAULT_HEADER_REGEX
         and FASTPARSE_AVAILABLE
         and opts.layout == "mmap"  # gzip/lzf chunks compress under h5py's global lock
-        and getattr(tok, "encoder", "hf") == "fast-bpe"
+        and getattr(tok, "gil_free", False)
+        and opts.reads_per_shard >= getattr(tok, "fast_min_reads", 0)
     )
     mode = choose_parallel(opts.parallel, jobs, gil_free)
     if mode != "processes":

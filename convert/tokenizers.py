@@ -63,6 +63,10 @@ class ReadTokenizer(Protocol):
     def decode(self, ids: np.ndarray) -> str:
         """Bases of one read from its stored (unpadded) ids, special tokens dropped."""
 
+    @property
+    def gil_free(self) -> bool:
+        """Whether :meth:`encode` of a large unit runs without the GIL (so units may run on threads)."""
+
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -169,6 +173,17 @@ class BpeTokenizer:
         self.__init__(state["name"], Path(state["path"]), state["engine"], state["fast_min"])
 
     @property
+    def gil_free(self) -> bool:
+        """Units of at least :attr:`fast_min_reads` reads go through the numba encoder, which
+        releases the GIL (Hugging Face's per-read loop does not)."""
+        return self.encoder == "fast-bpe"
+
+    @property
+    def fast_min_reads(self) -> int:
+        """Smaller batches are encoded by Hugging Face (no JIT load for a handful of reads)."""
+        return self._fast_min
+
+    @property
     def encoder(self) -> str:
         """``"fast-bpe"`` if large batches use the fast encoder, else ``"hf"`` (builds it)."""
         return "fast-bpe" if self._fast_encoder() is not None else "hf"
@@ -239,6 +254,8 @@ class BpeTokenizer:
 
 class KmerTokenizer:
     """DNABERT (v1) overlapping k-mers: ``[CLS] kmer_0 ... kmer_{n-k} [SEP]`` from ``vocab.txt``."""
+
+    gil_free = True  # numpy table lookups over the whole unit
 
     def __init__(self, name: str, path: Path, k: int = 6) -> None:
         path = Path(path)
@@ -319,6 +336,8 @@ for _i, _b in enumerate(b"ACGT"):
 
 class CharTokenizer:
     """One token per base; no special tokens added."""
+
+    gil_free = True  # one numpy table lookup over the whole unit
 
     def __init__(self, name: str = "char") -> None:
         table = np.full(256, 1, dtype=np.int16)  # [UNK]

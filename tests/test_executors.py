@@ -95,3 +95,35 @@ def test_threads_raise_the_first_error_and_cancel_the_rest() -> None:
             got.append(rec["index"])
     assert got == [0]
     assert len(started) < 50  # queued units were cancelled, not run
+
+
+def test_converter_refuses_unknown_parallel_before_writing(reads, tmp_path) -> None:
+    from convert.pipeline import ConvertError, ConvertOptions, convert
+
+    inp, mapping = reads
+    with pytest.raises(ConvertError, match="--parallel must be one of auto, threads, processes"):
+        convert(ConvertOptions(inputs=[str(inp)], out=str(tmp_path / "out"), mapping=str(mapping), parallel="fork",
+                               progress=False))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ({}, "threads"),
+        ({"header_regex": r"lbl\|(?P<class_id>\d+)\|(?P<tax_id>\d*)\|(?P<readlen>\d*)\|(?P<name>[^/\s]+)(?:/(?P<mate>\d+))?"},
+         "processes"),  # a custom regex parses in Python: processes
+        ({"layout": "compressed"}, "processes"),  # gzip chunks compress under h5py's lock
+        ({"tokenizer": "dnabert-6mer"}, "threads"),  # numpy k-mer lookups
+        ({"tokenizer": "dnabert-2"}, "threads"),  # the fast BPE
+        ({"reads_per_shard": 300}, "processes"),  # units this small are encoded by Hugging Face, per read
+    ],
+)
+def test_auto_picks_threads_only_for_the_gil_free_path(reads, tmp_path, extra: dict, expected: str) -> None:
+    from convert.pipeline import ConvertOptions, convert
+
+    inp, mapping = reads
+    opts = {"reads_per_shard": 4096, **extra}
+    report = convert(ConvertOptions(inputs=[str(inp)], out=str(tmp_path / "out"), mapping=str(mapping), jobs=2,
+                                    max_length=64, progress=False, **opts))
+    assert report["parallel"] == expected
