@@ -10,9 +10,10 @@ yields the unit records; the output is byte-identical whichever runs (see
   threads use N cores without starting N interpreters, importing numba N times or pickling
   a single record (about 1 s of a 2 M-read conversion on two cores went to worker start-up).
 * ``processes``: joblib/loky worker processes; needed when the unit's work holds the GIL (a
-  custom ``--header-regex`` parses each record in Python, the Hugging Face tokenizer
-  (other tokenizer files, and units under the fast encoder's minimum), ``--layout compressed``, whose gzip runs under h5py's global lock), and chosen
-  with ``--parallel processes`` to isolate units in their own address spaces.
+  custom ``--header-regex`` parses each record in Python; the Hugging Face tokenizer, for
+  other tokenizer files and for units under the fast encoder's minimum; ``--layout
+  compressed``, whose gzip runs under h5py's global lock), and chosen with
+  ``--parallel processes`` to isolate units in their own address spaces.
 
 A thread executor keeps at most ``2 * jobs`` units queued, so memory stays bounded and the
 scan of the input (in the calling thread) stays ahead of the workers.
