@@ -80,16 +80,30 @@ def parse_default(unit: Unit, data: bytes, known_class_ids: np.ndarray) -> Parse
         known_class_ids: the mapping's class ids, sorted (int64); others are ``unknown_class``.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
+    if unit.records >= 0:  # the scan's count: no pass over the bytes (checked by _parse)
+        parsed = _parse_with_cap(unit, buf, known_class_ids, unit.records + 1)
+        if parsed is not None:
+            return parsed
+    # Unknown, or the bytes hold more records than the scan saw: an upper bound from the bytes.
     cap = (data.count(b">") if unit.fmt == "fasta" else data.count(b"\n")) + 1
+    parsed = _parse_with_cap(unit, buf, known_class_ids, cap)
+    assert parsed is not None  # every record starts with '>' (FASTA) or at a line (FASTQ)
+    return parsed
+
+
+def _parse_with_cap(unit: Unit, buf: np.ndarray, known_class_ids: np.ndarray, cap: int) -> ParsedUnit | None:
+    """:func:`parse_default` with room for ``cap`` records; None if the unit holds more."""
     ints = np.empty((cap, 7), dtype=np.int64)  # line, raw0, raw1, hdr0, hdr1, name0, name1
     fields = np.empty((cap, 5), dtype=np.int64)  # class, tax, mate, readlen, iupac
     problem = np.zeros(cap, dtype=np.int8)
-    seq = np.empty(len(data), dtype=np.uint8)
+    seq = np.empty(buf.size, dtype=np.uint8)
     offsets = np.zeros(cap + 1, dtype=np.int64)
     known = np.ascontiguousarray(known_class_ids, dtype=np.int64)
     name_hash = np.zeros(cap, dtype=np.uint64)
     n, written = _parse(buf, unit.fmt == "fastq", unit.first_line, _SEQ_CODE, _SPACE, known,
                         ints, fields, problem, name_hash, seq, offsets)
+    if n < 0:
+        return None
     return ParsedUnit(
         line=ints[:n, 0], raw=ints[:n, 1:3], header=ints[:n, 3:5], problem=problem[:n],
         class_id=fields[:n, 0], tax_id=fields[:n, 1], mate=fields[:n, 2], readlen=fields[:n, 3],
@@ -311,11 +325,14 @@ def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, na
     written = 0
     e = np.empty(4, dtype=np.int64)
     f = np.empty(12, dtype=np.int64)  # scratch of _record
+    cap = problem.shape[0]
     while pos < n:
         if fastq and (buf[pos] == 10 or buf[pos] == 13):  # blank line between records
             pos = _find_nl(buf, pos, n) + 1
             line += 1
             continue
+        if i >= cap:  # more records than the caller's capacity: it retries with a bound from the bytes
+            return -1, 0
         problem[i] = 0
         if not fastq:
             nl = _find_nl(buf, pos, n)

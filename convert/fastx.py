@@ -81,6 +81,7 @@ class Unit:
     offset: int = 0
     length: int = -1
     lead: bytes = b""  # the byte the scan saw at ``offset``: a malformed record may not start with > or @
+    records: int = -1  # record starts the scan found (a capacity hint for parsers; -1 unknown)
 
     @property
     def nbytes(self) -> int:
@@ -252,7 +253,7 @@ def iter_units(
                 line_no += pending.count(b"\n", 0, first)
                 before, inside = _removed(cuts, 0, first), _removed(cuts, first, cut)
                 yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz or inside > 0, pending, first,
-                            cut, base + before, inside)
+                            cut, base + before, inside, records_per_unit)
                 unit_no += 1
                 line_no += pending.count(b"\n", first, cut)
                 del pending[:cut]
@@ -267,7 +268,7 @@ def iter_units(
             line_no += pending.count(b"\n", 0, first)
             before, inside = _removed(cuts, 0, first), _removed(cuts, first, len(pending))
             yield _unit(path, file_index, unit_no, line_no, records_per_unit, fmt, gz or inside > 0, pending, first,
-                        len(pending), base + before, inside)
+                        len(pending), base + before, inside, int(starts.size))
         elif pending.strip():
             raise InputError(path, "no record header found in the remaining data", line=line_no)
     finally:
@@ -277,13 +278,13 @@ def iter_units(
 
 def _unit(
     path: Path, file_index: int, unit_no: int, line_no: int, per_unit: int, fmt: str, gz: bool,
-    pending: bytearray, first: int, cut: int, base: int, removed: int = 0,
+    pending: bytearray, first: int, cut: int, base: int, removed: int = 0, records: int = -1,
 ) -> Unit:
     """The unit ``pending[first:cut]``: its bytes for gzip (or a cut record), its byte range for a plain file."""
     common = (str(path), file_index, unit_no, line_no, unit_no * per_unit)
     if gz:
-        return Unit(*common, bytes(pending[first:cut]), fmt, base + first, cut - first + removed)
-    return Unit(*common, None, fmt, base + first, cut - first, bytes(pending[first : first + 1]))
+        return Unit(*common, bytes(pending[first:cut]), fmt, base + first, cut - first + removed, records=records)
+    return Unit(*common, None, fmt, base + first, cut - first, bytes(pending[first : first + 1]), records)
 
 
 def _removed(cuts: list[list[int]], lo: int, hi: int) -> int:
