@@ -49,7 +49,7 @@ class ParsedUnit:
     name: np.ndarray  # (n, 2) int64 byte range of the name group
     name_hash: np.ndarray  # uint64 FNV-1a 64 of the name group (the fragment hash; 0 where not written)
     iupac: np.ndarray  # int64 IUPAC bases replaced by N
-    seqs: bytes  # the written reads' bases, concatenated
+    seqs: np.ndarray  # uint8: the written reads' bases, concatenated (a view, not a copy)
     offsets: np.ndarray  # (written + 1,) int64 into seqs
 
 
@@ -108,7 +108,7 @@ def _parse_with_cap(unit: Unit, buf: np.ndarray, known_class_ids: np.ndarray, ca
         line=ints[:n, 0], raw=ints[:n, 1:3], header=ints[:n, 3:5], problem=problem[:n],
         class_id=fields[:n, 0], tax_id=fields[:n, 1], mate=fields[:n, 2], readlen=fields[:n, 3],
         name=ints[:n, 5:7], name_hash=name_hash[:n], iupac=fields[:n, 4],
-        seqs=seq[: offsets[written]].tobytes(), offsets=offsets[: written + 1],
+        seqs=seq[: offsets[written]], offsets=offsets[: written + 1],
     )
 
 

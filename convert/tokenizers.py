@@ -58,7 +58,10 @@ class ReadTokenizer(Protocol):
     info: dict[str, Any]
 
     def encode(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Encode reads ``seqs[offsets[i]:offsets[i+1]]`` into ``(ids (n, L) int16, full_lengths (n,) int32)``."""
+        """Encode reads ``seqs[offsets[i]:offsets[i+1]]`` into ``(ids (n, L) int16, full_lengths (n,) int32)``.
+
+        ``seqs`` is bytes-like: ``bytes`` or a contiguous uint8 array.
+        """
 
     def decode(self, ids: np.ndarray) -> str:
         """Bases of one read from its stored (unpadded) ids, special tokens dropped."""
@@ -223,7 +226,7 @@ class BpeTokenizer:
         counts: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Hugging Face ``Tokenizer.encode`` for ``rows`` (all if None) into ``out``/``counts``."""
-        text = seqs.decode("ascii")
+        text = bytes(seqs).decode("ascii")  # bytes-like: bytes or a uint8 array
         n = offsets.shape[0] - 1
         if out is None or counts is None:
             out = np.full((n, max_length), self.info["pad_id"], dtype=np.int16)

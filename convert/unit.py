@@ -196,7 +196,7 @@ class _Rows:
     fragment_hashes: np.ndarray  # (n,) uint64, see convert.provenance
     iupac: np.ndarray  # (n,) int64 IUPAC codes replaced by N, per row
     readlen_bad: np.ndarray  # (n,) bool: the header's readlen differs from the sequence length
-    seqs: bytes
+    seqs: bytes | np.ndarray  # bases, bytes-like (the numba parse hands over its uint8 array, no copy)
     offsets: np.ndarray
     records_in: int
     # skipped records in order: (index in unit, line, problem, verbatim bytes, header)
