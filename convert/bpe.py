@@ -348,6 +348,12 @@ def _compatible(x, y, left, right, hkeys, hvals):
 
 
 @_jit
+def _compatible_call(x, y, left, right, hkeys, hvals):
+    """:func:`_compatible` as a call, not inlined: keeps the encoder's hot loop small."""
+    return _compatible(x, y, left, right, hkeys, hvals)
+
+
+@_jit
 def _all_compatible(t, left, right, hkeys, hvals):
     """:func:`_compatible` of every pair ``(x, y)`` of ``t`` tokens, at ``x * t + y``."""
     out = np.empty(t * t, dtype=np.uint8)
@@ -357,19 +363,13 @@ def _all_compatible(t, left, right, hkeys, hvals):
     return out
 
 
-@_jit_inline
-def _pair_ok(x, y, left, right, hkeys, hvals, compat):
-    """Is ``x y`` a pair BPE keeps (from the precomputed table when there is one)?"""
-    if compat.shape[0] > 0:
-        return compat[x * left.shape[0] + y] != 0
-    return _compatible(x, y, left, right, hkeys, hvals)
-
-
 @_jit
 def _encode_word(seq, start, end, code, children, node_tok, tok_len, next_prefix, left, right,
                  hkeys, hvals, compat, stack, reach):
     """Tokens of ``seq[start:end]`` (no unknown bases) into ``stack``; returns their count."""
     n = end - start
+    nt = left.shape[0]
+    table = compat.shape[0] > 0  # pair verdicts precomputed (see _tables)
     for i in range(n + 1):
         reach[i] = 1
     top = 0
@@ -379,7 +379,10 @@ def _encode_word(seq, start, end, code, children, node_tok, tok_len, next_prefix
         last = stack[top - 1] if top > 0 else -1
         while True:
             stop = pos + tok_len[tok]
-            if reach[stop] and (last < 0 or _pair_ok(last, tok, left, right, hkeys, hvals, compat)):
+            if reach[stop] and (
+                last < 0
+                or (compat[last * nt + tok] != 0 if table else _compatible_call(last, tok, left, right, hkeys, hvals))
+            ):
                 stack[top] = tok
                 top += 1
                 pos = stop
