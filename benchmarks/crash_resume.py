@@ -12,8 +12,8 @@ Run: ``python benchmarks/crash_resume.py --trials 20 --seed 0 [--json]``
    (1/4), first units in flight until its first shard (1/4), first shard to the end:
    shards landing and finalisation (1/2).
 
-   * ``group``: the whole process group (parent, pool workers, resource trackers), with the
-     default executor (threads when the fast path runs);
+   * ``group`` (with ``--parallel threads``): the whole process group (the converter and
+     its unit threads);
    * ``worker`` (with ``--parallel processes``): one pool worker only; the parent must then exit non-zero with a one-paragraph
      message and no traceback (or 0 if the worker had nothing left to do);
    * ``parent`` (with ``--parallel processes``): the parent only; its orphaned pool workers keep running, and the
@@ -263,9 +263,10 @@ def run_trials(
         delay = rng.uniform(*rng.choices(windows, (0.25, 0.25, 0.5))[0])
         out = workdir / f"out-{t}"
         # Killing "one worker" or "the parent only" needs worker processes; group kills run the
-        # default executor (threads), so both executors are tried.
+        # units on threads (forced: the small units here would pick processes), so both
+        # executors are killed at random moments.
         cmd = _cmd(reads, mapping, out, reads_per_shard, jobs,
-                   *(("--parallel", "processes") if mode in ("worker", "parent") else ()))
+                   "--parallel", "processes" if mode in ("worker", "parent") else "threads")
         first = run_polled(cmd, out, workdir / f"t{t}-0.log", kill_at=delay, mode=mode)
         problems = list(first["violations"])
         problems += _check_published_shards(out)

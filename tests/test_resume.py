@@ -39,11 +39,13 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return inp, mapping, ref
 
 
-@pytest.mark.parametrize("jobs, wait_shards", [("1", 3), ("2", 5)])
-def test_kill_then_resume_gives_same_bytes(big: tuple[Path, Path, Path], tmp_path: Path, jobs: str, wait_shards: int) -> None:
+@pytest.mark.parametrize("jobs, parallel, wait_shards", [("1", "auto", 3), ("2", "processes", 5), ("2", "threads", 5)])
+def test_kill_then_resume_gives_same_bytes(
+    big: tuple[Path, Path, Path], tmp_path: Path, jobs: str, parallel: str, wait_shards: int
+) -> None:
     inp, mapping, ref = big
     out = tmp_path / "out"
-    proc = _start(inp, mapping, out, "--jobs", jobs)
+    proc = _start(inp, mapping, out, "--jobs", jobs, "--parallel", parallel)
     staging = staging_dir(out)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(staging.glob("shard-*.h5"))) < wait_shards:
@@ -96,3 +98,31 @@ def test_second_converter_is_locked_out(big: tuple[Path, Path, Path], tmp_path: 
     assert res.returncode == 2 and "another converter" in res.stderr, res.stderr
     assert first_rc == 0
     assert _hashes(out) == _hashes(ref)
+
+
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_ctrl_c_stops_cleanly_then_resume_gives_same_bytes(
+    big: tuple[Path, Path, Path], tmp_path: Path, parallel: str
+) -> None:
+    """SIGINT (Ctrl-C) mid-run: exit 130 with one line and no traceback, nothing published;
+    ``--resume`` then gives the reference bytes."""
+    inp, mapping, ref = big
+    out = tmp_path / "out"
+    proc = _start(inp, mapping, out, "--jobs", "2", "--parallel", parallel)
+    staging = staging_dir(out)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(staging.glob("shard-*.h5"))) < 3 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # the parent only, as a terminal's Ctrl-C reaches the foreground job
+    _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    if proc.returncode == 0:
+        pytest.skip("the conversion finished before the signal landed")
+    assert proc.returncode == 130, err
+    assert "interrupted: nothing was published; rerun with --resume" in err and "Traceback" not in err, err
+    assert not out.exists()
+    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--jobs", "2",
+                      "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert _hashes(out) == _hashes(ref)
+    assert (out / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes()
