@@ -107,7 +107,6 @@ __all__ = [
     "build_class_index",
     "write_shard",
     "read_shard_attrs",
-    "map_shard",
     "file_sha256",
     "write_json_atomic",
     "write_manifest",
@@ -445,51 +444,6 @@ def shard_layout_problems(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-def map_shard(
-    path: str | os.PathLike[str],
-    entry: Mapping[str, Any],
-    max_length: int,
-    num_classes: int,
-    names: tuple[str, ...] | None = None,
-) -> dict[str, np.ndarray]:
-    """Memory-map a shard's contiguous datasets using the offsets in its manifest entry.
-
-    Args:
-        path: the shard file.
-        entry: its manifest entry (``num_rows``, ``offsets``), validated by :func:`read_manifest`.
-        max_length: L.
-        num_classes: C (``class_offsets`` has C+1 entries).
-        names: datasets to map (default: all contiguous ones).
-
-    Returns:
-        name -> read-only ``np.memmap`` (an empty array where the shard has no rows).
-        Compressed ``input_ids`` is not mapped (offset None); read it by chunks.
-
-    Raises:
-        FormatError: the file is shorter than the manifest says (truncated shard).
-    """
-    n = int(entry["num_rows"])
-    size = os.path.getsize(path)
-    out: dict[str, np.ndarray] = {}
-    wanted = names or tuple(k for k in DATASET_DTYPES if k != "dataset_id")
-    for name in wanted:
-        dtype, shape = DATASET_DTYPES[name], dataset_shape(name, n, max_length, num_classes)
-        off = entry["offsets"].get(name)
-        if off is None:
-            if name == "input_ids" and n > 0:
-                continue  # compressed layout
-            out[name] = np.zeros(shape, dtype=dtype)
-            continue
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        if off + nbytes > size:
-            raise FormatError(
-                f"{path}: truncated shard ({size} bytes, dataset {name} needs {off + nbytes}); "
-                "re-convert it: `python -m convert INPUT --out DIR --resume`"
-            )
-        out[name] = np.memmap(path, dtype=dtype, mode="r", offset=off, shape=shape)
-    return out
 
 
 def _write_file(path: str | os.PathLike[str], data: bytes) -> None:

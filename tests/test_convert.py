@@ -13,6 +13,7 @@ import pytest
 from conftest import run_convert, write_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
+from convert.reader import ShardReader
 from convert.tokenizers import load_tokenizer
 from convert.verify import verify_dataset
 
@@ -20,6 +21,13 @@ from convert.verify import verify_dataset
 def _convert(inp: Path, mapping: Path, out: Path, **kw) -> dict:
     opts = ConvertOptions(inputs=[str(inp)], out=str(out), mapping=str(mapping), progress=False, **kw)
     return convert(opts)
+
+
+def _shard(out: Path, s: int) -> dict[str, np.ndarray]:
+    """Every dataset of shard ``s`` of the dataset at ``out``, read through the format's reader."""
+    reader = ShardReader(out)
+    return {name: reader.read_vector(s, name) for name in fmt.DATASET_DTYPES
+            if reader.offsets[s].get(name) is not None}
 
 
 def _hashes(out: Path) -> dict:
@@ -54,8 +62,8 @@ def test_round_trip_and_labels(reads: tuple[Path, Path], tmp_path: Path, tokeniz
     m = fmt.read_manifest(out)
     tok = load_tokenizer(tokenizer)
     rows = []
-    for e in m["shards"]:
-        mm = fmt.map_shard(out / e["file"], e, m["max_length"], m["num_classes"])
+    for s, e in enumerate(m["shards"]):
+        mm = _shard(out, s)
         rows += [(mm["input_ids"][r], int(mm["lengths"][r]), int(mm["class_ids"][r]), int(mm["mates"][r]),
                   int(mm["read_lengths"][r]), int(mm["tax_ids"][r])) for r in range(e["num_rows"])]
     src = list(pyfastx.Fastx(str(inp)))
@@ -88,9 +96,7 @@ def test_input_kinds_give_same_tokens(tmp_path: Path, kind: str) -> None:
     )
     _convert(plain, mapping, tmp_path / "o1", max_length=64)
     _convert(other, mapping, tmp_path / "o2", max_length=64)
-    m1, m2 = fmt.read_manifest(tmp_path / "o1"), fmt.read_manifest(tmp_path / "o2")
-    a = fmt.map_shard(tmp_path / "o1" / m1["shards"][0]["file"], m1["shards"][0], 64, 4)
-    b = fmt.map_shard(tmp_path / "o2" / m2["shards"][0]["file"], m2["shards"][0], 64, 4)
+    a, b = _shard(tmp_path / "o1", 0), _shard(tmp_path / "o2", 0)
     for k in ("input_ids", "lengths", "labels", "class_ids", "tax_ids", "mates", "read_lengths"):
         assert np.array_equal(a[k], b[k]), k
 
@@ -107,8 +113,7 @@ def test_compressed_layout(reads: tuple[Path, Path], tmp_path: Path, compression
         d = f["input_ids"]
         assert d.chunks is not None and d.compression == compression and d.shuffle
         comp_ids = d[:]
-    p = fmt.read_manifest(tmp_path / "plain")["shards"][0]
-    plain_ids = fmt.map_shard(tmp_path / "plain" / p["file"], p, 64, 4)["input_ids"]
+    plain_ids = _shard(tmp_path / "plain", 0)["input_ids"]
     assert np.array_equal(comp_ids, plain_ids)
     assert verify_dataset(tmp_path / "comp")["ok"]
 
@@ -117,8 +122,7 @@ def test_truncation_counted(reads: tuple[Path, Path], tmp_path: Path) -> None:
     inp, mapping = reads
     report = _convert(inp, mapping, tmp_path / "out", max_length=16)
     assert report["truncated"] == report["written"] == 800
-    m = fmt.read_manifest(tmp_path / "out")
-    mm = fmt.map_shard(tmp_path / "out" / m["shards"][0]["file"], m["shards"][0], 16, 4)
+    mm = _shard(tmp_path / "out", 0)
     assert (mm["lengths"] == 16).all() and (mm["input_ids"][:, -1] == 4).all()  # EOS kept
 
 
@@ -126,8 +130,8 @@ def test_class_index_csr(reads: tuple[Path, Path], tmp_path: Path) -> None:
     inp, mapping = reads
     _convert(inp, mapping, tmp_path / "out", reads_per_shard=300)
     m = fmt.read_manifest(tmp_path / "out")
-    for e in m["shards"]:
-        mm = fmt.map_shard(tmp_path / "out" / e["file"], e, m["max_length"], 4)
+    for s in range(len(m["shards"])):
+        mm = _shard(tmp_path / "out", s)
         for c in range(4):
             rows = mm["class_rows"][mm["class_offsets"][c] : mm["class_offsets"][c + 1]]
             assert (mm["labels"][rows] == c).all()
