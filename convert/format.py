@@ -71,13 +71,14 @@ that names the problem and says what to do. The shard index is the entry's posit
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 import h5py
 import numpy as np
@@ -109,6 +110,7 @@ __all__ = [
     "read_shard_attrs",
     "file_sha256",
     "write_json_atomic",
+    "create_file",
     "write_manifest",
     "read_manifest",
     "check_compatible",
@@ -446,10 +448,26 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _write_file(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` and fsync; an OSError (disk full, ...) names ``path``."""
+def create_file(path: str | os.PathLike[str], mode: str = "wb") -> IO[Any]:
+    """Create or truncate ``path`` for writing without following a symbolic link there.
+
+    Raises:
+        OSError: ``path`` is a symbolic link (ELOOP, with a message saying so), or the usual.
+    """
     try:
-        with open(path, "wb") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link; readshard never writes through links "
+                          "(remove it and rerun)", str(path)) from None
+        raise
+    return os.fdopen(fd, mode)
+
+
+def _write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` and fsync (never through a link); an OSError (disk full, ...) names ``path``."""
+    try:
+        with create_file(path) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

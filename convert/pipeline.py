@@ -643,7 +643,8 @@ def _finish(
     check_written_fraction(sum(r["records_in"] - r.get("other_split", 0) for r in records),
                            sum(r["written"] for r in records), by_reason, float(opts.min_written_fraction), out)
     q_kept = 0
-    with open(staging / fmt.QUARANTINE_NAME, "wb") as qfa, open(staging / "quarantine.tsv", "w") as qtsv:
+    with fmt.create_file(staging / fmt.QUARANTINE_NAME, "wb") as qfa, \
+            fmt.create_file(staging / "quarantine.tsv", "w") as qtsv:
         qtsv.write("file\tline\trecord\treason\n")
         for i in range(len(records)):
             with open(staging / ".units" / f"q-{i:05d}.fa", "rb") as part:

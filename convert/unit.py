@@ -350,8 +350,8 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
         rows = rows.select(mine)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     staging = Path(s.staging)
-    q_fa = open(staging / ".units" / f"q-{shard_index:05d}.fa.tmp", "wb")
-    q_tsv = open(staging / ".units" / f"q-{shard_index:05d}.tsv.tmp", "w")
+    q_fa = fmt.create_file(staging / ".units" / f"q-{shard_index:05d}.fa.tmp", "wb")
+    q_tsv = fmt.create_file(staging / ".units" / f"q-{shard_index:05d}.tsv.tmp", "w")
     n = int(rows.labels.size)
     labels = rows.labels
     q_bytes = 0
@@ -393,7 +393,8 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
     finally:
         q_fa.close()
         q_tsv.close()
-    np.asarray(q_ends, dtype=np.int64).tofile(staging / ".units" / f"q-{shard_index:05d}.ends.tmp")
+    with fmt.create_file(staging / ".units" / f"q-{shard_index:05d}.ends.tmp") as f:
+        f.write(np.asarray(q_ends, dtype=np.int64).tobytes())
     for ext in ("fa", "tsv", "ends"):
         os.replace(staging / ".units" / f"q-{shard_index:05d}.{ext}.tmp", staging / ".units" / f"q-{shard_index:05d}.{ext}")
     record = {

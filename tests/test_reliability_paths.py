@@ -14,6 +14,7 @@ import pytest
 
 from _safety_helpers import assert_refused, snapshot
 from conftest import run_convert, write_reads
+from convert.labels import DEFAULT_HEADER_REGEX
 
 FAST = ("--tokenizer", "char", "--max-length", "512", "--no-progress")
 
@@ -199,3 +200,26 @@ def test_leftover_trash_dataset_is_cleaned(small: tuple[Path, Path], tmp_path: P
     res = run_convert(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+@pytest.mark.parametrize("name", [".units/q-00000.fa.tmp", ".units/q-00000.tsv.tmp", ".units/q-00000.ends.tmp",
+                                  ".shard-00000.h5.tmp", ".units/.u-00000.json.tmp"])
+def test_worker_never_writes_through_a_link_planted_in_staging(tmp_path: Path, name: str) -> None:
+    """A link that appears in staging during a run (after the start-up check) is not followed."""
+    from convert.fastx import Unit
+    from convert.labels import read_mapping
+    from convert.unit import Settings, convert_unit
+
+    inp, mapping = write_reads(tmp_path / "r.fa", n_per_class=5)
+    staging = tmp_path / ".out.readshard-partial"
+    (staging / ".units").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (staging / name).symlink_to(victim)
+    data = inp.read_bytes()
+    unit = Unit(str(inp), 0, 0, 1, 0, data, "fasta")
+    s = Settings(tokenizer="char", max_length=16, header_regex=DEFAULT_HEADER_REGEX, label_map=read_mapping(str(mapping)),
+                 layout="mmap", compression="gzip", on_bad_record="skip", staging=str(staging), dataset_id="ab" * 16)
+    with pytest.raises(OSError, match="symbolic link"):
+        convert_unit(unit, 0, s)
+    assert victim.read_text() == "keep me\n"
