@@ -552,7 +552,7 @@ def _parallel_mode(opts: ConvertOptions, tok: Any) -> str:
     )
     mode = choose_parallel(opts.parallel, jobs, gil_free)
     if mode != "processes":
-        _CACHE.setdefault(f"tok:{opts.tokenizer}", tok)  # this process's units reuse the parent's tables
+        _CACHE[f"tok:{opts.tokenizer}"] = tok  # this process's units reuse the parent's tables (this file's)
     return mode
 
 

@@ -90,12 +90,27 @@ Settings = _Settings  # public name for convert.repair
 _CACHE: dict[str, Any] = {}
 
 
-def _worker_tokenizer(spec: str):
+def _worker_tokenizer(spec: str, sha256: str | None = None):
+    """The tokenizer ``spec`` as loaded in this process, reloaded when its file changed.
+
+    Keyed by ``spec`` (a name or path) but checked against the identity the run planned with:
+    a file replaced at the same path between two conversions in one process (or in a reused
+    pool worker) is reloaded, never served stale under the new file's hash.
+
+    Raises:
+        ConvertError: the file changed since this conversion started.
+    """
     key = f"tok:{spec}"
-    if key not in _CACHE:
+    tok = _CACHE.get(key)
+    if tok is None or (sha256 is not None and tok.info.get("sha256") != sha256):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        _CACHE[key] = load_tokenizer(spec)
-    return _CACHE[key]
+        tok = _CACHE[key] = load_tokenizer(spec)
+    if sha256 is not None and tok.info.get("sha256") != sha256:
+        raise ConvertError(
+            f"tokenizer {spec} changed while converting (sha256 {tok.info.get('sha256')}, the run started with "
+            f"{sha256}); nothing was published: rerun the command with --overwrite once the file is final"
+        )
+    return tok
 
 
 # Header fields -> (default when absent or empty, largest value the shard column holds).
@@ -329,7 +344,7 @@ def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
 
 
 def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
-    tok = _worker_tokenizer(s.tokenizer)
+    tok = _worker_tokenizer(s.tokenizer, s.tokenizer_info.get("sha256"))
     data = unit_bytes(unit)  # a plain file's range is read here, in the worker
     if s.header_regex == DEFAULT_HEADER_REGEX and FASTPARSE_AVAILABLE:
         rows = _rows_default(unit, data, s)
