@@ -135,11 +135,12 @@ def _remount(mnt: Path, options: str) -> None:
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_real_full_filesystem_then_resume(data, tmpfs: Path, jobs: str) -> None:
+@pytest.mark.parametrize("jobs, parallel", [("1", "auto"), ("2", "processes"), ("2", "threads")])
+def test_real_full_filesystem_then_resume(data, tmpfs: Path, jobs: str, parallel: str) -> None:
     inp, mapping, ref = data
     out = tmpfs / "out"
-    args = (inp, "--mapping", mapping, "--out", out, "--reads-per-shard", RPS, "--jobs", jobs, "--no-progress")
+    args = (inp, "--mapping", mapping, "--out", out, "--reads-per-shard", RPS, "--jobs", jobs, "--parallel", parallel,
+            "--no-progress")
     res = run_convert(*args)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "disk full" in res.stderr, res.stderr
