@@ -85,10 +85,24 @@ def run_threads(fn: UnitFn, tasks: Iterable[Task], jobs: int, *args: Any) -> Ite
 def run_processes(fn: UnitFn, tasks: Iterable[Task], jobs: int, *args: Any) -> Iterator[dict[str, Any]]:
     """Run ``fn(unit, index, *args)`` on ``jobs`` joblib/loky worker processes, in task order.
 
-    A worker that dies surfaces as ``concurrent.futures.BrokenExecutor`` (the pipeline turns
-    it into a ConvertError that says to ``--resume``).
+    Like :func:`run_threads`, the error raised is the first in task order (joblib alone raises
+    whichever unit fails first in time, so ``--on-bad-record error`` could name a later
+    record from run to run). A worker that dies surfaces as
+    ``concurrent.futures.BrokenExecutor`` (the pipeline turns it into a ConvertError that
+    says to ``--resume``).
     """
     from joblib import Parallel, delayed
 
-    calls = (delayed(fn)(unit, index, *args) for unit, index in tasks)
-    yield from Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(calls)
+    calls = (delayed(_outcome)(fn, unit, index, *args) for unit, index in tasks)
+    for ok, value in Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(calls):
+        if not ok:
+            raise value
+        yield value
+
+
+def _outcome(fn: UnitFn, unit: Any, index: int, *args: Any) -> tuple[bool, Any]:
+    """``(True, fn(...))``, or ``(False, the exception)``: errors travel back as values, in order."""
+    try:
+        return True, fn(unit, index, *args)
+    except Exception as exc:  # re-raised in the parent, in task order
+        return False, exc

@@ -50,13 +50,16 @@ def test_fastq_bad_record(tmp_path: Path) -> None:
     assert report["skipped_by_reason"]["malformed_fastq"] == 1 and report["written"] == 2
 
 
-def test_on_bad_record_error_names_file_and_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [[], ["--jobs", "2", "--parallel", "threads"], ["--jobs", "2", "--parallel", "processes"]])
+def test_on_bad_record_error_names_file_and_line(tmp_path: Path, parallel: list[str]) -> None:
     out = tmp_path / "out"
-    res = run_convert(DATA / "bad_records.fa", "--mapping", MAPPING, "--out", out, "--on-bad-record", "error", "--no-progress")
+    res = run_convert(DATA / "bad_records.fa", "--mapping", MAPPING, "--out", out, "--on-bad-record", "error", "--no-progress",
+                      "--reads-per-shard", "2", *parallel)
     assert res.returncode == 2
     _no_traceback(res.stderr)
     assert "bad_records.fa, line 3" in res.stderr and "header mismatch" in res.stderr
     assert not out.exists()
+    assert not list(tmp_path.glob(".out.readshard-partial*"))  # the run ended by design: nothing to resume
 
 
 @pytest.mark.parametrize(

@@ -127,3 +127,19 @@ def test_auto_picks_threads_only_for_the_gil_free_path(reads, tmp_path, extra: d
     report = convert(ConvertOptions(inputs=[str(inp)], out=str(tmp_path / "out"), mapping=str(mapping), jobs=2,
                                     max_length=64, progress=False, **opts))
     assert report["parallel"] == expected
+
+
+def _fail_two(unit: int, index: int) -> dict:
+    if index == 1:
+        time.sleep(0.3)  # fails last in time ...
+        raise ValueError("unit 1")
+    if index == 2:
+        raise ValueError("unit 2")  # ... this one first
+    return {"index": index}
+
+
+@pytest.mark.parametrize("runner", [run_threads, run_processes])
+def test_the_error_raised_is_the_first_in_task_order(runner) -> None:
+    """--on-bad-record error names the first bad record in input order, whichever fails first in time."""
+    with pytest.raises(ValueError, match="unit 1"):
+        list(runner(_fail_two, [(i, i) for i in range(4)], 2))
