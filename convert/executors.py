@@ -21,6 +21,7 @@ scan of the input (in the calling thread) stays ahead of the workers.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
@@ -94,10 +95,18 @@ def run_processes(fn: UnitFn, tasks: Iterable[Task], jobs: int, *args: Any) -> I
     from joblib import Parallel, delayed
 
     calls = (delayed(_outcome)(fn, unit, index, *args) for unit, index in tasks)
-    for ok, value in Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(calls):
-        if not ok:
-            raise value
-        yield value
+    results = Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="n_jobs", batch_size=1)(calls)
+    try:
+        for ok, value in results:
+            if not ok:
+                raise value
+            yield value
+    finally:
+        # Stopped early (an error, Ctrl-C): cancel the rest without joblib's warning about
+        # unused results, so the error stays the one line the user reads.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tasks have been successfully executed", category=UserWarning)
+            results.close()
 
 
 def _outcome(fn: UnitFn, unit: Any, index: int, *args: Any) -> tuple[bool, Any]:
