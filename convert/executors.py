@@ -105,7 +105,9 @@ def run_processes(fn: UnitFn, tasks: Iterable[Task], jobs: int, *args: Any) -> I
         # Stopped early (an error, Ctrl-C): cancel the rest without joblib's warning about
         # unused results, so the error stays the one line the user reads.
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*tasks have been successfully executed", category=UserWarning)
+            # joblib's Parallel._warn_exit_early: "N tasks have been successfully executed but not
+            # used" and/or "N tasks which were still being processed ... have been cancelled".
+            warnings.filterwarnings("ignore", message=r"\d+ tasks (have been|which were)", category=UserWarning)
             results.close()
 
 

@@ -143,3 +143,24 @@ def test_the_error_raised_is_the_first_in_task_order(runner) -> None:
     """--on-bad-record error names the first bad record in input order, whichever fails first in time."""
     with pytest.raises(ValueError, match="unit 1"):
         list(runner(_fail_two, [(i, i) for i in range(4)], 2))
+
+
+def _first_fails(unit: int, index: int) -> dict:
+    if index == 0:
+        time.sleep(unit)  # 0: fail at once (the other unit still runs); 0.3: fail after it finished
+        raise ValueError("unit 0")
+    if unit == 0:
+        time.sleep(0.5)
+    return {"index": index}
+
+
+@pytest.mark.parametrize("delay", [0, 0.3])  # joblib's "cancelled" and "executed but not used" cases
+def test_processes_stop_early_without_joblib_warnings(delay: float) -> None:
+    """An error ends the run with that error alone: no joblib warning about unused or cancelled units."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="unit 0"):
+            list(run_processes(_first_fails, [(delay, 0), (delay, 1), (delay, 2), (delay, 3)], 2))
+    assert not [w for w in seen if "tasks" in str(w.message)], [str(w.message) for w in seen]
