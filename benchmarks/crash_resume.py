@@ -54,6 +54,7 @@ import psutil  # noqa: E402
 
 from convert import format as fmt  # noqa: E402
 from convert.pipeline import staging_dir  # noqa: E402
+from readshard_bench.workdir import claim_workdir  # noqa: E402
 
 MODES = ("group", "worker", "parent")
 MODE_WEIGHTS = (0.6, 0.2, 0.2)
@@ -336,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tmp = None
     if args.workdir:
-        workdir = Path(args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
+        # Claimed (new, empty or this bench's own) before any trial output in it is deleted.
+        workdir = claim_workdir(args.workdir)
     else:
         tmp = tempfile.mkdtemp(prefix="crash-resume-")
         workdir = Path(tmp)

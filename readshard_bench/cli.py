@@ -12,6 +12,7 @@ from typing import Sequence
 from readshard_bench.data import BenchConfig
 from readshard_bench.report import format_report
 from readshard_bench.runs import run_scale, run_side_by_side
+from readshard_bench.workdir import claim_workdir
 
 __all__ = ["build_parser", "main"]
 
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip=tuple(s for s in args.skip.split(",") if s),
         cold=not args.no_cold,
     )
-    cfg.cache.mkdir(parents=True, exist_ok=True)
+    claim_workdir(cfg.cache, "--cache")  # the bench deletes and rebuilds data inside it
     t0 = time.perf_counter()
     report = run_scale(cfg) if cfg.reads else run_side_by_side(cfg)
     report["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -41,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 
+from readshard_bench.workdir import claim_workdir
+
 
 __all__ = ["main", "pure_tokenization", "fast_tokenization", "run_hf_datasets", "run_readshard", "load_average"]
 
@@ -256,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     if hf_missing and not args.rss_only and not args.skip_hf:
         log("skipped hf_datasets: datasets is not installed (pip install 'readshard[bench]' or make bench)")
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="readshard-convert-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    # A typed --workdir is claimed (new, empty or the bench's own) before anything in it is deleted.
+    work = claim_workdir(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="readshard-convert-bench-"))
     reads_dir = work / f"reads-{args.fragments_per_species}"
     if not (reads_dir / "train.fa").is_file():
         simulate(reads_dir, fragments_per_species=args.fragments_per_species, seed=0, progress=False)
