@@ -6,6 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,19 @@ def write_reads(
     ]
     mapping.write_text("\n".join(rows) + "\n")
     return path, mapping
+
+
+def wait_for_shards(staging: Path, n: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> int:
+    """Wait until ``staging`` holds ``n`` published shards, ``proc`` exits or ``timeout`` s pass; return the count.
+
+    For tests that interrupt a running conversion once it has made some progress.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        if len(list(Path(staging).glob("shard-*.h5"))) >= n:
+            break
+        time.sleep(0.01)
+    return len(list(Path(staging).glob("shard-*.h5")))
 
 
 def run_convert(*args: str | os.PathLike[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("distributed", reason="the cluster extra (dask[distributed]) is not installed: pip install -e '.[cluster]'")
 
 from _cluster import SubprocessCluster  # noqa: E402
-from conftest import REPO, write_reads  # noqa: E402
+from conftest import REPO, wait_for_shards, write_reads  # noqa: E402
 from convert.pipeline import staging_dir  # noqa: E402
 
 RPS = "50"  # small units: many of them, so a kill lands mid-run
@@ -89,9 +89,7 @@ def test_cluster_output_identical_to_jobs1_and_resumes_after_kill(data, cluster,
     staging = staging_dir(out2)
     proc = _start(inp, _args(inp, mapping, out2, "--scheduler", cluster.address))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list(staging.glob("shard-*.h5"))) < 3 and proc.poll() is None:
-            time.sleep(0.01)
+        wait_for_shards(staging, 3, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -175,9 +173,7 @@ def test_local_resume_after_killed_cluster_run(data, cluster, tmp_path: Path) ->
     staging = staging_dir(out)
     proc = _start(inp, _args(inp, mapping, out, "--scheduler", cluster.address))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list(staging.glob("shard-*.h5"))) < 2 and proc.poll() is None:
-            time.sleep(0.01)
+        wait_for_shards(staging, 2, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -219,9 +215,7 @@ def test_lost_cluster_stops_with_resume_message(data, tmp_path: Path, lose: str,
         proc = _start(inp, _args(inp, mapping, out, "--scheduler", c.address),
                       READSHARD_CLUSTER_NO_WORKERS_S="3", READSHARD_CLUSTER_CONNECT_S="5")
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not list(staging.glob("shard-*.h5")) and proc.poll() is None:
-                time.sleep(0.01)
+            wait_for_shards(staging, 1, proc)
             if lose == "workers":
                 c.kill_worker(0)
                 c.kill_worker(1)
@@ -248,9 +242,7 @@ def test_one_worker_lost_mid_run_is_retried_to_the_same_bytes(data, tmp_path: Pa
     with SubprocessCluster(tmp_path / "cluster") as c:
         proc = _start(inp, _args(inp, mapping, out, "--scheduler", c.address))
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not list(staging.glob("shard-*.h5")) and proc.poll() is None:
-                time.sleep(0.01)
+            wait_for_shards(staging, 1, proc)
             c.kill_worker(0)
             _, err = proc.communicate(timeout=180)
         finally:

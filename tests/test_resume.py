@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_convert, write_reads
+from conftest import REPO, run_convert, wait_for_shards, write_reads
 from convert.pipeline import staging_dir
 
 
@@ -47,9 +47,7 @@ def test_kill_then_resume_gives_same_bytes(
     out = tmp_path / "out"
     proc = _start(inp, mapping, out, "--jobs", jobs, "--parallel", parallel)
     staging = staging_dir(out)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(staging.glob("shard-*.h5"))) < wait_shards:
-        time.sleep(0.02)
+    wait_for_shards(staging, wait_shards, proc, timeout=60)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists(), "nothing may be published by an interrupted run"
@@ -74,9 +72,7 @@ def test_resume_with_other_settings_is_refused(big: tuple[Path, Path, Path], tmp
     out = tmp_path / "out"
     proc = _start(inp, mapping, out)
     staging = staging_dir(out)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(staging.glob("shard-*.h5")):
-        time.sleep(0.02)
+    wait_for_shards(staging, 1, proc, timeout=60)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--tokenizer", "char")
@@ -110,9 +106,7 @@ def test_ctrl_c_stops_cleanly_then_resume_gives_same_bytes(
     out = tmp_path / "out"
     proc = _start(inp, mapping, out, "--jobs", "2", "--parallel", parallel)
     staging = staging_dir(out)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(staging.glob("shard-*.h5"))) < 3 and proc.poll() is None:
-        time.sleep(0.02)
+    wait_for_shards(staging, 3, proc, timeout=60)
     proc.send_signal(signal.SIGINT)  # the parent only, as a terminal's Ctrl-C reaches the foreground job
     _, err = proc.communicate(timeout=120)
     err = err.decode()
