@@ -76,6 +76,18 @@ def _start(inp: Path, args: list[str], **env: str) -> subprocess.Popen[str]:
     )
 
 
+
+def _kill_cluster_run_after(inp: Path, mapping: Path, out: Path, address: str, shards: int) -> Path:
+    """Start a --scheduler conversion, SIGKILL its process group after ``shards`` shards; return staging."""
+    staging = staging_dir(out)
+    proc = _start(inp, _args(inp, mapping, out, "--scheduler", address))
+    try:
+        wait_for_shards(staging, shards, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    return staging
+
 @pytest.mark.slow
 def test_cluster_output_identical_to_jobs1_and_resumes_after_kill(data, cluster, tmp_path: Path) -> None:
     inp, mapping, ref = data
@@ -86,13 +98,7 @@ def test_cluster_output_identical_to_jobs1_and_resumes_after_kill(data, cluster,
 
     # Kill the converter mid-run; its workers live on. --resume on the cluster: same bytes.
     out2 = tmp_path / "out2"
-    staging = staging_dir(out2)
-    proc = _start(inp, _args(inp, mapping, out2, "--scheduler", cluster.address))
-    try:
-        wait_for_shards(staging, 3, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
+    staging = _kill_cluster_run_after(inp, mapping, out2, cluster.address, shards=3)
     assert not out2.exists(), "an interrupted run publishes nothing"
     n_shards = len(list(ref.glob("shard-*.h5")))
     assert 0 < len(list(staging.glob("shard-*.h5"))) < n_shards
@@ -170,13 +176,7 @@ def test_local_resume_after_killed_cluster_run(data, cluster, tmp_path: Path) ->
     """--resume without --scheduler finishes a killed cluster run to the same bytes and retires its run."""
     inp, mapping, ref = data
     out = tmp_path / "out"
-    staging = staging_dir(out)
-    proc = _start(inp, _args(inp, mapping, out, "--scheduler", cluster.address))
-    try:
-        wait_for_shards(staging, 2, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
+    staging = _kill_cluster_run_after(inp, mapping, out, cluster.address, shards=2)
     assert list((staging / ".units").glob(".run-*")), "the killed cluster run left its run directory"
     res = _run(inp, _args(inp, mapping, out, "--resume", "--jobs", "2"))
     assert res.returncode == 0, res.stderr
