@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .cores import run_parts
+
 __all__ = ["FastBpe", "NUMBA_ERROR", "build_fast_bpe", "scope_problem"]
 
 try:  # numba is a regular dependency; without it the converter falls back to Hugging Face.
@@ -65,9 +67,13 @@ class FastBpe:
         self.suffix = tables["suffix"]
 
     def encode(
-        self, seqs: bytes, offsets: np.ndarray, max_length: int, pad_id: int, tail_id: int | None
+        self, seqs: bytes, offsets: np.ndarray, max_length: int, pad_id: int, tail_id: int | None, parts: int = 1
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Encode reads ``seqs[offsets[i]:offsets[i+1]]`` as Hugging Face would.
+
+        ``parts`` > 1 splits the rows into that many ranges encoded at once on threads
+        (:func:`convert.cores.run_parts`; the encoder runs outside the GIL); the result is
+        the same.
 
         Returns:
             ``(ids (n, max_length) int16, full_lengths (n,) int32, unhandled (k,) int64)``:
@@ -83,11 +89,16 @@ class FastBpe:
         handled = np.ones(n, dtype=np.bool_)
         if n:
             seq = np.frombuffer(seqs, dtype=np.uint8)
-            _encode_reads(
-                seq, offsets, t["code"], t["children"], t["node_tok"], t["tok_len"], t["next_prefix"],
-                t["left"], t["right"], t["hkeys"], t["hvals"], t["compat"], t["out_id"], t["unk_id"],
-                t["prefix"], t["suffix"], -1 if tail_id is None else int(tail_id), out, counts, handled,
-            )
+            tail = -1 if tail_id is None else int(tail_id)
+
+            def rows(lo: int, hi: int) -> None:
+                _encode_reads(
+                    seq, offsets[lo : hi + 1], t["code"], t["children"], t["node_tok"], t["tok_len"],
+                    t["next_prefix"], t["left"], t["right"], t["hkeys"], t["hvals"], t["compat"], t["out_id"],
+                    t["unk_id"], t["prefix"], t["suffix"], tail, out[lo:hi], counts[lo:hi], handled[lo:hi],
+                )
+
+            run_parts(rows, n, parts)
         return out, counts, np.flatnonzero(~handled)
 
 

@@ -116,79 +116,82 @@ def _jit(fn):
     return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
 
 
-@_jit
+def _jit_inline(fn):
+    return numba.njit(cache=True, nogil=True, inline="always")(fn) if numba is not None else fn
+
+
+@_jit_inline
 def _find_nl(buf, p, n):
     while p < n and buf[p] != 10:
         p += 1
     return p  # n if none
 
 
-@_jit
+@_jit_inline
 def _digits(buf, a, b, top):
     """Value of the ASCII digits buf[a:b] (caller checked they are digits), -2 if > top."""
     v = 0
+    lim = top // 10  # a constant once inlined: no division per digit
     for i in range(a, b):
-        d = buf[i] - 48
-        if v > (top - d) // 10:  # checked before multiplying: no int64 overflow
+        if v > lim:  # v * 10 > top already (and v * 10 + 9 cannot overflow int64: top <= 2**62)
             return -2
-        v = v * 10 + d
+        v = v * 10 + (buf[i] - 48)
+        if v > top:
+            return -2
     return v
 
 
-@_jit
-def _header_fields(buf, a, b, space, out, bounds):
+@_jit_inline
+def _header_fields(buf, a, b, space, out):
     """Default-regex fields of the record id in buf[a:b] into out; False if it does not match.
 
-    out: class, tax, mate, readlen, name0, name1.
+    out: class, tax, mate, readlen, name0, name1, then six scratch slots (the digit runs).
+    The record id ends at the first whitespace; every rule below stops there by itself (a
+    whitespace byte is no digit, no ``|`` and ends the name), so the id is read once.
     """
-    # record id: skip leading whitespace, stop at the next
-    while a < b and space[buf[a]]:
+    while a < b and space[buf[a]]:  # leading whitespace
         a += 1
-    e = a
-    while e < b and not space[buf[e]]:
-        e += 1
-    b = e
     if b - a < 4 or buf[a] != 108 or buf[a + 1] != 98 or buf[a + 2] != 108 or buf[a + 3] != 124:  # "lbl|"
         return False
-    p = a + 4  # bounds: class, tax, readlen digit runs
+    p = a + 4  # out[6:12]: class, tax, readlen digit runs
     for k in range(3):
         s = p
         while p < b and 48 <= buf[p] <= 57:
             p += 1
         if p >= b or buf[p] != 124 or (k == 0 and p == s):  # '|' after each; class_id non-empty
             return False
-        bounds[2 * k] = s
-        bounds[2 * k + 1] = p
+        out[6 + 2 * k] = s
+        out[7 + 2 * k] = p
         p += 1
-    # name: [^/\s]+ then optional /digits+ to the end
+    # name: [^/\s]+ then optional /digits+ to the end of the id
     s = p
-    while p < b and buf[p] != 47:
+    while p < b and buf[p] != 47 and not space[buf[p]]:
         p += 1
     if p == s:
         return False
     name_end = p
     mate = 0
-    if p < b:  # '/'
+    if p < b and buf[p] == 47:  # '/'
         p += 1
-        if p >= b:
+        q = p
+        while q < b and 48 <= buf[q] <= 57:
+            q += 1
+        if q == p or (q < b and not space[buf[q]]):
             return False
-        for i in range(p, b):
-            if not 48 <= buf[i] <= 57:
-                return False
-        mate = _digits(buf, p, b, 127)
+        mate = _digits(buf, p, q, 127)
         if mate < 0:
             return False
-    cls = _digits(buf, bounds[0], bounds[1], 2147483647)
+    cls = _digits(buf, out[6], out[7], 2147483647)
     if cls < 0:
         return False
     tax = -1
-    if bounds[3] > bounds[2]:
-        tax = _digits(buf, bounds[2], bounds[3], 2147483647)
+    if out[9] > out[8]:
+        tax = _digits(buf, out[8], out[9], 2147483647)
         if tax < 0:
             return False
     readlen = -1
-    if bounds[5] > bounds[4]:
-        readlen = _digits(buf, bounds[4], bounds[5], 1 << 62)
+    if out[11] > out[10]:
+        readlen = _digits(buf, out[10], out[11], 1 << 62)
         if readlen < 0:
             return False
     out[0] = cls
@@ -223,7 +226,7 @@ def _copy_bases(buf, a, b, code, seq, k):
     return k, iupac, bad
 
 
-@_jit
+@_jit_inline
 def _fasta_body(buf, p, n, code, seq, k):
     """One pass over a FASTA record from its header's LF at ``p`` (or ``n``) to the next "\\n>".
 
@@ -255,7 +258,7 @@ def _fasta_body(buf, p, n, code, seq, k):
     return n, k, iupac, bad, lfs
 
 
-@_jit
+@_jit_inline
 def _fnv1a64(buf, a, b):
     """FNV-1a 64 of buf[a:b] (as :func:`convert.provenance.fnv1a64_ranges`)."""
     h = np.uint64(0xCBF29CE484222325)
@@ -264,7 +267,22 @@ def _fnv1a64(buf, a, b):
     return h
 
 
-@_jit
+@_jit_inline
+def _lower_bound(a, v):
+    """First index of the sorted ``a`` whose value is >= ``v`` (np.searchsorted, without its
+    per-call array of the scalar)."""
+    lo = 0
+    hi = a.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_jit_inline
 def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, ints, fields, problem, name_hash, offsets,
             written, f):
     """Check one record whose bases are seq[start:k]; returns written (+1 if it is written).
@@ -288,10 +306,10 @@ def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, ints, fields, pr
     if bad:
         problem[i] = 5
         return written
-    if not _header_fields(buf, h0, h1, space, f[:6], f[6:]):
+    if not _header_fields(buf, h0, h1, space, f):
         problem[i] = 1
         return written
-    j = np.searchsorted(known, f[0])
+    j = _lower_bound(known, f[0])
     if j >= known.shape[0] or known[j] != f[0]:
         problem[i] = 2
         return written

@@ -28,7 +28,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Generator, Iterator
 
 import numpy as np
 
@@ -196,16 +196,86 @@ def iter_units(
     """
     path = Path(path)
     fmt = sniff(path)
+    start = (0, 1, 0)
+    if fmt == "fasta" and not _is_gzip(path):
+        from . import boundaries
+
+        if boundaries.AVAILABLE:
+            start = yield from _plain_fasta_units(path, file_index, records_per_unit, progress, max_record_bytes)
+            if start is None:
+                return
+    yield from _stream_units(path, fmt, file_index, records_per_unit, progress, max_record_bytes, *start)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _plain_fasta_units(
+    path: Path, file_index: int, per_unit: int, progress, max_record_bytes: int | None,
+) -> Generator[Unit, None, tuple[int, int, int] | None]:
+    """The units of a plain FASTA file, from the compiled scan (:mod:`convert.boundaries`).
+
+    Returns (as the generator's value) None when the file is done, or ``(offset, line, unit)``
+    of the first unit the streaming scan must produce instead (it holds a record over
+    ``max_record_bytes``, which the streaming scan cuts; or the file has no record start),
+    and then the streaming scan goes on from there to the end of the file.
+    """
+    from . import boundaries
+
+    st = boundaries.new_state()
+    out = np.empty((256, 5), dtype=np.int64)
+    buf = np.empty(BLOCK, dtype=np.uint8)
+    too_long = float("inf") if max_record_bytes is None else max_record_bytes + 1  # as _cut_long_records
+    unit_no = 0
+    base = 0
+    with open(path, "rb") as f:
+        while True:
+            try:
+                n = f.readinto(memoryview(buf))
+            except OSError as exc:
+                raise InputError(path, f"cannot read the input ({exc.strerror or exc})", offset=base) from None
+            if progress is not None:
+                progress(n)
+            if not n:
+                break
+            p = 0
+            while p < n:
+                p, k = boundaries.fasta_units(buf, p, n, base, per_unit, st, out)
+                for first, cut, records, lfs, longest in out[:k].tolist():
+                    if longest > too_long:
+                        return first, lfs + 1, unit_no
+                    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, "fasta", first,
+                               cut - first, b">", records)
+                    unit_no += 1
+            base += n
+    first, records, rec_start, longest, lfs = (int(x) for x in st[[2, 3, 4, 5, 6]])
+    if first < 0:  # no record start at all: the streaming scan says what is wrong
+        return 0, 1, 0
+    if max(longest, base - rec_start) > too_long:
+        return first, lfs + 1, unit_no
+    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, "fasta", first, base - first, b">",
+               records)
+    return None
+
+
+def _stream_units(
+    path: Path, fmt: str, file_index: int, records_per_unit: int, progress, max_record_bytes: int | None,
+    offset: int = 0, line_no: int = 1, unit_no: int = 0,
+) -> Iterator[Unit]:
+    """:func:`iter_units` by reading the (plain or gzip) stream, from ``offset`` of a plain file
+    (a record start on line ``line_no``, the start of unit ``unit_no``)."""
     stream, raw, gz = _open_raw(path)
+    if offset:
+        raw.seek(offset)
     pending = bytearray()
     scanned = 0  # bytes of `pending` already scanned for record starts
     # Record starts in `pending` found so far (bounded by one unit plus one block): an int64
     # array, so the scan does no per-record Python (its thread shares the GIL with the workers).
     starts = np.empty(0, dtype=np.int64)
-    line_no = 1
-    unit_no = 0
-    base = 0  # offset in the (decompressed) stream of pending[0]
-    last_pos = 0
+    base = offset  # offset in the (decompressed) stream of pending[0]
+    last_pos = offset
     at_line_start = True  # is pending[scanned] at the start of a line?
     fq_k = 0  # FASTQ: line-in-record index (0..3) of the next line to start in the unscanned region
     cuts: list[list[int]] = []  # [position in pending, bytes removed there] of records cut to the limit

@@ -41,6 +41,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import cores
 from . import format as fmt
 from .failfast import (
     DEFAULT_MIN_WRITTEN_FRACTION,
@@ -350,6 +351,17 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         message naming the file (and line) and what to do. Nothing is published at
         ``opts.out`` unless the conversion completes.
     """
+    before = cores.budget()
+    # --jobs cores for this process's encodes: the max-length sample and, on threads, the
+    # last units of the run use the cores no other unit needs (convert.cores).
+    cores.set_budget(max(1, int(opts.jobs)) if isinstance(opts.jobs, int) else 1)
+    try:
+        return _convert(opts)
+    finally:
+        cores.set_budget(before)
+
+
+def _convert(opts: ConvertOptions) -> dict[str, Any]:
     t0 = time.time()
     out = resolve_out(opts.out)  # refuses a symlink or a file at --out before anything else
     if opts.layout not in fmt.LAYOUTS:

@@ -34,6 +34,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from .cores import claim
+
 __all__ = [
     "TokenizerError",
     "ReadTokenizer",
@@ -118,6 +120,7 @@ class BpeTokenizer:
     """
 
     FAST_MIN_READS = 4096
+    PART_MIN_READS = 8192  # an encode is split over idle cores in parts of at least this many reads
 
     def __init__(self, name: str, path: Path, engine: str = "auto", fast_min_reads: int | None = None) -> None:
         from tokenizers import Tokenizer
@@ -211,7 +214,9 @@ class BpeTokenizer:
         fast = self._fast_encoder() if offsets.shape[0] - 1 >= self._fast_min else None
         if fast is None:
             return self._encode_hf(seqs, offsets, max_length, None)
-        out, counts, unhandled = fast.encode(seqs, offsets, max_length, self.info["pad_id"], self._tail)
+        # Cores no other encode uses now (the max-length sample, the last units of a run).
+        with claim((offsets.shape[0] - 1) // self.PART_MIN_READS) as parts:
+            out, counts, unhandled = fast.encode(seqs, offsets, max_length, self.info["pad_id"], self._tail, parts)
         if unhandled.size:  # bytes outside ACGTN: Hugging Face's own rules (e.g. [UNK] per lowercase letter)
             self._encode_hf(seqs, offsets, max_length, unhandled, out, counts)
         return out, counts

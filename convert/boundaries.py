@@ -1,0 +1,148 @@
+"""Unit boundaries of a plain FASTA file, found by one compiled pass outside the GIL.
+
+The converter's scan (:func:`convert.fastx.iter_units`) runs in the main thread while units
+are converted on worker threads. For plain (not gzip) FASTA it only has to find where each
+unit of ``records`` records starts and ends, how many line ends come before it (for line
+numbers) and its longest record (records over ``--max-record-bytes`` are cut by the
+streaming scan instead). :func:`fasta_units` does that over blocks read into one reused
+buffer: no copy of the input into Python objects, no per-record Python, and no GIL held while
+it runs, so the workers never wait on the scan.
+
+The pass looks at 64 bytes at a time (a loop LLVM vectorizes: any ``>``? how many LFs?) and
+only walks byte by byte through the chunks that hold a ``>``. A record starts at ``>`` at
+the start of a line, as in :mod:`convert.fastx`. ``tests/test_boundaries.py`` checks the
+units against the streaming scan on fuzzed input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["AVAILABLE", "STATE_SIZE", "new_state", "fasta_units"]
+
+try:
+    import numba
+
+    AVAILABLE = True
+except Exception:  # iter_units then keeps the streaming scan for every input
+    numba = None
+    AVAILABLE = False
+
+# Scan state (int64), carried from one block to the next.
+_PREV_LF, _LFS, _FIRST, _COUNT, _REC_START, _LONGEST, _LF_FIRST = range(7)
+STATE_SIZE = 7
+_W = 64  # bytes looked at per vector step
+
+
+def new_state() -> np.ndarray:
+    """The state at the start of a file (the first byte is at a line start; no unit open)."""
+    st = np.zeros(STATE_SIZE, dtype=np.int64)
+    st[_PREV_LF] = 1
+    st[_FIRST] = -1
+    return st
+
+
+def _jit(fn):
+    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+
+
+def _jit_inline(fn):
+    return numba.njit(cache=True, nogil=True, inline="always")(fn) if numba is not None else fn
+
+
+@_jit_inline
+def _start(st, q, records, out, k):
+    """A record starts at file offset ``q``: close the open unit in ``out[k]`` if it is full.
+
+    Returns the rows of ``out`` used (``k`` or ``k + 1``).
+    """
+    if st[_FIRST] < 0:
+        st[_FIRST] = q
+        st[_COUNT] = 1
+        st[_REC_START] = q
+        st[_LONGEST] = 0
+        st[_LF_FIRST] = st[_LFS]
+        return k
+    st[_LONGEST] = max(st[_LONGEST], q - st[_REC_START])
+    st[_REC_START] = q
+    if st[_COUNT] < records:
+        st[_COUNT] += 1
+        return k
+    out[k, 0] = st[_FIRST]
+    out[k, 1] = q
+    out[k, 2] = st[_COUNT]
+    out[k, 3] = st[_LF_FIRST]
+    out[k, 4] = st[_LONGEST]
+    st[_FIRST] = q
+    st[_COUNT] = 1
+    st[_LONGEST] = 0
+    st[_LF_FIRST] = st[_LFS]
+    return k + 1
+
+
+@_jit_inline
+def _bytes(buf, p, e, base, records, st, out, k):
+    """Byte by byte over ``buf[p:e]``; stops early (returning its position) once ``out`` is full."""
+    prev = st[_PREV_LF]
+    lfs = st[_LFS]  # a local in the loop: the state array is written back at record starts and at the end
+    while p < e:
+        c = buf[p]
+        if c == 62 and prev != 0:
+            st[_LFS] = lfs
+            k = _start(st, base + p, records, out, k)
+        prev = 1 if c == 10 else 0
+        lfs += prev
+        p += 1
+        if k == out.shape[0]:
+            break
+    st[_PREV_LF] = prev
+    st[_LFS] = lfs
+    return p, k
+
+
+@_jit_inline
+def _count_lf(chunk, e):
+    c = 0
+    for i in range(e):
+        c += chunk[i] == 10
+    return c
+
+
+@_jit
+def fasta_units(buf, p, n, base, records, st, out):
+    """Scan ``buf[p:n]`` (the file's bytes from offset ``base``), continuing state ``st``.
+
+    Every unit closed (its ``records + 1``-th record start seen) becomes a row of ``out``:
+    ``(first, cut, records, LFs before first, longest record)``, file offsets. Returns
+    ``(position reached, rows)``: when ``out`` fills up the scan stops there; call again
+    from that position with the same block.
+    """
+    k = 0
+    while p < n and k < out.shape[0]:
+        if p + _W > n:  # the block's last bytes
+            p, k = _bytes(buf, p, n, base, records, st, out, k)
+            continue
+        chunk = buf[p : p + _W]  # indexed by range(): no negative-index fix-up, so it vectorizes
+        gt = 0
+        lf = 0
+        for i in range(_W):
+            c = chunk[i]
+            gt |= c == 62
+            lf += c == 10
+        if gt != 0:  # a '>' here: is it at a line start?
+            lfs = st[_LFS]
+            for i in range(_W):
+                if chunk[i] == 62 and (st[_PREV_LF] != 0 if i == 0 else chunk[i - 1] == 10):
+                    if st[_FIRST] < 0 or st[_COUNT] >= records:
+                        # A unit opens here: the line ends before it give its first line.
+                        st[_LFS] = lfs + _count_lf(chunk, i)
+                    k = _start(st, base + p + i, records, out, k)
+                    if k == out.shape[0]:  # full: resume right after this '>'
+                        st[_LFS] = lfs + _count_lf(chunk, i + 1)
+                        st[_PREV_LF] = 0
+                        return p + i + 1, k
+            st[_LFS] = lfs
+        st[_LFS] += lf
+        st[_PREV_LF] = chunk[_W - 1] == 10
+        p += _W
+    return p, k
