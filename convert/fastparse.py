@@ -226,35 +226,57 @@ def _copy_bases(buf, a, b, code, seq, k):
     return k, iupac, bad
 
 
+_RUN = 32  # bases checked and copied per vector step
+
+
 @_jit_inline
 def _fasta_body(buf, p, n, code, seq, k):
     """One pass over a FASTA record from its header's LF at ``p`` (or ``n``) to the next "\\n>".
 
     Copies the bases like :func:`_copy_bases` while finding the record's end and counting its
     line ends (the sequence is read once, not three times). Returns (end, k, iupac, bad, LFs).
+
+    Runs of ``_RUN`` plain bases (ACGTN, either case) go through a branch-free loop that LLVM
+    vectorizes; a run holding anything else (the line end, IUPAC, CR, ...) is redone byte by
+    byte up to the end of its line. ``seq`` has room for the speculative copy: ``k <= p``
+    (every base written consumed a byte, and the header at least one more).
     """
     iupac = 0
     bad = False
     lfs = 0
     while p < n:
-        b = buf[p]
-        c = code[b]
-        if c == 0:
-            if b == 10:
-                lfs += 1
-                if p + 1 < n and buf[p + 1] == 62:  # '>' at a line start: the next record
-                    return p + 1, k, iupac, bad, lfs
-        elif c <= 5:
-            seq[k] = b & 0xDF  # upper case
-            k += 1
-        elif c == 6:
-            iupac += 1
-            seq[k] = 78
-            k += 1
-        else:
-            bad = True  # counted as a base: such a record is non_nucleotide, not empty_sequence
-            k += 1
-        p += 1
+        if p + _RUN <= n:
+            src = buf[p : p + _RUN]  # indexed by range(): no negative-index fix-up, so it vectorizes
+            dst = seq[k : k + _RUN]
+            other = 0
+            for i in range(_RUN):
+                u = src[i] & 0xDF  # upper case
+                dst[i] = u
+                other |= (u != 65) & (u != 67) & (u != 71) & (u != 84) & (u != 78)
+            if other == 0:
+                p += _RUN
+                k += _RUN
+                continue
+        while p < n:  # byte by byte to the end of this line
+            b = buf[p]
+            c = code[b]
+            p += 1
+            if c == 0:
+                if b == 10:
+                    lfs += 1
+                    if p < n and buf[p] == 62:  # '>' at a line start: the next record
+                        return p, k, iupac, bad, lfs
+                    break
+            elif c <= 5:
+                seq[k] = b & 0xDF  # upper case
+                k += 1
+            elif c == 6:
+                iupac += 1
+                seq[k] = 78
+                k += 1
+            else:
+                bad = True  # counted as a base: such a record is non_nucleotide, not empty_sequence
+                k += 1
     return n, k, iupac, bad, lfs
 
 

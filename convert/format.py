@@ -232,7 +232,11 @@ def build_class_index(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray,
         ``(class_offsets (C+1,) int64, class_rows (n,) int32)``.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    rows = np.argsort(labels, kind="stable").astype(np.int32)
+    # A stable sort is one answer whatever the algorithm; on 16-bit keys numpy's is a radix
+    # sort (linear), on int64 a merge sort.
+    small = labels.size > 0 and labels.min() >= 0 and labels.max() < 1 << 16
+    keys = labels.astype(np.uint16) if small else labels
+    rows = np.argsort(keys, kind="stable").astype(np.int32)
     counts = np.bincount(labels, minlength=num_classes)
     offsets = np.zeros(num_classes + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])

@@ -117,6 +117,21 @@ def test_fastq_equals_regex_path(data: bytes) -> None:
         ("lbl|7|11|4611686018427387905|f", "header_mismatch"),
         ("LBL|7|11|150|f", "header_mismatch"),
         ("  ", "empty_header"),
+        # The id ends at whitespace; numbers at their limits; digits glued to other text.
+        ("lbl|7|11|150|f/1 a description", None),
+        ("\tlbl|7|11|150|f/1\tx", None),
+        ("lbl|007|2147483647|4611686018427387904|f/127", None),
+        ("lbl|7|11|150|f/01", None),
+        ("lbl|7|11|150|f/1x", "header_mismatch"),
+        ("lbl|7|11|150|f/1/2", "header_mismatch"),
+        ("lbl|7 |11|150|f", "header_mismatch"),
+        ("lbl|7|11|150 |f", "header_mismatch"),
+        ("lbl|7|11|150| f", "header_mismatch"),
+        ("lbl|2147483648|11|150|f", "header_mismatch"),
+        ("lbl|7|11|99999999999999999999999|f", "header_mismatch"),
+        ("lbl|7a|11|150|f", "header_mismatch"),
+        ("lbl|", "header_mismatch"),
+        ("lbl|7|11|150|", "header_mismatch"),
     ],
 )
 def test_header_table(header: str, problem: str | None) -> None:
