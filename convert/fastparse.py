@@ -100,7 +100,7 @@ def _parse_with_cap(unit: Unit, buf: np.ndarray, known_class_ids: np.ndarray, ca
     offsets = np.zeros(cap + 1, dtype=np.int64)
     known = np.ascontiguousarray(known_class_ids, dtype=np.int64)
     name_hash = np.zeros(cap, dtype=np.uint64)
-    n, written = _parse(buf, unit.fmt == "fastq", unit.first_line, _SEQ_CODE, _SPACE, known,
+    n, written = _parse(buf, unit.fmt == "fastq", unit.first_line, _SEQ_CODE, _SPACE, known, _dense(known),
                         ints, fields, problem, name_hash, seq, offsets)
     if n < 0:
         return None
@@ -110,6 +110,18 @@ def _parse_with_cap(unit: Unit, buf: np.ndarray, known_class_ids: np.ndarray, ca
         name=ints[:n, 5:7], name_hash=name_hash[:n], iupac=fields[:n, 4],
         seqs=seq[: offsets[written]], offsets=offsets[: written + 1],
     )
+
+
+_DENSE_MAX = 1 << 20  # class ids below this are looked up in a bool table (1 MB at most)
+
+
+def _dense(known: np.ndarray) -> np.ndarray:
+    """``table[cid]`` is True for the known class ids below :data:`_DENSE_MAX` (the usual
+    case: ids 0..C); larger ids are binary-searched."""
+    small = known[(known >= 0) & (known < _DENSE_MAX)]
+    table = np.zeros(int(small.max()) + 1 if small.size else 0, dtype=np.bool_)
+    table[small] = True
+    return table
 
 
 def _jit(fn):
@@ -305,7 +317,17 @@ def _lower_bound(a, v):
 
 
 @_jit_inline
-def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, ints, fields, problem, name_hash, offsets,
+def _is_known(known, dense, cid):
+    """Whether ``cid`` is one of the sorted ``known`` ids (``dense[cid]`` when it is in range:
+    a binary search per record mispredicts its branches)."""
+    if cid < dense.shape[0]:
+        return dense[cid]
+    j = _lower_bound(known, cid)
+    return j < known.shape[0] and known[j] == cid
+
+
+@_jit_inline
+def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, dense, ints, fields, problem, name_hash, offsets,
             written, f):
     """Check one record whose bases are seq[start:k]; returns written (+1 if it is written).
 
@@ -331,8 +353,7 @@ def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, ints, fields, pr
     if not _header_fields(buf, h0, h1, space, f):
         problem[i] = 1
         return written
-    j = _lower_bound(known, f[0])
-    if j >= known.shape[0] or known[j] != f[0]:
+    if not _is_known(known, dense, f[0]):
         problem[i] = 2
         return written
     fields[i, 0] = f[0]
@@ -357,7 +378,7 @@ def _count_nl(buf, a, b):
 
 
 @_jit
-def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, name_hash, seq, offsets):
+def _parse(buf, fastq, first_line, code, space, known, dense, ints, fields, problem, name_hash, seq, offsets):
     n = buf.shape[0]
     pos = 0
     line = first_line
@@ -381,7 +402,7 @@ def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, na
                 h1 -= 1
             start = offsets[written]
             end, k, iupac, bad, lfs = _fasta_body(buf, nl, n, code, seq, start)
-            written = _record(buf, i, pos + 1, max(h1, pos + 1), start, k, iupac, bad, space, known, ints, fields,
+            written = _record(buf, i, pos + 1, max(h1, pos + 1), start, k, iupac, bad, space, known, dense, ints, fields,
                               problem, name_hash, offsets, written, f)
         else:
             p = pos
@@ -414,7 +435,7 @@ def _parse(buf, fastq, first_line, code, space, known, ints, fields, problem, na
             else:
                 start = offsets[written]
                 k, iupac, bad = _copy_bases(buf, s0, s1, code, seq, start)
-                written = _record(buf, i, h0, h1, start, k, iupac, bad, space, known, ints, fields, problem,
+                written = _record(buf, i, h0, h1, start, k, iupac, bad, space, known, dense, ints, fields, problem,
                                   name_hash, offsets, written, f)
             lfs = _count_nl(buf, pos, end)
         ints[i, 0] = line

@@ -33,7 +33,12 @@ _header = st.one_of(
     _good.map(lambda h: h + " desc"), _good.map(lambda h: " \t" + h), _good.map(lambda h: h + "\x0b"),
     st.text("lb|0123456789 \t\x0b\x0c/", max_size=20), st.just(""), st.just("  "),
 )
-_seq = st.one_of(st.text("ACGTNacgtnRYSWKMBDHVUu", max_size=80), st.text("ACGT!1*.- \t\x00é\x0b", max_size=20))
+_seq = st.one_of(
+    st.text("ACGTNacgtnRYSWKMBDHVUu", max_size=80), st.text("ACGT!1*.- \t\x00é\x0b", max_size=20),
+    # Long plain runs (the parse's 32-base vector step) with the odd byte somewhere inside.
+    st.builds(lambda a, x, b: a + x + b, st.text("ACGTNacgtn", min_size=20, max_size=120),
+              st.sampled_from(["", "", "R", "u", "\r", " ", "!", ">"]), st.text("ACGTN", max_size=90)),
+)
 _eol = st.sampled_from(["\n", "\r\n"])
 
 
@@ -139,3 +144,15 @@ def test_header_table(header: str, problem: str | None) -> None:
     _compare(data, "fasta")
     rows = _rows_default(Unit("in", 0, 0, 1, 0, data, "fasta"), data, SETTINGS)
     assert [b[2] for b in rows.bad] == ([] if problem is None else [problem])
+
+
+@pytest.mark.parametrize("class_id, problem", [(5, None), (3_000_000, None), (2_999_999, "unknown_class"),
+                                               (6, "unknown_class"), (1 << 20, "unknown_class")])
+def test_class_ids_beyond_the_lookup_table(class_id: int, problem: str | None) -> None:
+    """Ids under 2**20 are looked up in a table, larger ones binary-searched: same answers."""
+    lm = LabelMap(class_ids=[3_000_000, 5], names=["a", "b"], tax_ids=[-1, -1], sha256="x")
+    s = dataclasses.replace(SETTINGS, label_map=lm)
+    data = f">lbl|{class_id}|||r/1\nACGT\n".encode()
+    rows = _rows_default(Unit("in", 0, 0, 1, 0, data, "fasta"), data, s)
+    assert [b[2] for b in rows.bad] == ([] if problem is None else [problem])
+    assert rows.class_ids.tolist() == ([] if problem else [class_id])
