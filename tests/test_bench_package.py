@@ -113,3 +113,16 @@ def test_installed_bench_runs_outside_the_checkout_without_the_bench_extra(tmp_p
     report = json.loads(proc.stdout)
     assert report["readshard"]["reads"] > 0 and "hf_datasets" not in report
     assert "skipped hf_datasets: datasets is not installed" in proc.stderr
+
+
+def test_unit_profile_steps_add_up(tmp_path: Path) -> None:
+    """The unit profile's steps run on real (small) units and leave only a small rest."""
+    from convert.simulate import simulate
+    from readshard_bench.unit_profile import unit_steps
+
+    simulate(tmp_path / "reads", fragments_per_species=100, seed=0, progress=False)
+    steps = unit_steps(tmp_path / "reads" / "train.fa", tmp_path / "reads" / "mapping.tsv", tmp_path / "stg",
+                       repeats=1, per_unit=1000)
+    assert steps["units"] >= 3
+    assert all(steps[k] > 0 for k in ("read", "parse", "encode", "write", "unit"))
+    assert steps["unit"] >= steps["encode"]
