@@ -14,7 +14,9 @@ reads goes through the public steps of :func:`convert.unit.convert_unit` separat
 * ``unit``: the whole :func:`convert.unit.convert_unit`; ``rest`` is ``unit`` minus the
   steps (label columns, quarantine parts, the unit record, renames).
 
-Medians over units and repeats, in ms per unit. ``startup`` runs fresh interpreters: ``python
+Medians over units and repeats, in ms per unit. ``scan_mb_per_s``: the parent's pass that
+cuts the whole file into units (:func:`convert.fastx.iter_units`, file read right before).
+``startup`` runs fresh interpreters: ``python
 -c pass``, ``import convert.pipeline`` (numpy, h5py, numba) and that plus numba's first load
 of the compiled parse.
 """
@@ -85,7 +87,12 @@ def unit_steps(train: Path, mapping: Path, staging: Path, repeats: int, per_unit
                 staging / "w.h5", input_ids=ids, vectors=vectors, num_classes=lm.num_classes,
                 tokenizer=tok.info, shard_index=i, dataset_id="00" * 16)))
             times["unit"].append(_ms(lambda: convert_unit(u, i, s)))
+    with open(train, "rb") as f:  # in page cache, as the converter finds it after its head probe
+        while f.read(1 << 24):
+            pass
+    scan = [_ms(lambda: sum(1 for _ in iter_units(train, 0, per_unit))) for _ in range(repeats)]
     out = {k: statistics.median(v) for k, v in times.items()}
+    out["scan_mb_per_s"] = train.stat().st_size / 1e3 / statistics.median(scan)
     out["rest"] = out["unit"] - sum(out[k] for k in ("read", "parse", "encode", "write"))
     out["units"] = len(units)
     return out
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"per unit of 65,536 reads (median of {steps['units']} units x {args.repeats}), ms:")
         for k in ("read", "parse", "encode", "write", "rest", "unit"):
             print(f"  {k:<7}{steps[k]:8.1f}")
+        print(f"scan of the whole input: {steps['scan_mb_per_s']:,.0f} MB/s")
         st = result["startup_s"]
         print(f"start-up, s: python {st['python']:.3f}, + imports {st['imports']:.3f}, "
               f"+ numba's first load {st['first_numba_load']:.3f}")
