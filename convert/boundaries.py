@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "STATE_SIZE", "new_state", "fasta_units"]
+__all__ = ["AVAILABLE", "STATE_SIZE", "new_state", "fasta_units", "last_unit"]
 
 try:
     import numba
@@ -40,6 +40,17 @@ def new_state() -> np.ndarray:
     st[_PREV_LF] = 1
     st[_FIRST] = -1
     return st
+
+
+def last_unit(st: np.ndarray, end: int) -> tuple[int, int, int, int, int] | None:
+    """The unit still open when the file ends at offset ``end``, as a row of
+    :func:`fasta_units` (``first, cut, records, LFs before first, longest``); None if the
+    file had no record start at all."""
+    first = int(st[_FIRST])
+    if first < 0:
+        return None
+    longest = max(int(st[_LONGEST]), end - int(st[_REC_START]))
+    return first, end, int(st[_COUNT]), int(st[_LF_FIRST]), longest
 
 
 def _jit(fn):

@@ -250,12 +250,13 @@ def _plain_fasta_units(
                                cut - first, b">", records)
                     unit_no += 1
             base += n
-    first, records, rec_start, longest, lfs = (int(x) for x in st[[2, 3, 4, 5, 6]])
-    if first < 0:  # no record start at all: the streaming scan says what is wrong
+    last = boundaries.last_unit(st, base)
+    if last is None:  # no record start at all: the streaming scan says what is wrong
         return 0, 1, 0
-    if max(longest, base - rec_start) > too_long:
+    first, cut, records, lfs, longest = last
+    if longest > too_long:
         return first, lfs + 1, unit_no
-    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, "fasta", first, base - first, b">",
+    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, "fasta", first, cut - first, b">",
                records)
     return None
 

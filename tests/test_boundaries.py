@@ -91,3 +91,5 @@ def test_state_starts_at_a_line_start() -> None:
     p, k = boundaries.fasta_units(buf, 0, buf.size, 0, 1, st, out)
     assert (p, k) == (buf.size, 1)
     assert out[0].tolist() == [0, 6, 1, 0, 6]  # first, cut, records, LFs before, longest
+    assert boundaries.last_unit(st, buf.size) == (6, 12, 1, 2, 6)  # the unit the end of the file closes
+    assert boundaries.last_unit(boundaries.new_state(), 0) is None  # no record start seen
