@@ -5,6 +5,10 @@ records of one input file, cut at record boundaries by a single sequential pass 
 (plain or gzip) stream. Units depend only on the input and ``records_per_unit``, never on
 the number of workers, which is what makes the output identical for any ``--jobs``.
 
+For plain FASTA the pass is compiled and runs outside the GIL (:mod:`convert.boundaries`);
+gzip, FASTQ and a unit holding a record over ``max_record_bytes`` take the streaming numpy
+scan here, which cuts the same units.
+
 A unit of a plain file is a byte range (``offset``, ``length``) and carries no bytes: the
 worker reads its range itself (:func:`unit_bytes`), so the parent's scan is the only
 sequential pass and no input data crosses a pipe. gzip has no random access (an index of
