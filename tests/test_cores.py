@@ -106,3 +106,20 @@ def test_tokenizer_encode_splits_only_over_idle_cores() -> None:
         got = tok.encode(blob, offsets, 48)
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_convert_lends_its_jobs_and_gives_the_budget_back(reads, tmp_path, fail: bool) -> None:
+    """A run's encodes may use --jobs cores; after it (even a failed one) the budget is as before."""
+    from convert.pipeline import ConvertError, ConvertOptions, convert
+
+    inp, mapping = reads
+    cores.set_budget(1)
+    opts = ConvertOptions(inputs=[str(inp)], out=str(tmp_path / "out"), mapping=str(mapping), progress=False,
+                          jobs=3, tokenizer="metagene-1", reads_per_shard=1000 if not fail else 0)
+    if fail:
+        with pytest.raises(ConvertError):
+            convert(opts)
+    else:
+        assert convert(opts)["records_in"] == 800
+    assert cores.budget() == 1
