@@ -93,3 +93,34 @@ def test_state_starts_at_a_line_start() -> None:
     assert out[0].tolist() == [0, 6, 1, 0, 6]  # first, cut, records, LFs before, longest
     assert boundaries.last_unit(st, buf.size) == (6, 12, 1, 2, 6)  # the unit the end of the file closes
     assert boundaries.last_unit(boundaries.new_state(), 0) is None  # no record start seen
+
+
+def test_without_numba_the_conversion_is_the_same(tmp_path: Path, reads) -> None:
+    """numba that cannot be imported: the streaming scan, the regex parse and Hugging Face
+    take over, and the shards hold the same rows."""
+    import os
+    import subprocess
+    import sys
+
+    import h5py
+
+    from conftest import REPO
+
+    inp, mapping = reads
+    (tmp_path / "block").mkdir()
+    (tmp_path / "block" / "numba.py").write_text("raise ImportError('numba is broken here')\n")
+    outs = {}
+    for name, path in (("numba", str(REPO)), ("none", f"{tmp_path / 'block'}{os.pathsep}{REPO}")):
+        outs[name] = tmp_path / name
+        res = subprocess.run([sys.executable, "-m", "convert", str(inp), "--mapping", str(mapping), "--out",
+                              str(outs[name]), "--tokenizer", "metagene-1", "--reads-per-shard", "300",
+                              "--jobs", "2", "--no-progress"],
+                             env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+    assert "numba cannot be imported" in res.stderr
+    shards = sorted(p.name for p in outs["numba"].glob("shard-*.h5"))
+    assert shards == sorted(p.name for p in outs["none"].glob("shard-*.h5")) and len(shards) == 3
+    for name in shards:
+        with h5py.File(outs["numba"] / name) as a, h5py.File(outs["none"] / name) as b:
+            for key in ("input_ids", "labels", "lengths", "record_numbers", "fragment_hashes"):
+                np.testing.assert_array_equal(a[key][()], b[key][()])
