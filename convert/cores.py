@@ -56,8 +56,8 @@ def claim(want: int) -> Iterator[int]:
 def run_parts(fn: Callable[[int, int], None], n: int, parts: int) -> None:
     """Run ``fn(lo, hi)`` over ``parts`` contiguous ranges of ``range(n)``.
 
-    The first range runs in the calling thread, the others on helper threads; returns when
-    all are done and raises the first range's error, if any.
+    The first range runs in the calling thread, the others on helper threads. Returns once
+    all are done; if any failed, raises the error of the first failed range (in range order).
     """
     parts = max(1, min(parts, n))
     if parts == 1:
