@@ -303,8 +303,7 @@ def _fnv1a64(buf, a, b):
 
 @_jit_inline
 def _lower_bound(a, v):
-    """First index of the sorted ``a`` whose value is >= ``v`` (np.searchsorted, without its
-    per-call array of the scalar)."""
+    """First index of the sorted ``a`` whose value is >= ``v`` (``np.searchsorted``, left side)."""
     lo = 0
     hi = a.shape[0]
     while lo < hi:
