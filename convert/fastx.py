@@ -5,9 +5,9 @@ records of one input file, cut at record boundaries by a single sequential pass 
 (plain or gzip) stream. Units depend only on the input and ``records_per_unit``, never on
 the number of workers, which is what makes the output identical for any ``--jobs``.
 
-For plain FASTA the pass is compiled and runs outside the GIL (:mod:`convert.boundaries`);
-gzip, FASTQ and a unit holding a record over ``max_record_bytes`` take the streaming numpy
-scan here, which cuts the same units.
+For plain FASTA and FASTQ the pass is compiled and runs outside the GIL
+(:mod:`convert.boundaries`); gzip and a unit holding a record over ``max_record_bytes``
+take the streaming numpy scan here, which cuts the same units.
 
 A unit of a plain file is a byte range (``offset``, ``length``) and carries no bytes: the
 worker reads its range itself (:func:`unit_bytes`), so the parent's scan is the only
@@ -201,11 +201,11 @@ def iter_units(
     path = Path(path)
     fmt = sniff(path)
     start = (0, 1, 0)
-    if fmt == "fasta" and not _is_gzip(path):
+    if not _is_gzip(path):
         from . import boundaries
 
         if boundaries.AVAILABLE:
-            start = yield from _plain_fasta_units(path, file_index, records_per_unit, progress, max_record_bytes)
+            start = yield from _plain_units(path, fmt, file_index, records_per_unit, progress, max_record_bytes)
             if start is None:
                 return
     yield from _stream_units(path, fmt, file_index, records_per_unit, progress, max_record_bytes, *start)
@@ -216,10 +216,10 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _plain_fasta_units(
-    path: Path, file_index: int, per_unit: int, progress, max_record_bytes: int | None,
+def _plain_units(
+    path: Path, fmt: str, file_index: int, per_unit: int, progress, max_record_bytes: int | None,
 ) -> Generator[Unit, None, tuple[int, int, int] | None]:
-    """The units of a plain FASTA file, from the compiled scan (:mod:`convert.boundaries`).
+    """The units of a plain FASTA or FASTQ file, from the compiled scan (:mod:`convert.boundaries`).
 
     Returns (as the generator's value) None when the file is done, or ``(offset, line, unit)``
     of the first unit the streaming scan must produce instead (it holds a record over
@@ -228,8 +228,9 @@ def _plain_fasta_units(
     """
     from . import boundaries
 
+    scan = boundaries.fasta_units if fmt == "fasta" else boundaries.fastq_units
     st = boundaries.new_state()
-    out = np.empty((256, 5), dtype=np.int64)
+    out = np.empty((256, len(boundaries.UNIT_FIELDS)), dtype=np.int64)
     buf = np.empty(BLOCK, dtype=np.uint8)
     too_long = float("inf") if max_record_bytes is None else max_record_bytes + 1  # as _cut_long_records
     unit_no = 0
@@ -246,22 +247,22 @@ def _plain_fasta_units(
                 break
             p = 0
             while p < n:
-                p, k = boundaries.fasta_units(buf, p, n, base, per_unit, st, out)
-                for first, cut, records, lfs, longest in out[:k].tolist():
+                p, k = scan(buf, p, n, base, per_unit, st, out)
+                for first, cut, records, lfs, longest, lead in out[:k].tolist():
                     if longest > too_long:
                         return first, lfs + 1, unit_no
-                    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, "fasta", first,
-                               cut - first, b">", records)
+                    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, fmt, first,
+                               cut - first, bytes((lead,)), records)
                     unit_no += 1
             base += n
     last = boundaries.last_unit(st, base)
     if last is None:  # no record start at all: the streaming scan says what is wrong
         return 0, 1, 0
-    first, cut, records, lfs, longest = last
+    first, cut, records, lfs, longest, lead = last
     if longest > too_long:
         return first, lfs + 1, unit_no
-    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, "fasta", first, cut - first, b">",
-               records)
+    yield Unit(str(path), file_index, unit_no, lfs + 1, unit_no * per_unit, None, fmt, first, cut - first,
+               bytes((lead,)), records)
     return None
 
 

@@ -1,4 +1,4 @@
-"""The compiled unit scan of plain FASTA (convert.boundaries) gives exactly the streaming scan's units."""
+"""The compiled unit scan of plain FASTA and FASTQ (convert.boundaries) gives exactly the streaming scan's units."""
 
 from __future__ import annotations
 
@@ -33,17 +33,37 @@ def _fuzz_fasta(rng: random.Random, records: int) -> bytes:
     return text.rstrip(b"\n") if rng.random() < 0.3 else text
 
 
+def _fuzz_fastq(rng: random.Random, records: int) -> bytes:
+    """Four-line records with blank lines between them (LF, CRLF, a lone CR), records with a
+    line too few or too many (the scan counts lines, the parser judges), '@' and '+' opening
+    sequence and quality lines, garbage before the first record."""
+    out = [rng.choice([b"", b"\n", b"\r\n", b"junk\n"])]
+    for i in range(records):
+        eol = rng.choice([b"\n", b"\r\n"])
+        seq = bytes(rng.choice(b"ACGTN@+") for _ in range(rng.choice([0, 1, 63, 64, 65, 150])))
+        qual = bytes(rng.choice(b"I@+#") for _ in range(len(seq)))
+        lines = [b"@r%d" % i, seq, b"+", qual]
+        if rng.random() < 0.1:
+            lines.pop(rng.randrange(4))  # malformed: the following records shift by a line
+        out.append(b"".join(line + eol for line in lines) + rng.choice([b"", b"", b"\n", b"\r\n", b"\r\n\n"]))
+    text = b"".join(out)
+    return text.rstrip(b"\r\n") if rng.random() < 0.3 else text
+
+
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("per_unit", [1, 2, 7, 1000])
 @pytest.mark.parametrize("block", [64, 100, 4096])
+@pytest.mark.parametrize("fmt", ["fasta", "fastq"])
 def test_units_equal_the_streaming_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int,
-                                        per_unit: int, block: int) -> None:
+                                        per_unit: int, block: int, fmt: str) -> None:
     rng = random.Random(seed * 1000 + per_unit)
-    path = tmp_path / "in.fa"
-    path.write_bytes(_fuzz_fasta(rng, rng.choice([1, 3, 40, 300])))
+    path = tmp_path / f"in.{fmt}"
+    fuzz = _fuzz_fasta if fmt == "fasta" else _fuzz_fastq
+    data = fuzz(rng, rng.choice([1, 3, 40, 300]))
+    path.write_bytes(data if fmt == "fasta" else b"@first\nACGT\n+\nIIII\n" + data)  # sniffed as FASTQ
     monkeypatch.setattr(fastx, "BLOCK", block)  # block edges inside records, chunks and CRLFs
     fast = list(iter_units(path, 3, per_unit, max_record_bytes=None))
-    assert fast == _streamed(path, per_unit, None)
+    assert fast == list(fastx._stream_units(path, fmt, 3, per_unit, None, None))
     assert all(u.data is None for u in fast)  # byte ranges: the workers read them
 
 
@@ -86,12 +106,12 @@ def test_no_record_start_is_the_streaming_scan_error(tmp_path: Path) -> None:
 
 def test_state_starts_at_a_line_start() -> None:
     st = boundaries.new_state()
-    out = np.empty((4, 5), dtype=np.int64)
+    out = np.empty((4, len(boundaries.UNIT_FIELDS)), dtype=np.int64)
     buf = np.frombuffer(b">a\nAC\n>b\nAC\n", dtype=np.uint8)
     p, k = boundaries.fasta_units(buf, 0, buf.size, 0, 1, st, out)
     assert (p, k) == (buf.size, 1)
-    assert out[0].tolist() == [0, 6, 1, 0, 6]  # first, cut, records, LFs before, longest
-    assert boundaries.last_unit(st, buf.size) == (6, 12, 1, 2, 6)  # the unit the end of the file closes
+    assert out[0].tolist() == [0, 6, 1, 0, 6, ord(">")]  # first, cut, records, LFs before, longest, lead
+    assert boundaries.last_unit(st, buf.size) == (6, 12, 1, 2, 6, ord(">"))  # the unit the end of the file closes
     assert boundaries.last_unit(boundaries.new_state(), 0) is None  # no record start seen
 
 
