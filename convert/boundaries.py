@@ -193,20 +193,51 @@ def _fastq_bytes(buf, p, e, base, records, st, out, k):
     return p, k
 
 
+@_jit_inline
+def _fastq_line(st, q, c, lfs, records, out, k):
+    """A FASTQ line starts at file offset ``q`` with byte ``c`` (``lfs`` line ends before it)."""
+    line = st[_LINE]
+    if line != 0:
+        st[_LINE] = (line + 1) & 3
+    elif c != 10 and c != 13:  # not a blank line between records: a record starts
+        st[_LINE] = 1
+        if st[_FIRST] < 0 or st[_COUNT] >= records:
+            st[_LFS] = lfs  # a unit opens here: the line ends before it give its first line
+        k = _start(st, q, c, records, out, k)
+    return k
+
+
 @_jit
 def fastq_units(buf, p, n, base, records, st, out):
-    """:func:`fasta_units` for FASTQ (records of four lines)."""
+    """:func:`fasta_units` for FASTQ (records of four lines; a line starts after each LF)."""
     k = 0
     while p < n and k < out.shape[0]:
-        if p + _W <= n and st[_PREV_LF] == 0:
-            chunk = buf[p : p + _W]
-            lf = 0
-            for i in range(_W):
-                lf += chunk[i] == 10
-            if lf == 0:  # no line starts inside these 64 bytes
-                p += _W
-                continue
-            p, k = _fastq_bytes(buf, p, p + _W, base, records, st, out, k)
-        else:
-            p, k = _fastq_bytes(buf, p, min(p + _W, n), base, records, st, out, k)
+        if p + _W > n:  # the block's last bytes
+            p, k = _fastq_bytes(buf, p, n, base, records, st, out, k)
+            continue
+        chunk = buf[p : p + _W]
+        lf = 0
+        for i in range(_W):
+            lf += chunk[i] == 10
+        if lf != 0 or st[_PREV_LF] != 0:
+            lfs = st[_LFS]
+            if st[_PREV_LF] != 0:  # the previous chunk ended a line
+                k = _fastq_line(st, base + p, chunk[0], lfs, records, out, k)
+                if k == out.shape[0]:
+                    st[_LFS] = lfs
+                    st[_PREV_LF] = 0
+                    return p + 1, k
+            seen = 0
+            for i in range(_W - 1):
+                if chunk[i] == 10:
+                    seen += 1
+                    k = _fastq_line(st, base + p + i + 1, chunk[i + 1], lfs + seen, records, out, k)
+                    if k == out.shape[0]:  # full: resume right after this line's first byte
+                        st[_LFS] = lfs + seen + (chunk[i + 1] == 10)
+                        st[_PREV_LF] = chunk[i + 1] == 10
+                        return p + i + 2, k
+            st[_LFS] = lfs
+        st[_LFS] += lf
+        st[_PREV_LF] = chunk[_W - 1] == 10
+        p += _W
     return p, k

@@ -67,13 +67,16 @@ def test_units_equal_the_streaming_scan(tmp_path: Path, monkeypatch: pytest.Monk
     assert all(u.data is None for u in fast)  # byte ranges: the workers read them
 
 
-def test_many_units_in_one_block(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt, record, lines", [("fasta", b">r%d\nACGT\n", 2), ("fastq", b"@r%d\nACGT\n+\nIIII\n", 4),
+                                                ("fastq", b"@r%d\nACGTACGTACGTACGTACGTACGTACGTACGTACGTACGTACGTACGTACGTACGTACGTAC\n+\n"
+                                                          b"IIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIII\n\n", 5)])
+def test_many_units_in_one_block(tmp_path: Path, fmt: str, record: bytes, lines: int) -> None:
     """More units close in one block than the kernel's output holds: it stops and resumes."""
-    path = tmp_path / "in.fa"
-    path.write_bytes(b"".join(b">r%d\nACGT\n" % i for i in range(2000)))
+    path = tmp_path / f"in.{fmt}"
+    path.write_bytes(b"".join(record % i for i in range(2000)))
     fast = list(iter_units(path, 3, 1))
-    assert fast == _streamed(path, 1, None)
-    assert [u.first_line for u in fast[:3]] == [1, 3, 5] and len(fast) == 2000
+    assert fast == list(fastx._stream_units(path, fmt, 3, 1, None, None))
+    assert [u.first_line for u in fast[:3]] == [1, 1 + lines, 1 + 2 * lines] and len(fast) == 2000
 
 
 @pytest.mark.parametrize("where", [0, 5, 39])
