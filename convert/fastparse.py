@@ -159,7 +159,7 @@ def _header_fields(buf, a, b, space, out):
 
     out: class, tax, mate, readlen, name0, name1, then six scratch slots (the digit runs).
     The record id ends at the first whitespace; every rule below stops there by itself (a
-    whitespace byte is no digit, no ``|`` and ends the name), so the id is read once.
+    whitespace byte is no digit, no ``|`` and ends the name), so no pass looks for its end.
     """
     while a < b and space[buf[a]]:  # leading whitespace
         a += 1
