@@ -65,6 +65,30 @@ class SpanSnapshot(NamedTuple):
 _OK, _OUT_OF_RANGE, _UNREGISTERED, _OUTSIDE_SPAN = 0, 1, 2, 3
 
 
+def _locate_py(i: int, starts: np.ndarray, base: np.ndarray) -> tuple[int, int]:
+    """``(row, shard)`` of global row ``i`` (negative counts from the end); the shard is -1 if
+    the row is out of range, -2 if its shard is not registered. Compiled with the passes."""
+    n = starts[-1]
+    if i < 0:
+        i += n
+    if i < 0 or i >= n:
+        return i, -1
+    lo, hi = 0, starts.size - 1  # the last shard with starts[s] <= i (searchsorted "right" - 1)
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if starts[mid] <= i:
+            lo = mid
+        else:
+            hi = mid
+    if base[0, lo] == _UNOPENED:
+        return i, -2
+    return i, lo
+
+
+# The passes call the compiled _locate_py through this name (bound in _kernel()).
+_locate: Any = _locate_py
+
+
 def _gather_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, item: np.ndarray, raw: np.ndarray,
                     out_ids: np.ndarray, out_lens: np.ndarray, out_labs: np.ndarray) -> int:
     """Locate, check and copy global rows ``idx`` (compiled by numba; see the module invariant).
@@ -72,25 +96,12 @@ def _gather_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, item:
     ``out_ids`` is the (B, L) int16 output viewed as (B, 2L) bytes. Fields are assembled
     from little-endian bytes because a row's address has no alignment.
     """
-    n = starts[-1]
-    S = starts.size - 1
     W = out_ids.shape[1]
     top = raw.size
     for k in range(idx.size):
-        i = idx[k]
-        if i < 0:
-            i += n
-        if i < 0 or i >= n:
-            return _OUT_OF_RANGE
-        lo, hi = 0, S  # the last shard with starts[s] <= i (searchsorted "right" - 1)
-        while hi - lo > 1:
-            mid = (lo + hi) >> 1
-            if starts[mid] <= i:
-                lo = mid
-            else:
-                hi = mid
-        if base[0, lo] == _UNOPENED:
-            return _UNREGISTERED
+        i, lo = _locate(idx[k], starts, base)
+        if lo < 0:
+            return _OUT_OF_RANGE if lo == -1 else _UNREGISTERED
         o0 = base[0, lo] + item[0] * i
         o1 = base[1, lo] + item[1] * i
         o2 = base[2, lo] + item[2] * i
@@ -112,27 +123,14 @@ def _prefetch_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, ite
 
     ``width``: bytes of one row of ``input_ids`` (2L). Rows the gather would refuse are skipped.
     """
-    n = starts[-1]
-    S = starts.size - 1
     top = raw.size
     origin = raw.ctypes.data
     vec = np.empty(width // page + 2, dtype=np.uint8)  # mincore's answer: one byte per page
     vaddr = vec.ctypes.data
     issued = 0
     for k in range(idx.size):
-        i = idx[k]
-        if i < 0:
-            i += n
-        if i < 0 or i >= n:
-            continue
-        lo, hi = 0, S
-        while hi - lo > 1:
-            mid = (lo + hi) >> 1
-            if starts[mid] <= i:
-                lo = mid
-            else:
-                hi = mid
-        if base[0, lo] == _UNOPENED:
+        i, lo = _locate(idx[k], starts, base)
+        if lo < 0:
             continue
         for f in range(3):
             w = width if f == 0 else (2 if f == 1 else 4)
@@ -188,6 +186,7 @@ def _prefetch_kernel() -> Callable[..., int] | None:
 
 def _kernel() -> Callable[..., int] | None:
     """The compiled pass, or None without numba (imported on first use: ``import loaders`` stays light)."""
+    global _locate
     if not _KERNEL:
         with _KERNEL_LOCK:
             if not _KERNEL:
@@ -196,6 +195,7 @@ def _kernel() -> Callable[..., int] | None:
                     try:
                         import numba
 
+                        _locate = numba.njit(nogil=True, cache=True, inline="always")(_locate_py)
                         fn = numba.njit(nogil=True, cache=True)(_gather_rows_py)
                     except Exception:  # numba missing or broken: the numpy path serves
                         fn = None
