@@ -223,3 +223,25 @@ def test_worker_never_writes_through_a_link_planted_in_staging(tmp_path: Path, n
     with pytest.raises(OSError, match="symbolic link"):
         convert_unit(unit, 0, s)
     assert victim.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("name", ["shard-00000.h5", ".units/q-00000.fa", ".units/q-00000.tsv", ".units/q-00000.ends",
+                                  ".units/u-00000.json"])
+def test_rename_replaces_a_link_planted_at_a_final_name(tmp_path: Path, name: str) -> None:
+    """A link planted where a unit's file is renamed to is replaced by the file, never written through."""
+    from convert.fastx import Unit
+    from convert.labels import read_mapping
+    from convert.unit import Settings, convert_unit
+
+    inp, mapping = write_reads(tmp_path / "r.fa", n_per_class=5)
+    staging = tmp_path / ".out.readshard-partial"
+    (staging / ".units").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (staging / name).symlink_to(victim)
+    unit = Unit(str(inp), 0, 0, 1, 0, inp.read_bytes(), "fasta")
+    s = Settings(tokenizer="char", max_length=16, header_regex=DEFAULT_HEADER_REGEX, label_map=read_mapping(str(mapping)),
+                 layout="mmap", compression="gzip", on_bad_record="skip", staging=str(staging), dataset_id="ab" * 16)
+    convert_unit(unit, 0, s)
+    assert victim.read_text() == "keep me\n"
+    assert not (staging / name).is_symlink() and (staging / name).is_file()
