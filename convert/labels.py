@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 __all__ = [
     "DEFAULT_HEADER_REGEX",
     "MappingError",
@@ -23,6 +25,7 @@ DEFAULT_HEADER_REGEX = (
 
 
 _INT32_MAX = 2**31 - 1
+_DENSE_MAX = 1 << 20  # class ids below this are looked up in a table (4 MB at most)
 
 
 class MappingError(Exception):
@@ -38,9 +41,27 @@ class LabelMap:
     tax_ids: list[int]
     sha256: str
     label_of: dict[int, int] = field(init=False)
+    _dense: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.label_of = {c: i for i, c in enumerate(self.class_ids)}
+        ids = np.asarray(self.class_ids, dtype=np.int64)
+        small = (ids >= 0) & (ids < _DENSE_MAX)
+        # class id -> label for the usual small ids: one gather per unit instead of a search
+        self._dense = np.full(int(ids[small].max()) + 1 if small.any() else 0, -1, dtype=np.int32)
+        self._dense[ids[small]] = np.flatnonzero(small).astype(np.int32)
+
+    def labels_of(self, class_ids: np.ndarray) -> np.ndarray:
+        """Labels (int32) of ``class_ids``, vectorized; -1 for an id not in the mapping."""
+        cids = np.asarray(class_ids, dtype=np.int64)
+        if cids.size == 0 or (cids.min() >= 0 and cids.max() < self._dense.size):
+            return self._dense[cids]
+        ids = np.asarray(self.class_ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.full(cids.shape, -1, dtype=np.int32)
+        order = np.argsort(ids, kind="stable")
+        pos = np.minimum(np.searchsorted(ids[order], cids), ids.size - 1)
+        return np.where(ids[order][pos] == cids, order[pos], -1).astype(np.int32)
 
     @property
     def num_classes(self) -> int:

@@ -154,10 +154,22 @@ def _classify(rec: ParsedRecord, rx: re.Pattern[bytes], label_of: dict[int, int]
     return None if fields[0] in label_of else "unknown_class"
 
 
-def _taxa(class_ids: np.ndarray, tax_ids: np.ndarray) -> dict[str, list[int]]:
-    """class id -> sorted tax ids seen with it (few pairs; computed with one np.unique)."""
-    # Distinct (class, tax) pairs through one int64 key: 0 <= class < 2**31, -1 <= tax < 2**31.
-    keys = (class_ids.astype(np.int64) << 32) | (tax_ids.astype(np.int64) + 1)
+def _pair_keys(class_ids: np.ndarray, tax_ids: np.ndarray) -> np.ndarray:
+    # One int64 key per (class, tax) pair: 0 <= class < 2**31, -1 <= tax < 2**31.
+    return (np.asarray(class_ids, dtype=np.int64) << 32) | (np.asarray(tax_ids, dtype=np.int64) + 1)
+
+
+def _taxa(labels: np.ndarray, tax_ids: np.ndarray, lm: LabelMap) -> dict[str, list[int]]:
+    """class id -> sorted tax ids seen with it.
+
+    Rows whose tax id is their label's mapped one (nearly all) are counted per label, so only
+    the few others are sorted: no sort of the whole unit.
+    """
+    mapped = np.asarray(lm.tax_ids, dtype=np.int64)
+    own = np.asarray(tax_ids, dtype=np.int64) == mapped[labels]
+    present = np.flatnonzero(np.bincount(labels[own], minlength=lm.num_classes))
+    keys = np.concatenate((_pair_keys(np.asarray(lm.class_ids, dtype=np.int64)[present], mapped[present]),
+                           _pair_keys(np.asarray(lm.class_ids, dtype=np.int64)[labels[~own]], tax_ids[~own])))
     out: dict[str, list[int]] = {}
     for key in np.unique(keys).tolist():
         out.setdefault(str(key >> 32), []).append((key & 0xFFFFFFFF) - 1)
@@ -252,12 +264,11 @@ def _too_long_default(p: ParsedUnit, limit: int) -> ParsedUnit:
 def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     """The default header format, parsed and labeled by numba (no Python per record)."""
     lm = s.label_map
-    order = np.argsort(np.asarray(lm.class_ids, dtype=np.int64), kind="stable")
-    known = np.asarray(lm.class_ids, dtype=np.int64)[order]
+    known = np.sort(np.asarray(lm.class_ids, dtype=np.int64))
     p = _too_long_default(parse_default(unit, data, known), s.max_record_bytes)
     ok = p.problem == 0
     cids = p.class_id[ok]
-    labels = order[np.searchsorted(known, cids)].astype(np.int32)
+    labels = lm.labels_of(cids)  # every written row's class id is known (the parse checked)
     tax = p.tax_id[ok]
     tax = np.where(tax < 0, np.asarray(lm.tax_ids, dtype=np.int64)[labels], tax) if labels.size else tax
     read_lengths = np.diff(p.offsets).astype(np.int32)
@@ -426,7 +437,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
         "tax_conflicts": _tax_conflicts(labels, rows.tax_ids, s.label_map),
         "tokens": int(lengths.sum(dtype=np.int64)),
         "class_counts": np.bincount(labels, minlength=s.label_map.num_classes).tolist(),
-        "taxa": _taxa(rows.class_ids, rows.tax_ids),
+        "taxa": _taxa(labels, rows.tax_ids, s.label_map),
         "bytes_in": len(data),
         "worker_peak_rss_mb": peak_rss_mb(),
     }
