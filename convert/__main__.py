@@ -1,7 +1,5 @@
 """``python -m convert``: see :mod:`convert.cli`."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()
