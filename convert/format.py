@@ -110,6 +110,7 @@ __all__ = [
     "read_shard_attrs",
     "file_sha256",
     "write_json_atomic",
+    "fsync_file",
     "create_file",
     "write_manifest",
     "read_manifest",
@@ -266,6 +267,7 @@ def write_shard(
     compression: str | None = None,
     extra_attrs: Mapping[str, Any] | None = None,
     dataset_id: str | None = None,
+    sync: bool = True,
 ) -> dict[str, Any]:
     """Write one shard to ``path`` (the caller renames it into place) and fsync it.
 
@@ -281,6 +283,7 @@ def write_shard(
         extra_attrs: more JSON-serialisable attributes (e.g. the source range).
         dataset_id: the dataset identity (:func:`new_dataset_id`), stored as an attribute
             and as the 16-byte dataset ``dataset_id``; None writes neither.
+        sync: fsync before returning; False leaves that to the caller (:func:`fsync_file`).
 
     Returns:
         The manifest entry: ``num_rows``, ``offsets`` (dataset -> file offset or None),
@@ -350,7 +353,7 @@ def write_shard(
             offsets[name] = None if off is None else int(off)
         f.flush()
         image = f.id.get_file_image()
-    _write_file(path, image)
+    _write_file(path, image, sync=sync)
     return {
         "num_rows": int(n),
         "offsets": offsets,
@@ -468,23 +471,40 @@ def create_file(path: str | os.PathLike[str], mode: str = "wb") -> IO[Any]:
     return os.fdopen(fd, mode)
 
 
-def _write_file(path: str | os.PathLike[str], data: bytes) -> None:
+def _write_file(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> None:
     """Write ``data`` and fsync (never through a link); an OSError (disk full, ...) names ``path``."""
     try:
         with create_file(path) as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
     except OSError as exc:
         # write()/close() errors carry no file name; the converter's message needs it.
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file, fsync and rename."""
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """fsync the file at ``path`` (written by this or another process; never through a link).
+
+    Raises:
+        OSError: naming ``path`` (a write-back error of an earlier unsynced write shows here).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, sync: bool = True) -> None:
+    """Write JSON to ``path`` via a temporary file, fsync (unless ``sync`` is False) and rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    _write_file(tmp, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    _write_file(tmp, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode(), sync=sync)
     os.replace(tmp, path)
 
 

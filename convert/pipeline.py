@@ -6,10 +6,12 @@ Crash safety, in order of what is written:
    ``<parent>/.<name>.readshard-partial/``, locked with ``flock`` so two converters cannot
    share it. Nothing appears at ``--out`` until the dataset is complete.
 2. A worker (a thread or a process, see :mod:`convert.executors`) builds the shard in memory,
-   writes ``.shard-NNNNN.h5.tmp``, fsyncs, renames it to ``shard-NNNNN.h5``, then writes its
+   writes ``.shard-NNNNN.h5.tmp``, renames it to ``shard-NNNNN.h5``, then writes its
    quarantine parts and, last, its unit record ``.units/u-NNNNN.json`` (shard entry +
-   counts). A unit is done iff its record and parts exist and the shard's size and sha256
-   match it; ``--resume`` redoes every other unit. Workers hold ``.units/.workers.lock``
+   counts). The converter fsyncs each shard as its unit finishes (the workers do not wait
+   on the disk; dask workers sync their own). A unit is done iff its record and parts exist
+   and the shard's size and sha256 match it, so a unit whose unsynced writes a power loss
+   damaged is redone; ``--resume`` redoes every other unit as well. Workers hold ``.units/.workers.lock``
    shared while writing and stop if their converter is gone, and a new converter waits for
    that lock: pool workers orphaned by a killed converter never write beside a ``--resume``.
    A worker process that dies (killed, out of memory) ends the run with a
@@ -491,6 +493,9 @@ def _convert(opts: ConvertOptions) -> dict[str, Any]:
             quarantine_max_bytes=int(opts.quarantine_max_bytes),
             split=opts.split,
             parallel="cluster" if opts.scheduler else _parallel_mode(opts, tok),
+            # Local workers leave fsync to this process (_run_units); dask workers, possibly on
+            # other machines, sync their own writes.
+            sync=bool(opts.scheduler),
         )
         try:
             records = _run_units(opts, settings, staging)
@@ -592,6 +597,8 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
                                    max_record_bytes=opts.max_record_bytes):
                 done = _unit_done(staging, index) if opts.resume else None
                 if done is not None:
+                    # Checked, but maybe never synced (an earlier run's workers may not sync).
+                    fmt.fsync_file(staging / fmt.shard_name(index))
                     records[index] = done
                 else:
                     yield unit, index
@@ -612,6 +619,10 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
             results = run_processes(convert_unit, units(), jobs, settings)
         for rec in results:
             idx = fmt.shard_index_from_name(rec["shard"]["file"])
+            if not settings.sync:
+                # Here, not in the worker: the workers go on converting while this thread
+                # waits for the disk, and every shard is durable before anything is published.
+                fmt.fsync_file(staging / fmt.shard_name(idx))
             records[idx] = rec
             reads_done += rec["records_in"]
             skipped_done += rec["records_in"] - rec["written"] - rec.get("other_split", 0)

@@ -81,6 +81,10 @@ class _Settings:
     quarantine_max_bytes: int = QUARANTINE_MAX_BYTES
     split: dict[str, Any] | None = None
     parallel: str = "serial"  # the executor that ran the units (for the report)
+    # False: the unit writes without fsync and its converter fsyncs each finished shard
+    # (convert.pipeline), so no worker waits on the disk. A unit record is only trusted after
+    # its shard's size and sha256 are checked, so an unsynced one lost to a crash is redone.
+    sync: bool = True
 
 
 Settings = _Settings  # public name for convert.repair
@@ -414,6 +418,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
             compression=s.compression,
             extra_attrs={"source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file}},
             dataset_id=s.dataset_id,
+            sync=s.sync,
         )
         os.replace(tmp, staging / fmt.shard_name(shard_index))
     finally:
@@ -441,7 +446,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
         "bytes_in": len(data),
         "worker_peak_rss_mb": peak_rss_mb(),
     }
-    fmt.write_json_atomic(staging / ".units" / f"u-{shard_index:05d}.json", record)
+    fmt.write_json_atomic(staging / ".units" / f"u-{shard_index:05d}.json", record, sync=s.sync)
     return record
 
 

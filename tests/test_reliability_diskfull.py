@@ -56,13 +56,13 @@ def test_enospc_on_kth_write_then_resume(data, tmp_path: Path, monkeypatch: pyte
     real = fmt._write_file
     calls: list[str] = []
 
-    def full_disk(path, payload):
+    def full_disk(path, payload, **kw):
         calls.append(str(path))
         if len(calls) == k:
             with open(path, "wb") as f:  # a partly written file, as a full disk leaves it
                 f.write(payload[: len(payload) // 2])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, payload)
+        return real(path, payload, **kw)
 
     monkeypatch.setattr(fmt, "_write_file", full_disk)
     with pytest.raises(ConvertError) as err:
