@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cores import run_parts
+from .cores import budget, claim, run_parts
 
 __all__ = ["FastBpe", "NUMBA_ERROR", "build_fast_bpe", "scope_problem"]
 
@@ -266,7 +266,10 @@ def _tables(
         # encoder then looks it up instead of walking two merge trees per candidate token
         # (1.3x faster). Larger vocabularies (DNABERT-2's 4,091 tokens: ~0.9 s, 16 MB) decide
         # each pair when it is met.
-        compat = _all_compatible(t, np.asarray(left, dtype=np.int32), np.asarray(right, dtype=np.int32), hkeys, hvals)
+        compat = np.empty(t * t, dtype=np.uint8)
+        lefts, rights = np.asarray(left, dtype=np.int32), np.asarray(right, dtype=np.int32)
+        with claim(budget()) as cores:  # rows of the table are independent: split over idle cores
+            run_parts(lambda x0, x1: _compatible_rows(x0, x1, t, lefts, rights, hkeys, hvals, compat), t, cores)
         return _pack(strings, left, right, children, node_tok, next_prefix, hkeys, hvals, compat, vocab, code, unk_id,
                      prefix, suffix)
     size = 1 << max(4, (2 * len(pairs)).bit_length())
@@ -365,13 +368,11 @@ def _compatible_call(x, y, left, right, hkeys, hvals):
 
 
 @_jit
-def _all_compatible(t, left, right, hkeys, hvals):
-    """:func:`_compatible` of every pair ``(x, y)`` of ``t`` tokens, at ``x * t + y``."""
-    out = np.empty(t * t, dtype=np.uint8)
-    for x in range(t):
+def _compatible_rows(x0, x1, t, left, right, hkeys, hvals, out):
+    """:func:`_compatible` of every pair ``(x, y)`` with ``x0 <= x < x1``, into ``out[x * t + y]``."""
+    for x in range(x0, x1):
         for y in range(t):
             out[x * t + y] = 1 if _compatible(x, y, left, right, hkeys, hvals) else 0
-    return out
 
 
 @_jit

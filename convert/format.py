@@ -80,8 +80,11 @@ import secrets
 from pathlib import Path
 from typing import IO, Any, Mapping
 
-import h5py
 import numpy as np
+
+# h5py is imported by the functions that open HDF5 files, not here: the converter then
+# starts its first units without waiting for it (a worker imports it while the other
+# encodes), and ``import loaders`` does not pay for it.
 
 __all__ = [
     "FORMAT_NAME",
@@ -294,6 +297,8 @@ def write_shard(
     n, max_length = input_ids.shape
     if input_ids.dtype != np.int16:
         raise FormatError(f"input_ids must be int16, got {input_ids.dtype}")
+    import h5py
+
     offsets_csr, rows = build_class_index(np.asarray(vectors["labels"]), num_classes)
     # HDF5 builds the file in memory (core driver, no backing store) and Python writes the
     # bytes: a full disk or an I/O error then surfaces as a plain OSError with its errno,
@@ -374,6 +379,8 @@ def _id_bytes(dataset_id: str) -> np.ndarray:
 
 def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Attributes of a shard, with ``tokenizer`` decoded; a FormatError if unreadable."""
+    import h5py
+
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
@@ -411,6 +418,8 @@ def shard_layout_problems(
     Returns:
         One message per problem (empty if the entry describes the file).
     """
+    import h5py
+
     n, L, C = int(entry["num_rows"]), int(manifest["max_length"]), int(manifest["num_classes"])
     layout = manifest["layout"]
     out: list[str] = []
