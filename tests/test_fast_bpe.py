@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from convert import bpe
 from convert.bpe import build_fast_bpe
 from convert.tokenizers import ASSETS, BpeTokenizer
 
@@ -70,12 +71,28 @@ def _reads(kind: str) -> list[str]:
     return _adversarial()
 
 
-@pytest.fixture(scope="module", params=sorted(FILES))
+# Both tokenizers fit the dense pair tables (convert.bpe.DENSE_MAX_TOKENS); "hash" builds
+# them with the pair hash and per-pair decisions a larger vocabulary gets.
+@pytest.fixture(scope="module", params=[(name, tables) for name in sorted(FILES) for tables in ("dense", "hash")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def pair(request: pytest.FixtureRequest) -> tuple[str, BpeTokenizer, BpeTokenizer, Tokenizer]:
-    path = FILES[request.param]
-    fast = BpeTokenizer(request.param, path, fast_min_reads=0)
-    assert fast.encoder == "fast-bpe", fast.encoder_note
-    return request.param, fast, BpeTokenizer(request.param, path, engine="hf"), Tokenizer.from_file(str(path))
+    name, tables = request.param
+    path = FILES[name]
+    fast = BpeTokenizer(name, path, fast_min_reads=0)
+    with pytest.MonkeyPatch.context() as mp:
+        if tables == "hash":
+            mp.setattr(bpe, "DENSE_MAX_TOKENS", 0)
+        assert fast.encoder == "fast-bpe", fast.encoder_note
+    return name, fast, BpeTokenizer(name, path, engine="hf"), Tokenizer.from_file(str(path))
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+@pytest.mark.parametrize("limit, dense", [(bpe.DENSE_MAX_TOKENS, True), (0, False)])
+def test_dense_tables_up_to_the_limit(name: str, limit: int, dense: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = Tokenizer.from_file(str(FILES[name]))
+    monkeypatch.setattr(bpe, "DENSE_MAX_TOKENS", limit)
+    fast = build_fast_bpe(json.loads(FILES[name].read_text()), tok.get_vocab(with_added_tokens=True))
+    assert fast.dense is dense
 
 
 @pytest.mark.parametrize("kind", ["random", "random_n", "genome", "adversarial"])
