@@ -493,8 +493,14 @@ def _write_file(path: str | os.PathLike[str], data: bytes, *, sync: bool = True)
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
-def fsync_file(path: str | os.PathLike[str]) -> None:
+def fsync_file(path: str | os.PathLike[str], *, drop_cache: bool = False) -> None:
     """fsync the file at ``path`` (written by this or another process; never through a link).
+
+    ``drop_cache``: then drop its pages from the page cache (``POSIX_FADV_DONTNEED``; they
+    are clean once synced). A converter writes each shard once and reads it no more, and
+    the pages it frees are the next shards' to reuse: on a VM whose guest memory is only
+    backed by the host when first touched, writing into fresh pages costs ~5x more (8.8 MB:
+    ~24 ms against ~4 ms here, with the fsync).
 
     Raises:
         OSError: naming ``path`` (a write-back error of an earlier unsynced write shows here).
@@ -503,6 +509,8 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             os.fsync(fd)
+            if drop_cache and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
     except OSError as exc:

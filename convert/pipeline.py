@@ -622,7 +622,7 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
             if not settings.sync:
                 # Here, not in the worker: the workers go on converting while this thread
                 # waits for the disk, and every shard is durable before anything is published.
-                fmt.fsync_file(staging / fmt.shard_name(idx))
+                fmt.fsync_file(staging / fmt.shard_name(idx), drop_cache=True)
             records[idx] = rec
             reads_done += rec["records_in"]
             skipped_done += rec["records_in"] - rec["written"] - rec.get("other_split", 0)

@@ -102,3 +102,44 @@ def test_unsynced_writes_lost_after_a_crash_are_redone(tmp_path: Path, damage: s
     assert res.returncode == 0, res.stderr
     assert _hashes(out) == _hashes(ref)
     assert (out / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes()
+
+
+def _resident_fraction(path: Path) -> float:
+    """The share of ``path``'s pages in the page cache (mincore on a private mapping; Linux)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE,
+                                          prot=mmap.PROT_READ | mmap.PROT_WRITE) as m:
+        base = ctypes.c_char.from_buffer(m)  # a private mapping: nothing is written
+        vec = (ctypes.c_ubyte * pages)()
+        rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(base)), ctypes.c_size_t(size), vec)
+        del base
+    assert rc == 0, os.strerror(ctypes.get_errno())
+    return sum(v & 1 for v in vec) / pages
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not sys.platform.startswith("linux"), reason="Linux page cache")
+@pytest.mark.parametrize("drop", [False, True])
+def test_fsync_file_drops_the_synced_pages_on_request(tmp_path: Path, drop: bool) -> None:
+    from convert.format import fsync_file
+
+    path = tmp_path / "shard.bin"
+    data = os.urandom(4 << 20)
+    path.write_bytes(data)
+    assert _resident_fraction(path) > 0.9  # just written: in the page cache
+    fsync_file(path, drop_cache=drop)
+    assert (_resident_fraction(path) < 0.1) is drop
+    assert path.read_bytes() == data  # dropped from memory only, never from the file
+
+
+def test_a_conversion_leaves_its_shards_out_of_the_page_cache(tmp_path: Path) -> None:
+    inp, mapping = write_reads(tmp_path / "r.fa", n_per_class=600, classes=3)
+    out = tmp_path / "out"
+    assert main([str(inp), "--mapping", str(mapping), "--out", str(out), "--reads-per-shard", "300",
+                 "--jobs", "2", "--no-progress"]) == 0
+    shards = sorted(out.glob("shard-*.h5"))
+    assert shards and all(_resident_fraction(p) < 0.5 for p in shards)
