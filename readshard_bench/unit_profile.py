@@ -12,8 +12,8 @@ reads goes through the public steps of :func:`convert.unit.convert_unit` separat
 * ``encode``: the tokenizer's ``encode`` (the exact fast BPE);
 * ``write``: :func:`convert.format.write_shard` (HDF5 image, sha256, write), without fsync
   as the converter's workers write;
-* ``fsync``: :func:`convert.format.fsync_file` of that shard, which the converter's own thread
-  does while its workers go on (not part of ``unit``);
+* ``fsync``: :func:`convert.format.fsync_file` of that shard, dropping its pages, which the
+  converter's own thread does while its workers go on (not part of ``unit``);
 * ``unit``: the whole :func:`convert.unit.convert_unit`; ``rest`` is ``unit`` minus the
   steps (label columns, quarantine parts, the unit record, renames).
 
@@ -96,8 +96,9 @@ def unit_steps(train: Path, mapping: Path, staging: Path, repeats: int, per_unit
             times["write"].append(_ms(lambda: fmt.write_shard(
                 shard, input_ids=ids, vectors=vectors, num_classes=lm.num_classes,
                 tokenizer=tok.info, shard_index=i, dataset_id="00" * 16, sync=False)))
-            times["fsync"].append(_ms(lambda: fmt.fsync_file(shard)))
+            times["fsync"].append(_ms(lambda: fmt.fsync_file(shard, drop_cache=True)))
             times["unit"].append(_ms(lambda: convert_unit(u, i, s)))
+            fmt.fsync_file(Path(s.staging) / fmt.shard_name(i), drop_cache=True)  # as the converter does
     with open(train, "rb") as f:  # in page cache, as the converter finds it after its head probe
         while f.read(1 << 24):
             pass
