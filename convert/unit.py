@@ -271,12 +271,14 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     known = np.sort(np.asarray(lm.class_ids, dtype=np.int64))
     p = _too_long_default(parse_default(unit, data, known), s.max_record_bytes)
     ok = p.problem == 0
-    cids = p.class_id[ok]
+    every = bool(ok.all())
+    rows = slice(None) if every else ok  # the usual unit skips nothing: views, not gathers
+    cids = p.class_id[rows]
     labels = lm.labels_of(cids)  # every written row's class id is known (the parse checked)
-    tax = p.tax_id[ok]
+    tax = p.tax_id[rows]
     tax = np.where(tax < 0, np.asarray(lm.tax_ids, dtype=np.int64)[labels], tax) if labels.size else tax
     read_lengths = np.diff(p.offsets).astype(np.int32)
-    readlen = p.readlen[ok]
+    readlen = p.readlen[rows]
     bad = []
     for i in np.flatnonzero(~ok).tolist():  # skipped records only: rare, not the hot path
         r0, r1 = p.raw[i]
@@ -286,11 +288,11 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
         labels=labels,
         class_ids=cids.astype(np.int32),
         tax_ids=tax.astype(np.int32),
-        mates=p.mate[ok].astype(np.int8),
+        mates=p.mate[rows].astype(np.int8),
         read_lengths=read_lengths,
-        record_index=np.flatnonzero(ok).astype(np.int64),
-        fragment_hashes=p.name_hash[ok],  # FNV-1a of the name group, hashed during the parse
-        iupac=p.iupac[ok].astype(np.int64),
+        record_index=np.arange(ok.size, dtype=np.int64) if every else np.flatnonzero(ok).astype(np.int64),
+        fragment_hashes=p.name_hash[rows],  # FNV-1a of the name group, hashed during the parse
+        iupac=p.iupac[rows].astype(np.int64),
         readlen_bad=(readlen >= 0) & (readlen != read_lengths),
         seqs=p.seqs,
         offsets=p.offsets,
