@@ -97,6 +97,23 @@ def wait_for_shards(staging: Path, n: int, proc: subprocess.Popen | None = None,
     return len(list(Path(staging).glob("shard-*.h5")))
 
 
+def start_convert(inp: Path, mapping: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """Start ``python -m convert`` (500 reads per shard) in its own session, for tests that kill it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "convert", str(inp), "--mapping", str(mapping), "--out", str(out),
+         "--reads-per-shard", "500", "--no-progress", *extra],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def shard_hashes(out: Path) -> list[tuple[str, str]]:
+    """(file, sha256) of each shard a published dataset's manifest lists."""
+    import json
+
+    return [(e["file"], e["sha256"]) for e in json.loads((out / "manifest.json").read_text())["shards"]]
+
+
 def run_convert(*args: str | os.PathLike[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``python -m convert ARGS`` in a subprocess, capturing output."""
     return subprocess.run(

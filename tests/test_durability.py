@@ -10,17 +10,15 @@ still runs), and a killed run whose written-but-unsynced files are then damaged.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_convert, wait_for_shards, write_reads
+from conftest import run_convert, shard_hashes, start_convert, wait_for_shards, write_reads
 from convert.cli import main
 from convert.pipeline import staging_dir
 
@@ -61,19 +59,6 @@ def test_every_shard_is_fsynced_by_the_converter_before_publishing(
     assert all(order.index(s) < manifest for s in shards)
 
 
-def _start(inp: Path, mapping: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "convert", str(inp), "--mapping", str(mapping), "--out", str(out),
-         "--reads-per-shard", "500", "--jobs", "2", "--no-progress"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
-
-
-def _hashes(out: Path) -> list[tuple[str, str]]:
-    return [(e["file"], e["sha256"]) for e in json.loads((out / "manifest.json").read_text())["shards"]]
-
-
 @pytest.mark.parametrize("damage", ["shard emptied", "shard cut short", "unit record emptied"])
 def test_unsynced_writes_lost_after_a_crash_are_redone(tmp_path: Path, damage: str) -> None:
     """As after a power loss: files a killed run wrote (and nobody synced) lose their data."""
@@ -82,7 +67,7 @@ def test_unsynced_writes_lost_after_a_crash_are_redone(tmp_path: Path, damage: s
     assert run_convert(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", "500",
                        "--no-progress").returncode == 0
     out = tmp_path / "out"
-    proc = _start(inp, mapping, out)
+    proc = start_convert(inp, mapping, out, "--jobs", "2")
     staging = staging_dir(out)
     wait_for_shards(staging, 4, proc, timeout=60)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -100,7 +85,7 @@ def test_unsynced_writes_lost_after_a_crash_are_redone(tmp_path: Path, damage: s
     res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume",
                       "--jobs", "2", "--no-progress")
     assert res.returncode == 0, res.stderr
-    assert _hashes(out) == _hashes(ref)
+    assert shard_hashes(out) == shard_hashes(ref)
     assert (out / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes()
 
 

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_convert, wait_for_shards, write_reads
+from conftest import run_convert, shard_hashes as _hashes, start_convert as _start, wait_for_shards, write_reads
 from convert.pipeline import staging_dir
-
-
-def _hashes(out: Path) -> list[tuple[str, str]]:
-    m = json.loads((out / "manifest.json").read_text())
-    return [(e["file"], e["sha256"]) for e in m["shards"]]
-
-
-def _start(inp: Path, mapping: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "convert", str(inp), "--mapping", str(mapping), "--out", str(out),
-         "--reads-per-shard", "500", "--no-progress", *extra],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
 
 
 @pytest.fixture(scope="module")
