@@ -106,6 +106,8 @@ class FastBpe:
                     t["unk_id"], t["prefix"], t["suffix"], tail, out[lo:hi], counts[lo:hi], handled[lo:hi],
                 )
 
+            if parts > 1:
+                rows(0, 0)  # numba loads the compiled code once, here, not in each part's thread at once
             run_parts(rows, n, parts)
         return out, counts, np.flatnonzero(~handled)
 
@@ -172,7 +174,9 @@ def build_fast_bpe(
     expect = [[vocab[s]] for s in strings]
     if oracle is not None and oracle(strings) != expect:
         return "a token does not encode to itself with Hugging Face"
-    blob = "".join(strings).encode()
+    # A writable array, as the converter's units are: read-only bytes would make numba load
+    # a second specialization of the encoder for this check alone (~5 ms).
+    blob = np.frombuffer(bytearray("".join(strings).encode()), dtype=np.uint8)
     offsets = np.zeros(len(strings) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in strings], out=offsets[1:])
     width = int(np.diff(offsets).max()) + len(prefix) + len(suffix)
@@ -276,6 +280,7 @@ def _tables(
         # 2.0x faster than with the hash and lazy decisions).
         compat = np.empty(t * t, dtype=np.uint8)
         lefts, rights = np.asarray(left, dtype=np.int32), np.asarray(right, dtype=np.int32)
+        _compatible_rows(0, 0, t, lefts, rights, hkeys, hvals, compat)  # loaded once, before the parts
         with claim(budget()) as cores:  # rows of the table are independent: split over idle cores
             run_parts(lambda x0, x1: _compatible_rows(x0, x1, t, lefts, rights, hkeys, hvals, compat), t, cores)
         return _pack(strings, left, right, children, node_tok, next_prefix, hkeys, hvals, compat, vocab, code, unk_id,

@@ -283,19 +283,23 @@ def _auto_max_length(opts: ConvertOptions, tok, heads: list["_Rows"] | None = No
     return min(choose_max_length(full), MAX_L), int(full.size)
 
 
-def _good_reads(heads: list["_Rows"], limit: int) -> tuple[bytes, np.ndarray]:
-    """The first ``limit`` written reads of the inputs' heads, as (bases, offsets)."""
+def _good_reads(heads: list["_Rows"], limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``limit`` written reads of the inputs' heads, as (bases, offsets).
+
+    The bases are a writable uint8 array, as the units' are: the encoder's compiled code for
+    read-only bytes would be another specialization to load.
+    """
     parts, lens = [], []
     for rows in heads:
         take = min(limit - sum(x.size for x in lens), rows.offsets.size - 1)
         if take <= 0:
             break
-        parts.append(rows.seqs[: rows.offsets[take]])
+        parts.append(np.frombuffer(rows.seqs, dtype=np.uint8)[: rows.offsets[take]])
         lens.append(np.diff(rows.offsets[: take + 1]))
     offsets = np.zeros(sum(x.size for x in lens) + 1, dtype=np.int64)
     if lens:
         np.cumsum(np.concatenate(lens), out=offsets[1:])
-    return b"".join(parts), offsets
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8), offsets
 
 
 def _good_reads_slow(opts: ConvertOptions) -> tuple[bytes, np.ndarray]:
