@@ -180,8 +180,15 @@ def run_readshard_median(path: Path, mapping: Path, out: Path, jobs: int, repeat
 
 
 def run_readshard(path: Path, mapping: Path, out: Path, jobs: int, extra: list[str] | None = None) -> dict:
-    """One ``python -m convert`` run into a new ``out`` (the bench's own, removed first), timed."""
-    shutil.rmtree(out, ignore_errors=True)  # out lies in the claimed workdir: the bench made it
+    """One ``python -m convert`` run into a new ``out`` (an earlier run's dataset there is removed first), timed."""
+    from convert.paths import UnsafePathError, check_replaceable
+
+    try:  # only a readshard dataset or an empty directory: the converter's own --overwrite rule
+        check_replaceable(out)
+    except UnsafePathError as exc:
+        raise SystemExit(f"convert bench: {exc}") from None
+    if out.exists():
+        shutil.rmtree(out)
     warm(path)
     cmd = [sys.executable, "-m", "convert", str(path), "--mapping", str(mapping), "--out", str(out),
            "--jobs", str(jobs), "--no-progress", *(extra or [])]

@@ -43,3 +43,35 @@ def test_convert_bench_refuses_a_workdir_with_user_files(tmp_path: Path) -> None
     with pytest.raises(SystemExit, match="did not make"):
         main(["--fragments-per-species", "10", "--workdir", str(tmp_path), "--skip-hf", "--no-1-job"])
     assert (tmp_path / "hf_out" / "results.csv").read_text() == "keep"
+
+
+@pytest.mark.parametrize("case", ["user_files", "symlink"])
+def test_convert_bench_removes_only_a_dataset_at_its_output(tmp_path: Path, case: str) -> None:
+    """Each converter run starts from a new --out: an earlier run's dataset is removed, nothing else."""
+    from readshard_bench.convert_bench import run_readshard
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    out = tmp_path / "readshard_out"
+    if case == "symlink":
+        os.symlink(mine, out)
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="refusing|not a readshard dataset"):
+        run_readshard(tmp_path / "r.fa", tmp_path / "m.tsv", out, 1)
+    assert (mine / "notes.txt").read_text() == "keep"
+    assert (out / "notes.txt").read_text() == "keep"
+
+
+def test_convert_bench_replaces_its_earlier_dataset(tmp_path: Path) -> None:
+    from conftest import write_reads
+    from readshard_bench.convert_bench import run_readshard
+
+    inp, mapping = write_reads(tmp_path / "r.fa", n_per_class=200, classes=2)
+    out = tmp_path / "readshard_out"
+    first = run_readshard(inp, mapping, out, 1)
+    second = run_readshard(inp, mapping, out, 1)
+    assert first["reads"] == second["reads"] == 400
+    assert (out / "manifest.json").is_file()
