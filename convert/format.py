@@ -272,7 +272,7 @@ def write_shard(
     dataset_id: str | None = None,
     sync: bool = True,
 ) -> dict[str, Any]:
-    """Write one shard to ``path`` (the caller renames it into place) and fsync it.
+    """Write one shard to ``path`` (the caller renames it into place) and fsync it (see ``sync``).
 
     Args:
         path: destination file (a temporary name; see the converter).
