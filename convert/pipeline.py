@@ -12,8 +12,9 @@ Crash safety, in order of what is written:
    on the disk; dask workers sync their own). A unit is done iff its record and parts exist
    and the shard's size and sha256 match it, so a unit whose unsynced writes a power loss
    damaged is redone; ``--resume`` redoes every other unit as well. Workers hold
-   ``.units/.workers.lock`` shared while writing and stop if their converter is gone, and a new converter waits for
-   that lock: pool workers orphaned by a killed converter never write beside a ``--resume``.
+   ``.units/.workers.lock`` shared while writing and stop if their converter is gone, and a
+   new converter waits for that lock: pool workers orphaned by a killed converter never
+   write beside a ``--resume``.
    A worker process that dies (killed, out of memory) ends the run with a
    :class:`ConvertError` saying to ``--resume``. With ``--scheduler`` (dask workers, not
    children of the converter) a run token replaces this pid guard: see :mod:`convert.cluster`.
