@@ -319,7 +319,8 @@ def exit_now(code: int) -> NoReturn:
 
     Tearing down the modules a conversion loads (numba's compiler objects, LLVM) takes
     ~0.07 s, more than the conversion of a small file's last unit, and does nothing useful:
-    every file the converter wrote is closed and fsynced by then. Logging and the standard
+    every file a subcommand wrote is closed by then (a conversion's also fsynced), and no
+    clean-up of this package runs at exit. Logging and the standard
     streams are flushed first. With a child process alive (``--parallel processes`` keeps
     its pool until exit), or a stream that cannot be flushed (a closed pipe), the normal
     exit runs instead, so its clean-up and error reporting are unchanged.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fastx import IUPAC, Unit
+from .labels import DENSE_CLASS_IDS
 
 __all__ = ["PROBLEMS", "ParsedUnit", "parse_default", "AVAILABLE"]
 
@@ -112,13 +113,10 @@ def _parse_with_cap(unit: Unit, buf: np.ndarray, known_class_ids: np.ndarray, ca
     )
 
 
-_DENSE_MAX = 1 << 20  # class ids below this are looked up in a bool table (1 MB at most)
-
-
 def _dense(known: np.ndarray) -> np.ndarray:
-    """``table[cid]`` is True for the known class ids below :data:`_DENSE_MAX` (the usual
+    """``table[cid]`` is True for the known class ids below :data:`convert.labels.DENSE_CLASS_IDS` (the usual
     case: ids 0..C); larger ids are binary-searched."""
-    small = known[(known >= 0) & (known < _DENSE_MAX)]
+    small = known[(known >= 0) & (known < DENSE_CLASS_IDS)]
     table = np.zeros(int(small.max()) + 1 if small.size else 0, dtype=np.bool_)
     table[small] = True
     return table

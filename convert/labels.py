@@ -25,7 +25,9 @@ DEFAULT_HEADER_REGEX = (
 
 
 _INT32_MAX = 2**31 - 1
-_DENSE_MAX = 1 << 20  # class ids below this are looked up in a table (4 MB at most)
+# Class ids below this are looked up in tables indexed by id (this module's labels, and
+# convert.fastparse's known ids); larger ones are searched. At most 4 MB of int32.
+DENSE_CLASS_IDS = 1 << 20
 
 
 class MappingError(Exception):
@@ -46,7 +48,7 @@ class LabelMap:
     def __post_init__(self) -> None:
         self.label_of = {c: i for i, c in enumerate(self.class_ids)}
         ids = np.asarray(self.class_ids, dtype=np.int64)
-        small = (ids >= 0) & (ids < _DENSE_MAX)
+        small = (ids >= 0) & (ids < DENSE_CLASS_IDS)
         # class id -> label for the usual small ids: one gather per unit instead of a search
         self._dense = np.full(int(ids[small].max()) + 1 if small.any() else 0, -1, dtype=np.int32)
         self._dense[ids[small]] = np.flatnonzero(small).astype(np.int32)

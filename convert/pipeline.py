@@ -603,7 +603,7 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
                 done = _unit_done(staging, index) if opts.resume else None
                 if done is not None:
                     # Checked, but maybe never synced (an earlier run's workers may not sync).
-                    fmt.fsync_file(staging / fmt.shard_name(index))
+                    fmt.fsync_file(staging / fmt.shard_name(index), drop_cache=True)
                     records[index] = done
                 else:
                     yield unit, index

@@ -169,11 +169,12 @@ def _taxa(labels: np.ndarray, tax_ids: np.ndarray, lm: LabelMap) -> dict[str, li
     Rows whose tax id is their label's mapped one (nearly all) are counted per label, so only
     the few others are sorted: no sort of the whole unit.
     """
+    class_ids = np.asarray(lm.class_ids, dtype=np.int64)
     mapped = np.asarray(lm.tax_ids, dtype=np.int64)
     own = np.asarray(tax_ids, dtype=np.int64) == mapped[labels]
     present = np.flatnonzero(np.bincount(labels[own], minlength=lm.num_classes))
-    keys = np.concatenate((_pair_keys(np.asarray(lm.class_ids, dtype=np.int64)[present], mapped[present]),
-                           _pair_keys(np.asarray(lm.class_ids, dtype=np.int64)[labels[~own]], tax_ids[~own])))
+    keys = np.concatenate((_pair_keys(class_ids[present], mapped[present]),
+                           _pair_keys(class_ids[labels[~own]], tax_ids[~own])))
     out: dict[str, list[int]] = {}
     for key in np.unique(keys).tolist():
         out.setdefault(str(key >> 32), []).append((key & 0xFFFFFFFF) - 1)

@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import REPO
 
 _MARK = "normal-interpreter-exit"
@@ -54,11 +52,10 @@ def test_an_error_keeps_its_exit_code_and_message(reads: tuple[Path, Path], tmp_
     assert _MARK not in r.stderr
 
 
-@pytest.mark.parametrize("parallel", ["processes"])
-def test_a_run_with_worker_processes_exits_normally(reads: tuple[Path, Path], tmp_path: Path, parallel: str) -> None:
+def test_a_run_with_worker_processes_exits_normally(reads: tuple[Path, Path], tmp_path: Path) -> None:
     # The process pool outlives the conversion; its own exit hooks must run to shut it down.
     fa, mapping = reads
-    r = _run(fa, "--mapping", mapping, "--out", tmp_path / "out", "--jobs", "2", "--parallel", parallel,
+    r = _run(fa, "--mapping", mapping, "--out", tmp_path / "out", "--jobs", "2", "--parallel", "processes",
              "--reads-per-shard", "100", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("readshard: ")
