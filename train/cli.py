@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the results of an earlier run in OUT (an OUT that is not empty is refused "
                    "without --resume or --overwrite)")
     p.add_argument("--max-steps", type=int, help="optimizer steps of the run (and of the LR schedule)")
-    p.add_argument("--max-minutes", type=float, help="stop, checkpoint and evaluate after this many minutes")
+    p.add_argument("--max-minutes", type=float, help="stop, checkpoint and evaluate after this many minutes "
+                   "(the learning-rate decay ends then if the steps would not fit)")
     p.add_argument("--stop-at-step", type=int, help="stop after this step as if interrupted (checkpoint only)")
     p.add_argument("--seed", type=int)
     p.add_argument("--batch-size", type=int, help="reads per micro-batch per process")

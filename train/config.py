@@ -126,7 +126,10 @@ class LoopConfig:
             step is ``batch_size * grad_accum * world_size``.
         grad_accum: micro-batches accumulated per optimizer step.
         max_steps: optimizer steps of the whole run (also the cosine schedule's length).
-        max_minutes: wall-clock safety net: stop (checkpoint, evaluate) after this long.
+        max_minutes: wall-clock budget: stop (checkpoint, evaluate) after this long. The cosine
+            decay then follows whichever of steps and time runs out first (from the end of
+            warmup), so a run cut by time ends at ``min_lr_ratio`` whatever the machine's load;
+            ``log.jsonl`` records which budget drove it (``schedule``).
         stop_at_step: stop after this optimizer step as if interrupted (checkpoint only,
             no final evaluation); resume later with ``--resume``.
         eval_every: evaluate every N optimizer steps (0 = only at the end).

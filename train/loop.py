@@ -57,6 +57,7 @@ __all__ = [
     "check_out_dir",
     "train_loader",
     "lr_factor",
+    "TimeBudget",
     "setup_distributed",
     "evaluate",
     "run",
@@ -67,6 +68,9 @@ METRICS_NAME = "metrics.json"
 LOG_NAME = "log.jsonl"
 # What a run writes into OUT (batches-rank*.jsonl too): --overwrite removes only these.
 OUTPUT_NAMES = (CHECKPOINT_NAME, f".{CHECKPOINT_NAME}.tmp", METRICS_NAME, LOG_NAME, "config.json", "confusion.png")
+
+# The clock of --max-minutes (deadline and time-driven schedule); tests inject a fake one.
+_clock: Callable[[], float] = time.perf_counter
 
 # on_step(step, counters) -> stop?: called after every optimizer step (see run()).
 StepHook = Callable[[int, Mapping[str, float]], bool]
@@ -90,17 +94,76 @@ class DistInfo:
         return self.rank == 0
 
 
-def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float,
+              time_progress: float = 0.0) -> float:
     """Learning-rate multiplier at optimizer step ``step`` (0-based): linear warmup, cosine decay.
 
     Rises linearly to 1 over ``warmup_steps``, then follows a half cosine down to
-    ``min_ratio`` at ``total_steps``; stays at ``min_ratio`` afterwards.
+    ``min_ratio`` at ``total_steps``; stays at ``min_ratio`` afterwards. ``time_progress``
+    (0..1, see :class:`TimeBudget`) moves the decay on when the time budget runs out
+    before the steps do: the decay's progress is the larger of the two.
     """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
+    progress = min(1.0, max((step - warmup_steps) / span, time_progress))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class TimeBudget:
+    """How far a ``--max-minutes`` run is through the time left for its decay (0..1).
+
+    The decay's time starts when warmup ends (or when a resumed run starts, from the
+    progress its checkpoint reached) and ends at the deadline, so a run cut by time ends
+    at the end of its schedule whatever the machine's load. ``driven_by`` says which
+    budget set the last learning rate: ``"steps"`` or ``"time"``.
+    """
+
+    def __init__(self, deadline: float | None, *, clock: Callable[[], float]) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self.start: float | None = None  # when the decay's time segment began
+        self.last: float | None = None  # the previous measurement
+        self.start_progress = 0.0
+        self.by_time = 0.0
+        self.progress = 0.0  # the largest decay progress applied so far (checkpointed)
+        self.driven_by = "steps"
+
+    def measure(self, step: int, warmup_steps: int) -> float:
+        """Read the clock before step ``step``'s learning rate is set; returns the time progress.
+
+        Kept apart from :meth:`factor` so that DDP ranks can agree on one value first.
+        """
+        if self.deadline is not None and step >= warmup_steps:
+            now = self.clock()
+            if self.start is None:
+                self.start = now
+            # One step ahead (the last step's duration): the step that will cross the deadline
+            # is trained at the floor, not a little above it.
+            ahead = 0.0 if self.last is None else now - self.last
+            self.last = now
+            left = self.deadline - self.start
+            frac = 1.0 if left <= 0 else min(1.0, max(0.0, (now + ahead - self.start) / left))
+            self.by_time = self.start_progress + (1 - self.start_progress) * frac
+        return self.by_time
+
+    def factor(self, step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+        """:func:`lr_factor` at ``step`` with the time progress last measured."""
+        by_steps = min(1.0, max(0.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+        self.driven_by = "time" if self.by_time > by_steps else "steps"
+        self.progress = max(self.progress, self.by_time, by_steps)
+        return lr_factor(step, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=min_ratio,
+                         time_progress=max(self.by_time, self.start_progress))
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the decay progress reached and which budget drove it."""
+        return {"progress": self.progress, "driven_by": self.driven_by}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state``: the rest of the decay spreads over this run's time budget."""
+        self.progress = self.start_progress = self.by_time = float(state.get("progress", 0.0))
+        self.driven_by = str(state.get("driven_by", "steps"))
+        self.start = self.last = None
 
 
 def setup_distributed(device: str = "auto") -> DistInfo:
@@ -281,6 +344,15 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _schedule_note(log_path: Path, bar: Any, step: int, max_steps: int, max_minutes: float | None,
+                   driven_by: str) -> None:
+    """Say in log.jsonl and on stderr when the time budget takes over the learning-rate decay."""
+    _log(log_path, {"event": "schedule", "step": step, "driven_by": driven_by})
+    if driven_by == "time":
+        bar.write(f"step {step} of {max_steps}: the learning-rate decay now follows --max-minutes {max_minutes:g} "
+                  "(the steps would not fit in time), so the run ends at the end of its schedule")
+
+
 def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     """Train (or resume) the run ``cfg`` describes; returns the metrics written to ``metrics.json``.
 
@@ -300,6 +372,7 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
         FormatError: the datasets are missing, incompatible or corrupt.
     """
     t_start = time.perf_counter()
+    t_budget = _clock()
     tc, oc = cfg.train, cfg.optim
     require_datasets(cfg)
     check_out_dir(cfg)  # every rank, before any rank writes
@@ -329,8 +402,11 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     total_params, trainable = count_parameters(model)
     lora = cfg.model.lora is not None
     opt = torch.optim.AdamW(_param_groups(model, oc.weight_decay), lr=oc.lr, betas=oc.betas, eps=oc.eps)
+    deadline = None if tc.max_minutes is None else t_budget + 60 * tc.max_minutes
+    budget = TimeBudget(deadline, clock=_clock)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup_steps=oc.warmup_steps, total_steps=tc.max_steps, min_ratio=oc.min_lr_ratio))
+        opt, lambda s: budget.factor(s, warmup_steps=oc.warmup_steps, total_steps=tc.max_steps,
+                                     min_ratio=oc.min_lr_ratio))
     sampler = ShuffleBatchSampler(len(train_ds), tc.batch_size, seed=tc.seed, rank=info.rank,
                                   world_size=info.world_size, drop_last=True)
     if len(train_ds) < tc.batch_size * info.world_size:
@@ -349,6 +425,7 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
                 raise FormatError(f"{ckpt_path}: checkpoint does not fit this model (unexpected {unexpected[:3]}...)")
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
+            budget.load_state_dict(ck.get("schedule", {}))
             sampler.load_state_dict(ck["sampler"])
             step, epoch, stats, history = ck["step"], ck["epoch"], ck["stats"], ck.get("history", [])
             rng = ck["rng"]
@@ -383,7 +460,8 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
             ck = {
                 "step": step, "epoch": epoch, "sampler": sampler.state_dict(consumed=consumed),
                 "model": _model_state(raw_model, lora), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": rng, "stats": stats, "history": history,
+                "scheduler": sched.state_dict(), "schedule": budget.state_dict(), "rng": rng, "stats": stats,
+                "history": history,
                 "config": json.loads(json.dumps(cfg.to_dict(), default=str)), "world_size": info.world_size,
             }
             _save_checkpoint(ckpt_path, ck)
@@ -407,8 +485,8 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
 
     bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (info.is_main and tc.progress), mininterval=1.0)
-    deadline = None if tc.max_minutes is None else t_start + 60 * tc.max_minutes
     stopped_by = "max_steps"
+    driven_by = budget.driven_by
     interrupted = False
     sampler.set_epoch(epoch)  # same epoch after a resume: the loaded cursor is kept
     it = iter(loader)
@@ -445,6 +523,12 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
         if oc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for p in raw_model.parameters() if p.requires_grad], oc.grad_clip)
         opt.step()
+        if deadline is not None:
+            budget.measure(step + 1, oc.warmup_steps)  # the step whose learning rate sched.step() sets
+            if info.distributed:  # one learning rate on every rank: their clocks differ, take the furthest
+                t = torch.tensor([budget.by_time], dtype=torch.float64, device=info.device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                budget.by_time = float(t.item())
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -462,14 +546,18 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
             if info.is_main:
                 lv = float(mean_loss)
                 _log(log_path, {"step": step, "epoch": epoch, "loss": lv, "lr": sched.get_last_lr()[0],
-                                "reads_per_s": rate, "loader_wait_fraction": wait})
+                                "schedule": budget.driven_by, "reads_per_s": rate, "loader_wait_fraction": wait})
                 bar.set_postfix_str(f"loss {lv:.4f} lr {sched.get_last_lr()[0]:.2e} "
                                     f"{rate:,.0f} reads/s wait {100 * wait:.1f}%", refresh=False)
             loss_sum.zero_()
             loss_count = 0
 
         stop = False
-        if deadline is not None and time.perf_counter() > deadline:
+        if budget.driven_by != driven_by:  # which budget sets the learning rate now
+            driven_by = budget.driven_by
+            if info.is_main:
+                _schedule_note(log_path, bar, step, tc.max_steps, tc.max_minutes, driven_by)
+        if deadline is not None and _clock() > deadline:
             stop, stopped_by = True, "max_minutes"
         if tc.stop_at_step is not None and step >= tc.stop_at_step and step < tc.max_steps:
             stop, stopped_by, interrupted = True, "stop_at_step", True
@@ -494,6 +582,9 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     else:
         stats["train_s"] += time.perf_counter() - t_phase
     bar.close()
+    if info.is_main:  # which budget the schedule ended on, and how far it got (1.0: at its floor)
+        _log(log_path, {"event": "schedule_end", "step": step, "driven_by": budget.driven_by,
+                        "progress": budget.progress, "lr": sched.get_last_lr()[0], "stopped_by": stopped_by})
     save_checkpoint(consumed)
     del it  # stop the workers before the evaluation
     if interrupted:
