@@ -1,13 +1,19 @@
-"""Shared fixtures: paths, a small labeled read generator from real genomes, a CLI runner."""
+"""Shared fixtures and helpers: paths, a small labeled read generator from real genomes, the CLIs
+run in-process (``convert_cli``, ``train_cli``) or as a real process (``run_convert``, ``run_train``)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
+import io
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -124,6 +130,56 @@ def run_convert(*args: str | os.PathLike[str], timeout: float = 300) -> subproce
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+
+
+def run_train(*args: str | os.PathLike[str], cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m train ARGS`` in a subprocess (from ``cwd``), capturing output."""
+    return subprocess.run(
+        [sys.executable, "-m", "train", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+@dataclass
+class Ran:
+    """What an in-process CLI call left: the exit code and captured streams (as ``CompletedProcess``)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _in_process(main: Callable[[Sequence[str]], int], args: Sequence[str | os.PathLike[str]], cwd: Path | None) -> Ran:
+    """``main(args)`` with stdout/stderr captured; argparse's ``SystemExit`` becomes the exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.chdir(old)
+        gc.unfreeze()  # the converter freezes what it imported; the test process must still collect
+    return Ran(int(code), out.getvalue(), err.getvalue())
+
+
+def convert_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> Ran:
+    """``python -m convert ARGS`` in this process (``convert.cli.main``, no ``exit_now``): ~20x cheaper
+    than a subprocess; tests where the process itself is the point use :func:`run_convert`."""
+    from convert.cli import main
+
+    return _in_process(main, args, cwd)
+
+
+def train_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> Ran:
+    """``python -m train ARGS`` in this process (``train.cli.main``)."""
+    from train.cli import main
+
+    return _in_process(main, args, cwd)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 import pyfastx
 import pytest
 
-from conftest import run_convert, write_reads
+from conftest import convert_cli, write_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert.reader import ShardReader
@@ -140,7 +140,7 @@ def test_class_index_csr(reads: tuple[Path, Path], tmp_path: Path) -> None:
 
 def test_cli_summary_and_progress(reads: tuple[Path, Path], tmp_path: Path) -> None:
     inp, mapping = reads
-    res = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "out", "--jobs", "2")
+    res = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "out", "--jobs", "2")
     assert res.returncode == 0, res.stderr
     assert "800 reads in = 800 written + 0 skipped" in res.stdout
     assert "reads/s" in res.stderr and "convert" in res.stderr  # the tqdm bar
@@ -150,17 +150,17 @@ def test_config_file_and_flag_override(reads: tuple[Path, Path], tmp_path: Path)
     inp, mapping = reads
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"data:\n  mapping: {mapping}\ntokenizer:\n  name: char\n  max_length: 200\noutput:\n  reads_per_shard: 500\n")
-    res = run_convert(inp, "--config", cfg, "--max-length", "152", "--out", tmp_path / "out", "--no-progress")
+    res = convert_cli(inp, "--config", cfg, "--max-length", "152", "--out", tmp_path / "out", "--no-progress")
     assert res.returncode == 0, res.stderr
     m = fmt.read_manifest(tmp_path / "out")
     assert m["tokenizer"]["name"] == "char" and m["max_length"] == 152 and len(m["shards"]) == 2
     cfg.write_text("tokenizer:\n  nmae: char\n")
-    res = run_convert(inp, "--config", cfg, "--out", tmp_path / "o2", "--mapping", mapping)
+    res = convert_cli(inp, "--config", cfg, "--out", tmp_path / "o2", "--mapping", mapping)
     assert res.returncode == 2 and "unknown config keys" in res.stderr
 
 
 def test_help_explains_options() -> None:
-    res = run_convert("--help")
+    res = convert_cli("--help")
     for opt in ("--config", "--mapping", "--header-regex", "--tokenizer", "--max-length", "--layout",
                 "--compression", "--reads-per-shard", "--jobs", "--on-bad-record", "--resume", "--overwrite"):
         assert opt in res.stdout
@@ -169,7 +169,7 @@ def test_help_explains_options() -> None:
 def test_verify_and_stats_cli(reads: tuple[Path, Path], tmp_path: Path) -> None:
     inp, mapping = reads
     _convert(inp, mapping, tmp_path / "out")
-    res = run_convert("verify", tmp_path / "out", "--source", inp, "--sample", "0.5")
+    res = convert_cli("verify", tmp_path / "out", "--source", inp, "--sample", "0.5")
     assert res.returncode == 0 and "OK" in res.stdout and "re-read with pyfastx" in res.stdout
-    res = run_convert("stats", tmp_path / "out", "--json")
+    res = convert_cli("stats", tmp_path / "out", "--json")
     assert json.loads(res.stdout)["reads"] == 800

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, run_convert
+from conftest import DATA, convert_cli, run_convert
 
 MAPPING = DATA / "mapping.tsv"
 
@@ -19,7 +19,7 @@ def _no_traceback(stderr: str) -> None:
 def test_bad_records_skipped_and_quarantined(tmp_path: Path) -> None:
     out = tmp_path / "out"
     # 5 of 7 bad: allowed explicitly (the default --min-written-fraction 0.5 stops it, see test_failfast).
-    res = run_convert(DATA / "bad_records.fa", "--mapping", MAPPING, "--out", out, "--no-progress",
+    res = convert_cli(DATA / "bad_records.fa", "--mapping", MAPPING, "--out", out, "--no-progress",
                       "--min-written-fraction", "0")
     assert res.returncode == 0, res.stderr
     report = json.loads((out / "report.json").read_text())
@@ -44,7 +44,7 @@ def test_bad_records_skipped_and_quarantined(tmp_path: Path) -> None:
 
 
 def test_fastq_bad_record(tmp_path: Path) -> None:
-    res = run_convert(DATA / "bad_records.fq", "--mapping", MAPPING, "--out", tmp_path / "o", "--no-progress")
+    res = convert_cli(DATA / "bad_records.fq", "--mapping", MAPPING, "--out", tmp_path / "o", "--no-progress")
     assert res.returncode == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["skipped_by_reason"]["malformed_fastq"] == 1 and report["written"] == 2
@@ -53,8 +53,10 @@ def test_fastq_bad_record(tmp_path: Path) -> None:
 @pytest.mark.parametrize("parallel", [[], ["--jobs", "2", "--parallel", "threads"], ["--jobs", "2", "--parallel", "processes"]])
 def test_on_bad_record_error_names_file_and_line(tmp_path: Path, parallel: list[str]) -> None:
     out = tmp_path / "out"
-    res = run_convert(DATA / "bad_records.fa", "--mapping", MAPPING, "--out", out, "--on-bad-record", "error", "--no-progress",
-                      "--reads-per-shard", "2", *parallel)
+    # A process pool is not forked from the test process: that case runs as a real process.
+    run = run_convert if "processes" in parallel else convert_cli
+    res = run(DATA / "bad_records.fa", "--mapping", MAPPING, "--out", out, "--on-bad-record", "error", "--no-progress",
+              "--reads-per-shard", "2", *parallel)
     assert res.returncode == 2
     _no_traceback(res.stderr)
     assert "bad_records.fa, line 3" in res.stderr and "header mismatch" in res.stderr
@@ -75,7 +77,7 @@ def test_on_bad_record_error_names_file_and_line(tmp_path: Path, parallel: list[
 )
 def test_fatal_inputs(tmp_path: Path, name: str, message: str) -> None:
     out = tmp_path / "out"
-    res = run_convert(DATA / name, "--mapping", MAPPING, "--out", out, "--no-progress", "--jobs", "2")
+    res = convert_cli(DATA / name, "--mapping", MAPPING, "--out", out, "--no-progress", "--jobs", "2")
     assert res.returncode == 2
     _no_traceback(res.stderr)
     assert name in res.stderr and message in res.stderr
@@ -86,7 +88,7 @@ def test_fatal_inputs(tmp_path: Path, name: str, message: str) -> None:
 def test_truncated_gzip_after_good_units(tmp_path: Path) -> None:
     """The first units convert, then the stream breaks: still nothing at --out."""
     out = tmp_path / "out"
-    res = run_convert(DATA / "truncated.fa.gz", "--mapping", MAPPING, "--out", out, "--reads-per-shard", "10", "--no-progress")
+    res = convert_cli(DATA / "truncated.fa.gz", "--mapping", MAPPING, "--out", out, "--reads-per-shard", "10", "--no-progress")
     assert res.returncode == 2 and "truncated.fa.gz" in res.stderr and "offset" in res.stderr
     _no_traceback(res.stderr)
     assert not out.exists()
@@ -104,7 +106,7 @@ def test_truncated_gzip_after_good_units(tmp_path: Path) -> None:
 def test_bad_mapping(tmp_path: Path, mapping_text: str, message: str) -> None:
     mp = tmp_path / "m.tsv"
     mp.write_text(mapping_text)
-    res = run_convert(DATA / "multiline.fa", "--mapping", mp, "--out", tmp_path / "out")
+    res = convert_cli(DATA / "multiline.fa", "--mapping", mp, "--out", tmp_path / "out")
     assert res.returncode == 2 and message in res.stderr and "m.tsv" in res.stderr
     _no_traceback(res.stderr)
 
@@ -121,23 +123,23 @@ def test_bad_mapping(tmp_path: Path, mapping_text: str, message: str) -> None:
     ],
 )
 def test_bad_settings(tmp_path: Path, args: list[str], message: str) -> None:
-    res = run_convert(DATA / "multiline.fa", "--mapping", MAPPING, "--out", tmp_path / "out", *args)
+    res = convert_cli(DATA / "multiline.fa", "--mapping", MAPPING, "--out", tmp_path / "out", *args)
     assert res.returncode == 2 and message in res.stderr, res.stderr
     _no_traceback(res.stderr)
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_mapping_is_explained(tmp_path: Path) -> None:
-    res = run_convert(DATA / "multiline.fa", "--out", tmp_path / "out")
+    res = convert_cli(DATA / "multiline.fa", "--out", tmp_path / "out")
     assert res.returncode == 2 and "--mapping" in res.stderr
 
 
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert run_convert(DATA / "multiline.fa", "--mapping", MAPPING, "--out", out).returncode == 0
-    res = run_convert(DATA / "crlf.fa", "--mapping", MAPPING, "--out", out)
+    assert convert_cli(DATA / "multiline.fa", "--mapping", MAPPING, "--out", out).returncode == 0
+    res = convert_cli(DATA / "crlf.fa", "--mapping", MAPPING, "--out", out)
     assert res.returncode == 2 and "--overwrite" in res.stderr
-    res = run_convert(DATA / "crlf.fa", "--mapping", MAPPING, "--out", out, "--overwrite")
+    res = convert_cli(DATA / "crlf.fa", "--mapping", MAPPING, "--out", out, "--overwrite")
     assert res.returncode == 0
     assert json.loads((out / "report.json").read_text())["records_in"] == 2
 
@@ -150,7 +152,7 @@ def test_label_checks_reported(tmp_path: Path) -> None:
     )
     inp = tmp_path / "r.fa"
     inp.write_text(text)
-    res = run_convert(inp, "--mapping", MAPPING, "--out", tmp_path / "out", "--no-progress")
+    res = convert_cli(inp, "--mapping", MAPPING, "--out", tmp_path / "out", "--no-progress")
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["classes_with_several_tax_ids"] == {"7": [11, 12]}
@@ -158,6 +160,6 @@ def test_label_checks_reported(tmp_path: Path) -> None:
 
 
 def test_iupac_reported(tmp_path: Path) -> None:
-    res = run_convert(DATA / "iupac.fa", "--mapping", MAPPING, "--out", tmp_path / "out", "--no-progress")
+    res = convert_cli(DATA / "iupac.fa", "--mapping", MAPPING, "--out", tmp_path / "out", "--no-progress")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert res.returncode == 0 and report["iupac_replaced_reads"] == 1 and report["iupac_replaced_bases"] == 12

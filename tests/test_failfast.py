@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_convert, write_reads
+from conftest import convert_cli, write_reads
 from convert import format as fmt
 from convert.pipeline import staging_dir
 
@@ -38,14 +38,14 @@ def test_mostly_skipped_stops_before_converting(tmp_path: Path, edit, reason: st
     else:  # a mapping that lists 1 of the 4 classes
         mapping.write_text("\n".join(mapping.read_text().splitlines()[:2]) + "\n")
     out = tmp_path / "out"
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress")
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--no-progress")
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert reason in r.stderr and needle in r.stderr and "Stopped before converting" in r.stderr
     assert "header 'lbl|" in r.stderr or "header 'read|" in r.stderr  # one offending header, quoted
     assert not out.exists() and not staging_dir(out).exists()
     # The advice works: allowing it converts.
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress", "--min-written-fraction", "0")
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--no-progress", "--min-written-fraction", "0")
     assert r.returncode == 0, r.stderr
     assert fmt.read_manifest(out)["source"]["skipped"] > 0
 
@@ -54,13 +54,13 @@ def test_end_check_refuses_to_publish_and_advice_publishes(tmp_path: Path) -> No
     inp = tmp_path / "r.fa"
     mapping = _good_then_bad(inp, good=10_500, bad=14_000)  # the probe (first 10,000) looks fine
     out = tmp_path / "out"
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress", "--reads-per-shard", "5000")
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--no-progress", "--reads-per-shard", "5000")
     assert r.returncode == 2, r.stderr
     assert "nothing was published" in r.stderr and "unknown_class 14,000" in r.stderr
     assert not out.exists()
     advice = "--resume --min-written-fraction 0"
     assert advice in r.stderr
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress", "--reads-per-shard", "5000",
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--no-progress", "--reads-per-shard", "5000",
                     *advice.split())
     assert r.returncode == 0, r.stderr
     report = json.loads((out / fmt.REPORT_NAME).read_text())
@@ -72,12 +72,12 @@ def test_written_fraction_threshold_is_an_option(tmp_path: Path) -> None:
     mapping = _good_then_bad(inp, good=300, bad=700)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("convert:\n  min_written_fraction: 0.25\n")
-    r = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "a", "--no-progress", "--config", cfg)
+    r = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "a", "--no-progress", "--config", cfg)
     assert r.returncode == 0, r.stderr
-    r = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "b", "--no-progress",
+    r = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "b", "--no-progress",
                     "--min-written-fraction", "0.35")
     assert r.returncode == 2 and "0.35" in r.stderr
-    r = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "b", "--no-progress",
+    r = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "b", "--no-progress",
                     "--min-written-fraction", "1.5")
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
 
@@ -85,7 +85,7 @@ def test_written_fraction_threshold_is_an_option(tmp_path: Path) -> None:
 def test_progress_bar_shows_skipped(tmp_path: Path) -> None:
     inp = tmp_path / "r.fa"
     mapping = _good_then_bad(inp, good=300, bad=100)
-    r = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "o", "--reads-per-shard", "100")
+    r = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "o", "--reads-per-shard", "100")
     assert r.returncode == 0, r.stderr
     assert "100 skipped" in r.stderr
 
@@ -95,7 +95,7 @@ def test_quarantine_cap_keeps_whole_records_and_counts_the_rest(tmp_path: Path, 
     inp = tmp_path / "r.fa"
     mapping = _good_then_bad(inp, good=300, bad=200)
     out = tmp_path / "o"
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress", "--reads-per-shard", "64",
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--no-progress", "--reads-per-shard", "64",
                     "--quarantine-max-bytes", "2K", "--jobs", str(jobs))
     assert r.returncode == 0, r.stderr
     report = json.loads((out / fmt.REPORT_NAME).read_text())
@@ -107,5 +107,5 @@ def test_quarantine_cap_keeps_whole_records_and_counts_the_rest(tmp_path: Path, 
     # quarantine.tsv still lists every skipped record; verify agrees.
     assert len((out / "quarantine.tsv").read_text().splitlines()) == 201
     assert "quarantine.fa capped" in r.stdout
-    v = run_convert("verify", out, "--source", inp)
+    v = convert_cli("verify", out, "--source", inp)
     assert v.returncode == 0, v.stdout

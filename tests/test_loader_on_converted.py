@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from conftest import run_convert, write_reads
+from conftest import convert_cli, write_reads
 from loaders import ShardDataset, ShuffleBatchSampler, collate_batch
 
 
@@ -15,7 +15,7 @@ def converted(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"conv-{request.param}")
     reads, mapping = write_reads(root / "in" / "reads.fa", n_per_class=300, classes=4, seed=2)
     out = root / "ds"
-    proc = run_convert(reads, "--mapping", mapping, "--out", out, "--layout", request.param,
+    proc = convert_cli(reads, "--mapping", mapping, "--out", out, "--layout", request.param,
                        "--reads-per-shard", "250", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out

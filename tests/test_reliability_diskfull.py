@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_convert, write_reads
+from conftest import convert_cli, write_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert.pipeline import ConvertError, staging_dir
@@ -28,7 +28,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     d = tmp_path_factory.mktemp("diskfull")
     inp, mapping = write_reads(d / "in" / "r.fa", n_per_class=500, classes=4)
     ref = d / "ref"
-    assert run_convert(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", RPS, "--no-progress").returncode == 0
+    assert convert_cli(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", RPS, "--no-progress").returncode == 0
     return inp, mapping, ref
 
 
@@ -92,7 +92,7 @@ def test_output_parent_is_a_file(data, tmp_path: Path) -> None:
     inp, mapping, _ = data
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    res = run_convert(inp, "--mapping", mapping, "--out", blocker / "out", "--no-progress")
+    res = convert_cli(inp, "--mapping", mapping, "--out", blocker / "out", "--no-progress")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert "cannot write" in res.stderr and "Nothing was published" in res.stderr
 
@@ -105,7 +105,7 @@ def test_output_parent_read_only_by_permissions(data, tmp_path: Path) -> None:
     parent.mkdir()
     parent.chmod(0o555)
     try:
-        res = run_convert(inp, "--mapping", mapping, "--out", parent / "out", "--no-progress")
+        res = convert_cli(inp, "--mapping", mapping, "--out", parent / "out", "--no-progress")
     finally:
         parent.chmod(0o755)
     assert res.returncode == 2 and "Traceback" not in res.stderr
@@ -141,7 +141,7 @@ def test_real_full_filesystem_then_resume(data, tmpfs: Path, jobs: str, parallel
     out = tmpfs / "out"
     args = (inp, "--mapping", mapping, "--out", out, "--reads-per-shard", RPS, "--jobs", jobs, "--parallel", parallel,
             "--no-progress")
-    res = run_convert(*args)
+    res = convert_cli(*args)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "disk full" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # no HDF5 noise
@@ -151,7 +151,7 @@ def test_real_full_filesystem_then_resume(data, tmpfs: Path, jobs: str, parallel
     for name in done:  # what is published under a final name is complete
         fmt.read_shard_attrs(staging_dir(out) / name)
     _remount(tmpfs, "size=4m")  # space freed
-    res = run_convert(*args, "--resume")
+    res = convert_cli(*args, "--resume")
     assert res.returncode == 0, res.stderr
     _same_as(out, ref)
 
@@ -159,7 +159,7 @@ def test_real_full_filesystem_then_resume(data, tmpfs: Path, jobs: str, parallel
 def test_real_read_only_filesystem(data, tmpfs: Path) -> None:
     inp, mapping, _ = data
     _remount(tmpfs, "ro")
-    res = run_convert(inp, "--mapping", mapping, "--out", tmpfs / "out", "--no-progress")
+    res = convert_cli(inp, "--mapping", mapping, "--out", tmpfs / "out", "--no-progress")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert "Read-only file system" in res.stderr and "Nothing was published" in res.stderr
     assert not (tmpfs / "out").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from _safety_helpers import assert_refused, snapshot
-from conftest import DATA, run_convert
+from conftest import DATA, convert_cli
 
 MAPPING = DATA / "mapping.tsv"
 
@@ -30,7 +30,7 @@ def _lengths(out: Path) -> np.ndarray:
 def test_max_length_over_int16_is_refused(tmp_path: Path, value: str) -> None:
     inp = _long_read(tmp_path / "r.fa", 40_000)
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", MAPPING, "--out", tmp_path / "out", "--tokenizer", "char",
+    res = convert_cli(inp, "--mapping", MAPPING, "--out", tmp_path / "out", "--tokenizer", "char",
                       "--max-length", value, "--no-progress")
     assert_refused(res, "--max-length", "32767")
     assert snapshot(tmp_path) == before
@@ -39,7 +39,7 @@ def test_max_length_over_int16_is_refused(tmp_path: Path, value: str) -> None:
 def test_max_length_32767_stores_the_longest_read(tmp_path: Path) -> None:
     inp = _long_read(tmp_path / "r.fa", 40_000)
     out = tmp_path / "out"
-    res = run_convert(inp, "--mapping", MAPPING, "--out", out, "--tokenizer", "char", "--max-length", "32767",
+    res = convert_cli(inp, "--mapping", MAPPING, "--out", out, "--tokenizer", "char", "--max-length", "32767",
                       "--no-progress")
     assert res.returncode == 0, res.stderr
     lengths = _lengths(out)
@@ -51,7 +51,7 @@ def test_max_length_32767_stores_the_longest_read(tmp_path: Path) -> None:
 def test_auto_max_length_is_capped(tmp_path: Path, tokenizer: str, bases: int) -> None:
     inp = _long_read(tmp_path / "r.fa", bases)
     out = tmp_path / "out"
-    res = run_convert(inp, "--mapping", MAPPING, "--out", out, "--tokenizer", tokenizer, "--no-progress")
+    res = convert_cli(inp, "--mapping", MAPPING, "--out", out, "--tokenizer", tokenizer, "--no-progress")
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["max_length"] <= 32767

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from _safety_helpers import assert_refused, snapshot
-from conftest import DATA, run_convert
+from conftest import DATA, convert_cli
 
 CASES = [
     # (mapping bytes, text the error must hold)
@@ -24,7 +24,7 @@ def test_bad_mapping_is_a_clear_error(tmp_path: Path, mapping: bytes, where: str
     path = tmp_path / "mapping.tsv"
     path.write_bytes(mapping)
     before = snapshot(tmp_path)
-    res = run_convert(DATA / "multiline.fa", "--mapping", path, "--out", tmp_path / "out", "--tokenizer", "char",
+    res = convert_cli(DATA / "multiline.fa", "--mapping", path, "--out", tmp_path / "out", "--tokenizer", "char",
                       "--jobs", jobs, "--no-progress")
     assert_refused(res, f"{path}, {where}")
     assert snapshot(tmp_path) == before

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from _safety_helpers import assert_refused, snapshot
-from conftest import run_convert, write_reads
+from conftest import convert_cli, write_reads
 from convert.labels import DEFAULT_HEADER_REGEX
 
 FAST = ("--tokenizer", "char", "--max-length", "512", "--no-progress")
@@ -26,7 +26,7 @@ def small(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _dataset(inp: Path, mapping: Path, out: Path) -> None:
-    res = run_convert(inp, "--mapping", mapping, "--out", out, *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, *FAST)
     assert res.returncode == 0, res.stderr
 
 
@@ -34,7 +34,7 @@ def test_overwrite_refuses_the_inputs_directory(small: tuple[Path, Path], tmp_pa
     inp, mapping = small
     (inp.parent / "notes.txt").write_text("my notes\n")
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", inp.parent, "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", inp.parent, "--overwrite", *FAST)
     assert_refused(res, str(inp))
     assert snapshot(tmp_path) == before
 
@@ -46,7 +46,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_dataset(small: tuple[Path, 
     (other / "figure.png").write_bytes(b"\x89PNG")
     (other / "manifest.json").write_text('{"name": "a web app manifest"}')
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", other, "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", other, "--overwrite", *FAST)
     assert_refused(res, str(other), "not a readshard dataset", "figure.png")
     assert snapshot(tmp_path) == before
 
@@ -55,9 +55,9 @@ def test_overwrite_replaces_a_dataset_or_an_empty_directory(small: tuple[Path, P
     inp, mapping = small
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = run_convert(inp, "--mapping", mapping, "--out", empty, "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", empty, "--overwrite", *FAST)
     assert res.returncode == 0, res.stderr
-    res = run_convert(inp, "--mapping", mapping, "--out", empty, "--overwrite", "--reads-per-shard", "7", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", empty, "--overwrite", "--reads-per-shard", "7", *FAST)
     assert res.returncode == 0, res.stderr
     assert json.loads((empty / "manifest.json").read_text())["source"]["reads_per_shard"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "in"]
@@ -70,7 +70,7 @@ def test_overwrite_refuses_a_dataset_holding_an_input(small: tuple[Path, Path], 
     moved = out / "reads.fa"
     inp.rename(moved)
     before = snapshot(tmp_path)
-    res = run_convert(moved, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
+    res = convert_cli(moved, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
     assert_refused(res, str(moved), "inside --out")
     assert snapshot(tmp_path) == before
 
@@ -82,7 +82,7 @@ def test_overwrite_refuses_a_mapping_inside_out(small: tuple[Path, Path], tmp_pa
     inner = out / "mapping.tsv"
     inner.write_bytes(mapping.read_bytes())
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", inner, "--out", out, "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", inner, "--out", out, "--overwrite", *FAST)
     assert_refused(res, str(inner))
     assert snapshot(tmp_path) == before
 
@@ -93,7 +93,7 @@ def test_out_that_is_a_regular_file_is_refused(small: tuple[Path, Path], tmp_pat
     out = tmp_path / "thesis.txt"
     out.write_text("four years of work\n")
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", out, *FAST, *(["--overwrite"] if overwrite else []))
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, *FAST, *(["--overwrite"] if overwrite else []))
     assert_refused(res, str(out), "regular file")
     assert snapshot(tmp_path) == before
 
@@ -107,7 +107,7 @@ def test_out_that_is_a_symlink_is_refused(small: tuple[Path, Path], tmp_path: Pa
     link = tmp_path / "link"
     link.symlink_to(dest)
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", link, "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", link, "--overwrite", *FAST)
     assert_refused(res, str(link), "symbolic link")
     assert snapshot(tmp_path) == before
 
@@ -122,7 +122,7 @@ def test_staging_symlink_is_refused(small: tuple[Path, Path], tmp_path: Path, mo
     staging = tmp_path / ".out.readshard-partial"
     staging.symlink_to(victim)
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", out, mode, *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, mode, *FAST)
     assert_refused(res, str(staging), "symbolic link")
     assert snapshot(tmp_path) == before
 
@@ -143,7 +143,7 @@ def test_symlink_inside_staging_is_refused(small: tuple[Path, Path], tmp_path: P
     else:
         (staging / entry).symlink_to(user_file)
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
     assert_refused(res, str(staging / entry), "symbolic link")
     assert snapshot(tmp_path) == before
 
@@ -156,7 +156,7 @@ def test_hardlinked_lock_is_refused(small: tuple[Path, Path], tmp_path: Path) ->
     staging.mkdir()
     os.link(user_file, staging / ".lock")
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
     assert_refused(res, str(staging / ".lock"), "hard-linked")
     assert snapshot(tmp_path) == before
 
@@ -167,7 +167,7 @@ def test_staging_not_made_by_the_converter_is_refused(small: tuple[Path, Path], 
     staging.mkdir()
     (staging / "mine.txt").write_text("not the converter's\n")
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "out", "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "out", "--overwrite", *FAST)
     assert_refused(res, str(staging), "mine.txt")
     assert snapshot(tmp_path) == before
 
@@ -186,7 +186,7 @@ def test_trash_that_is_not_ours_is_refused(small: tuple[Path, Path], tmp_path: P
         trash.mkdir()
         (trash / "precious.txt").write_text("keep me\n")
     before = snapshot(tmp_path)
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
     assert_refused(res, str(trash))
     assert snapshot(tmp_path) == before
 
@@ -197,7 +197,7 @@ def test_leftover_trash_dataset_is_cleaned(small: tuple[Path, Path], tmp_path: P
     out = tmp_path / "out"
     _dataset(inp, mapping, out)
     _dataset(inp, mapping, tmp_path / ".out.readshard-old")
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_convert, write_reads
+from conftest import convert_cli, write_reads
 from convert import format as fmt
 from convert.verify import verify_dataset
 from loaders import ShardDataset
@@ -19,7 +19,7 @@ from loaders import ShardDataset
 def made(tmp_path: Path) -> tuple[Path, Path, Path]:
     inp, mapping = write_reads(tmp_path / "in" / "r.fa", n_per_class=60)
     out = tmp_path / "ds"
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "50", "--tokenizer", "dnabert-6mer",
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "50", "--tokenizer", "dnabert-6mer",
                     "--no-progress")
     assert r.returncode == 0, r.stderr
     return inp, mapping, out
@@ -40,7 +40,7 @@ def _advised(message: str, inp: Path, out: Path) -> list[str]:
 def test_resume_on_complete_dataset_is_a_verified_no_op(made) -> None:
     inp, mapping, out = made
     before = _digests(out)
-    r = run_convert(inp, "--out", out, "--resume", "--no-progress")
+    r = convert_cli(inp, "--out", out, "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "already complete" in r.stdout
     assert _digests(out) == before
@@ -67,7 +67,7 @@ def test_loader_advice_repairs_the_damaged_shard(made, damage, open_kw) -> None:
     damage(out / "shard-00003.h5")
     with pytest.raises(fmt.FormatError) as err:
         ShardDataset(out, **open_kw)
-    r = run_convert(*_advised(str(err.value), inp, out), "--no-progress")
+    r = convert_cli(*_advised(str(err.value), inp, out), "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "repaired 1 of" in r.stdout and "shard-00003.h5" in r.stdout
     assert _digests(out) == before  # byte-identical to the original shard
@@ -82,7 +82,7 @@ def test_verify_advice_repairs(made) -> None:
     res = verify_dataset(out)
     assert not res["ok"]
     text = " ".join(res["messages"])
-    r = run_convert(*_advised(text, inp, out), "--no-progress")
+    r = convert_cli(*_advised(text, inp, out), "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "repaired 2 of" in r.stdout
     assert verify_dataset(out)["ok"]
@@ -93,7 +93,7 @@ def test_repair_refuses_other_inputs_and_keeps_the_shard(made, tmp_path: Path) -
     _flip(out / "shard-00000.h5")
     damaged = (out / "shard-00000.h5").read_bytes()
     other, _ = write_reads(tmp_path / "other" / "r.fa", n_per_class=60, seed=5)
-    r = run_convert(other, "--out", out, "--resume", "--no-progress")
+    r = convert_cli(other, "--out", out, "--resume", "--no-progress")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "different shard" in r.stderr and "--overwrite" in r.stderr
     assert (out / "shard-00000.h5").read_bytes() == damaged
@@ -111,24 +111,24 @@ def test_repair_refuses_other_inputs_and_keeps_the_shard(made, tmp_path: Path) -
 def test_repair_refuses_contradicting_settings(made, flags: list[str], needle: str) -> None:
     inp, mapping, out = made
     _flip(out / "shard-00000.h5")
-    r = run_convert(inp, "--out", out, "--resume", "--no-progress", *flags)
+    r = convert_cli(inp, "--out", out, "--resume", "--no-progress", *flags)
     assert r.returncode == 2 and needle in r.stderr and "--overwrite" in r.stderr
 
 
 def test_existing_output_message_offers_resume(made) -> None:
     inp, mapping, out = made
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress")
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--no-progress")
     assert r.returncode == 2 and "--resume" in r.stderr
 
 
 def test_repair_of_a_split_side(tmp_path: Path) -> None:
     inp, mapping = write_reads(tmp_path / "in" / "r.fa", n_per_class=60)
     out = tmp_path / "s"
-    r = run_convert(inp, "--mapping", mapping, "--out", out, "--split", "val=0.3", "--reads-per-shard", "50",
+    r = convert_cli(inp, "--mapping", mapping, "--out", out, "--split", "val=0.3", "--reads-per-shard", "50",
                     "--no-progress")
     assert r.returncode == 0, r.stderr
     before = _digests(out / "val")
     _flip(out / "val" / "shard-00002.h5")
-    r = run_convert(inp, "--out", out / "val", "--resume", "--no-progress")
+    r = convert_cli(inp, "--out", out / "val", "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "repaired 1 of" in r.stdout and _digests(out / "val") == before

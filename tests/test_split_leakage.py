@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_convert, write_reads
+from conftest import convert_cli, write_reads
 from convert import format as fmt
 from convert.leakage import find_leakage, row_hashes
 from convert.provenance import assign_split
@@ -31,7 +31,7 @@ def test_split_mates_together_and_identical_for_any_jobs(reads, tmp_path: Path) 
     made = {}
     for jobs in (1, 3):
         out = tmp_path / f"split{jobs}"
-        r = run_convert(inp, "--mapping", mapping, "--out", out, "--split", "val=0.2,test=0.1", "--seed", "7",
+        r = convert_cli(inp, "--mapping", mapping, "--out", out, "--split", "val=0.2,test=0.1", "--seed", "7",
                         "--jobs", str(jobs), "--reads-per-shard", "90", "--no-progress")
         assert r.returncode == 0, r.stderr
         made[jobs] = {side: _shard_hashes(out / side) for side in ("train", "val", "test")}
@@ -53,11 +53,11 @@ def test_split_mates_together_and_identical_for_any_jobs(reads, tmp_path: Path) 
         assert report["records_in"] == report["written"] + report["skipped"] + report["other_split"] == 600
         assert fmt.read_manifest(out / side)["source"]["split"] == {"side": side, "fractions": {"test": 0.1, "val": 0.2},
                                                                       "seed": 7}
-    v = run_convert("verify", out / "val", "--source", inp, "--sample", "1", "--no-progress")
+    v = convert_cli("verify", out / "val", "--source", inp, "--sample", "1", "--no-progress")
     assert v.returncode == 0, v.stdout
     # Another seed gives another split.
     other = tmp_path / "seed8"
-    assert run_convert(inp, "--mapping", mapping, "--out", other, "--split", "val=0.2", "--seed", "8",
+    assert convert_cli(inp, "--mapping", mapping, "--out", other, "--split", "val=0.2", "--seed", "8",
                        "--reads-per-shard", "90", "--no-progress").returncode == 0
     assert set(ShardDataset(other / "val").fragment_hashes.tolist()) != frags["val"]
     assert not (other / "test").exists()
@@ -80,16 +80,16 @@ def test_bad_split_specs(text: str) -> None:
 
 def test_bad_split_on_the_command_line_exits_2(reads, tmp_path: Path) -> None:
     inp, mapping = reads
-    r = run_convert(inp, "--mapping", mapping, "--out", tmp_path / "o", "--split", "val=1.5", "--no-progress")
+    r = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "o", "--split", "val=1.5", "--no-progress")
     assert r.returncode == 2 and "--split" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_leakage_none_after_split_and_found_when_planted(reads, tmp_path: Path) -> None:
     inp, mapping = reads
     out = tmp_path / "s"
-    assert run_convert(inp, "--mapping", mapping, "--out", out, "--split", "val=0.25", "--reads-per-shard", "100",
+    assert convert_cli(inp, "--mapping", mapping, "--out", out, "--split", "val=0.25", "--reads-per-shard", "100",
                        "--no-progress").returncode == 0
-    r = run_convert("leakage", out / "train", out / "val", "--no-progress")
+    r = convert_cli("leakage", out / "train", out / "val", "--no-progress")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "fragments (mate pairs) in both: 0" in r.stdout and "identical sequences in both: 0" in r.stdout
     assert r.stdout.rstrip().endswith("OK: no fragment or identical sequence is in both")
@@ -106,10 +106,10 @@ def test_leakage_none_after_split_and_found_when_planted(reads, tmp_path: Path) 
     extra.parent.mkdir()
     extra.write_text("".join(f"{h}\n{q}\n" for h, q in planted) + f">lbl|10||{len(seq)}|fresh_1/1\n{seq}\n")
     b = tmp_path / "planted"
-    r = run_convert(extra, "--mapping", mapping, "--out", b, "--no-progress", "--tokenizer",
+    r = convert_cli(extra, "--mapping", mapping, "--out", b, "--no-progress", "--tokenizer",
                     fmt.read_manifest(out / "train")["tokenizer"]["name"], "--max-length", str(train.max_length))
     assert r.returncode == 0, r.stderr
-    r = run_convert("leakage", out / "train", b, "--no-progress", "--json")
+    r = convert_cli("leakage", out / "train", b, "--no-progress", "--json")
     assert r.returncode == 1, r.stderr
     res = json.loads(r.stdout)
     assert res["leak"]
@@ -121,10 +121,10 @@ def test_leakage_none_after_split_and_found_when_planted(reads, tmp_path: Path) 
 
     for ex in res["fragments"]["examples"]:
         assert fragment(recs[ex["record_a"]][0]) == fragment(planted[ex["record_b"]][0])
-    r = run_convert("leakage", out / "train", b, "--no-progress")
+    r = convert_cli("leakage", out / "train", b, "--no-progress")
     assert r.returncode == 1 and "FOUND" in r.stdout and "input record" in r.stdout
     # Sequences only (the renamed read) are ignored by --fragments-only; the fragments are not.
-    r = run_convert("leakage", out / "train", b, "--no-progress", "--fragments-only")
+    r = convert_cli("leakage", out / "train", b, "--no-progress", "--fragments-only")
     assert r.returncode == 1 and "not checked (--fragments-only)" in r.stdout
 
 
@@ -132,10 +132,10 @@ def test_leakage_none_after_split_and_found_when_planted(reads, tmp_path: Path) 
 def test_leakage_counts_do_not_depend_on_passes(reads, tmp_path: Path, passes: int) -> None:
     inp, mapping = reads
     a, b = tmp_path / "a", tmp_path / "b"
-    assert run_convert(inp, "--mapping", mapping, "--out", a, "--reads-per-shard", "100", "--no-progress").returncode == 0
+    assert convert_cli(inp, "--mapping", mapping, "--out", a, "--reads-per-shard", "100", "--no-progress").returncode == 0
     half = "\n".join(inp.read_text().splitlines()[:300]) + "\n"  # records 0..149: 75 fragments
     (tmp_path / "half.fa").write_text(half)
-    assert run_convert(tmp_path / "half.fa", "--mapping", mapping, "--out", b, "--reads-per-shard", "64",
+    assert convert_cli(tmp_path / "half.fa", "--mapping", mapping, "--out", b, "--reads-per-shard", "64",
                        "--no-progress", "--max-length", str(fmt.read_manifest(a)["max_length"])).returncode == 0
     res = find_leakage(a, b, passes=passes)
     assert res["passes"] == passes
@@ -146,9 +146,9 @@ def test_leakage_counts_do_not_depend_on_passes(reads, tmp_path: Path, passes: i
 def test_leakage_errors(reads, tmp_path: Path) -> None:
     inp, mapping = reads
     a = tmp_path / "a"
-    assert run_convert(inp, "--mapping", mapping, "--out", a, "--no-progress").returncode == 0
+    assert convert_cli(inp, "--mapping", mapping, "--out", a, "--no-progress").returncode == 0
     for args in ((a, a), (a, tmp_path / "missing")):
-        r = run_convert("leakage", *args, "--no-progress")
+        r = convert_cli("leakage", *args, "--no-progress")
         assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error:")
 
 
@@ -165,7 +165,7 @@ def test_leakage_reads_through_the_checked_reader(reads, tmp_path: Path) -> None
     inp, mapping = reads
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
-        assert run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "200",
+        assert convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "200",
                            "--no-progress").returncode == 0
     shard = sorted(b.glob("shard-*.h5"))[-1]
     real = tmp_path / "elsewhere.h5"
