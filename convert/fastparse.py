@@ -329,15 +329,17 @@ def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, dense, ints, fie
     """Check one record whose bases are seq[start:k]; returns written (+1 if it is written).
 
     The checks run in the order of the record path: empty header, empty sequence,
-    non-nucleotide, header format, class id.
+    non-nucleotide, header format (a NUL byte anywhere in the header fails it), class id.
     """
     ints[i, 3] = h0
     ints[i, 4] = h1
     blank = True
+    nul = False  # a NUL byte (a zeroed disk block) makes the header unusable wherever it is
     for p in range(h0, h1):
-        if not space[buf[p]]:
+        if buf[p] == 0:
+            nul = True
+        elif not space[buf[p]]:
             blank = False
-            break
     if blank:
         problem[i] = 3
         return written
@@ -347,7 +349,7 @@ def _record(buf, i, h0, h1, start, k, iupac, bad, space, known, dense, ints, fie
     if bad:
         problem[i] = 5
         return written
-    if not _header_fields(buf, h0, h1, space, f):
+    if nul or not _header_fields(buf, h0, h1, space, f):
         problem[i] = 1
         return written
     if not _is_known(known, dense, f[0]):

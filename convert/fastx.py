@@ -27,8 +27,11 @@ Record rules (what every parser here agrees on):
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
+import re
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ import numpy as np
 __all__ = [
     "InputError",
     "Unit",
+    "check_regular",
     "sniff",
     "iter_units",
     "parse_unit",
@@ -142,11 +146,39 @@ def _open_raw(path: Path) -> tuple[BinaryIO, BinaryIO, bool]:
     return raw, raw, False
 
 
+def check_regular(path: str | os.PathLike[str]) -> None:
+    """Refuse an input that is not a regular file, saying what it is and what to do.
+
+    Only ``stat`` (following links): a FIFO is never opened, so nothing blocks on it.
+
+    Raises:
+        InputError: missing, a directory, a pipe (FIFO, ``/dev/stdin`` fed by a pipe,
+            ``<(...)``) or another special file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(path, "no such file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read the input ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise InputError(path, "this is a directory, not a FASTA/FASTQ file; give the files in it as the inputs "
+                               f"(e.g. `python -m convert {os.path.join(path, '*.fa.gz')} --out DIR ...`)")
+    if stat.S_ISFIFO(mode):
+        raise InputError(path, "this is a pipe (a FIFO, /dev/stdin fed by a pipe, or <(...)), not a file: the converter "
+                               "reads each input more than once (to plan its units, in parallel, and again on --resume), "
+                               "which a pipe cannot do. Write the stream to a file first (e.g. `zcat reads.fa.gz > "
+                               "reads.fa`), or pass the gzip file itself (gzip input is read directly)")
+    what = "a character device (a terminal?)" if stat.S_ISCHR(mode) else "a special file (socket or device)"
+    raise InputError(path, f"this is {what}, not a FASTA/FASTQ file; give the path of a regular (plain or gzip) file")
+
+
 def sniff(path: str | os.PathLike[str]) -> str:
     """Return ``"fasta"`` or ``"fastq"`` from the first bytes, or raise :class:`InputError`."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    check_regular(path)
     stream, raw, gz = _open_raw(path)
     try:
         head = stream.read(1 << 16)
@@ -158,11 +190,34 @@ def sniff(path: str | os.PathLike[str]) -> str:
     return _sniff_bytes(path, head)
 
 
+_SNIFF_BYTES = 4096
+# Bytes no text file holds: C0 controls other than tab, LF, VT, FF, CR; and DEL.
+_CONTROL = np.zeros(256, dtype=bool)
+_CONTROL[[*range(9), *range(14, 32), 127]] = True
+_BINARY_MIN = 8  # a few stray bytes (one NUL) are one bad record, quarantined where it is
+
+
+def _looks_binary(sample: bytes) -> bool:
+    """True if ``sample`` is not text: over 1% (and at least ``_BINARY_MIN``) of its bytes are
+    control bytes or bytes that are not part of valid UTF-8 (``φ``, ``é`` in headers are text)."""
+    if not sample:
+        return False
+    control = int(_CONTROL[np.frombuffer(sample, dtype=np.uint8)].sum())
+    # surrogateescape turns each byte outside valid UTF-8 into one lone surrogate; final=False
+    # keeps a character cut at the end of the sample out of the count.
+    text = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(sample, final=False)
+    invalid = len(_ESCAPED.findall(text))
+    return control + invalid > max(_BINARY_MIN, 0.01 * len(sample))
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
 def _sniff_bytes(path: Path, head: bytes) -> str:
     stripped = head.lstrip(b"\r\n\t ")
     if not stripped:
         raise InputError(path, "the input is empty: no FASTA or FASTQ records")
-    if b"\x00" in head or sum(c < 9 or 13 < c < 32 or c > 126 for c in head[:4096]) > 0.01 * min(len(head), 4096):
+    if _looks_binary(head[:_SNIFF_BYTES]):
         raise InputError(path, "binary data, not FASTA/FASTQ text (a compressed format other than gzip?)", offset=0)
     first = stripped[:1]
     if first == b">":

@@ -6,8 +6,10 @@ import csv
 import hashlib
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -16,6 +18,7 @@ __all__ = [
     "MappingError",
     "LabelMap",
     "compile_header_regex",
+    "display_names",
     "read_mapping",
 ]
 
@@ -44,9 +47,11 @@ class LabelMap:
     sha256: str
     label_of: dict[int, int] = field(init=False)
     _dense: np.ndarray = field(init=False, repr=False, compare=False)
+    _display: list[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.label_of = {c: i for i, c in enumerate(self.class_ids)}
+        self._display = display_names(self.names, self.class_ids)
         ids = np.asarray(self.class_ids, dtype=np.int64)
         small = (ids >= 0) & (ids < DENSE_CLASS_IDS)
         # class id -> label for the usual small ids: one gather per unit instead of a search
@@ -69,6 +74,18 @@ class LabelMap:
     def num_classes(self) -> int:
         """C."""
         return len(self.class_ids)
+
+    @property
+    def display_names(self) -> list[str]:
+        """Label names for reports, unique (:func:`display_names`)."""
+        return self._display
+
+
+def display_names(names: Sequence[str], class_ids: Sequence[int]) -> list[str]:
+    """Names as reports key them: a name that several mapping rows share gets its class id,
+    ``name (class 17)``, so per-class counts keyed by name never merge two labels."""
+    shared = Counter(names)
+    return [f"{n} (class {int(c)})" if shared[n] > 1 else n for n, c in zip(names, class_ids)]
 
 
 def compile_header_regex(pattern: str) -> re.Pattern[bytes]:

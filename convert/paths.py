@@ -26,6 +26,7 @@ __all__ = [
     "resolve_out",
     "trash_dir",
     "check_protected",
+    "check_distinct_inputs",
     "check_replaceable",
     "check_staging",
     "make_dir",
@@ -141,8 +142,11 @@ def check_protected(out: Path, staging: Path, paths: Iterable[tuple[str, str | o
         paths: ``(role, path)`` pairs, e.g. ``("input", "reads.fa")``.
 
     Raises:
-        UnsafePathError: a path lies inside ``out``, its staging or trash directory.
+        UnsafePathError: a path lies inside ``out``, its staging or trash directory, or two
+            inputs are one file (:func:`check_distinct_inputs`).
     """
+    paths = list(paths)
+    check_distinct_inputs([p for role, p in paths if role == "input"])
     for role, p in paths:
         real = Path(os.path.abspath(os.fspath(p))).resolve()
         for where, name in ((out, "--out"), (staging, "the staging directory"), (trash_dir(out), "the trash directory")):
@@ -151,6 +155,30 @@ def check_protected(out: Path, staging: Path, paths: Iterable[tuple[str, str | o
                     f"{role} {p} lies inside {name} {where}: writing the dataset there would remove it. "
                     "Choose an --out directory that contains none of the inputs."
                 )
+
+
+def check_distinct_inputs(inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an input given twice: the same file (device and inode) under one name, a link or a hard link.
+
+    Every read would be stored twice. ``stat`` only (a FIFO is not opened); an input that
+    cannot be stat'ed is left to the input checks, which name it.
+
+    Raises:
+        UnsafePathError: naming both arguments and their positions.
+    """
+    seen: dict[tuple[int, int], tuple[int, str]] = {}
+    for k, p in enumerate(inputs, start=1):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        first = seen.setdefault((st.st_dev, st.st_ino), (k, os.fspath(p)))
+        if first[0] != k:
+            how = "the same path twice" if first[1] == os.fspath(p) else "two names of one file, e.g. a link"
+            raise UnsafePathError(
+                f"input {k} ({os.fspath(p)}) and input {first[0]} ({first[1]}) are the same file ({how}: "
+                f"device {st.st_dev}, inode {st.st_ino}), so every read would be stored twice. Give each input once."
+            )
 
 
 def check_staging(staging: Path, *, must_be_ours: bool) -> None:

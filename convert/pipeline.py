@@ -723,13 +723,13 @@ def _finish(
         "tax_id_conflicts": {
             "reads": int(tax_conflicts.sum()),
             "per_class": {
-                lm.names[i]: {"reads": int(tax_conflicts[i]), "mapping_tax_id": lm.tax_ids[i],
+                lm.display_names[i]: {"reads": int(tax_conflicts[i]), "mapping_tax_id": lm.tax_ids[i],
                               "header_tax_ids": sorted(t for t in taxa.get(str(lm.class_ids[i]), ()) if t != lm.tax_ids[i])}
                 for i in np.flatnonzero(tax_conflicts).tolist()
             },
         },
         "classes_with_several_tax_ids": {c: sorted(t) for c, t in sorted(taxa.items(), key=lambda kv: int(kv[0])) if len(t) > 1},
-        "per_class": {lm.names[i]: int(class_counts[i]) for i in range(lm.num_classes)},
+        "per_class": {lm.display_names[i]: int(class_counts[i]) for i in range(lm.num_classes)},
         "max_length": s.max_length,
         "max_length_sampled_reads": sampled,
         "tokens": totals["tokens"],

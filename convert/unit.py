@@ -151,7 +151,7 @@ def _classify(rec: ParsedRecord, rx: re.Pattern[bytes], label_of: dict[int, int]
     if rec.problem is not None:
         return rec.problem
     rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
-    m = rx.match(rid)
+    m = None if b"\0" in rec.header else rx.match(rid)  # NUL: as convert.fastparse
     fields = None if m is None else _header_fields(m)
     if fields is None:
         return "header_mismatch"
@@ -329,7 +329,7 @@ def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
             problem = "too_long"
         if problem is None:
             rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
-            m = rx.match(rid)
+            m = None if b"\0" in rec.header else rx.match(rid)  # NUL: as convert.fastparse
             fields = None if m is None else _header_fields(m)
             if fields is None:
                 problem = "header_mismatch"

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import format as fmt
+from .labels import display_names
 from .provenance import fnv1a64_one, fragment_name
 from .reader import ShardReader
 
@@ -414,5 +415,5 @@ def dataset_stats(directory: str | os.PathLike[str]) -> dict[str, Any]:
         "bytes_on_disk": sum(e["bytes"] for e in manifest["shards"]),
         "records_in": report.get("records_in"),
         "skipped": report.get("skipped"),
-        "per_class": {manifest["label_names"][i]: int(per_class[i]) for i in range(C)},
+        "per_class": dict(zip(display_names(manifest["label_names"], manifest["label_class_ids"]), per_class.tolist())),
     }
