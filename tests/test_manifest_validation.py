@@ -11,8 +11,6 @@ import copy
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +18,7 @@ from typing import Any, Callable
 import pytest
 
 from _loader_helpers import build_dataset
-from conftest import REPO
+from conftest import convert_cli
 from convert import format as fmt
 from convert.verify import verify_dataset
 from loaders import FormatError, ShardDataset
@@ -138,8 +136,7 @@ def test_symlinked_shard_is_refused(ds: Path, tmp_path: Path) -> None:
 def test_verify_cli_absurd_counts_fails_fast_without_traceback(ds: Path) -> None:
     _edit(ds, _set(("shards", 0, "num_rows"), 2**62))
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "convert", "verify", str(ds)], cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    res = convert_cli("verify", ds)
     assert time.monotonic() - t0 < 60
     assert res.returncode != 0 and "Traceback" not in res.stderr + res.stdout
     assert "num_rows" in res.stdout + res.stderr

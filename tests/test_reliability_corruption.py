@@ -8,15 +8,12 @@ verification (its size is checked at open), so no garbage tokens are ever return
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_reads
+from conftest import Ran, convert_cli, write_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert.reader import ShardReader
@@ -40,9 +37,8 @@ def ds(built: tuple[Path, Path], tmp_path: Path) -> Path:
     return out
 
 
-def _verify_cli(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "convert", "verify", str(path), *extra], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+def _verify_cli(path: Path, *extra: str) -> Ran:
+    return convert_cli("verify", path, *extra)
 
 
 def _entry(ds: Path, k: int = 1) -> dict:

@@ -6,16 +6,13 @@ The message must say what to do (re-convert, or change the config / install the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import pytest
 
-from conftest import REPO, write_reads
+from conftest import Ran, convert_cli, write_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert.tokenizers import load_tokenizer
@@ -48,9 +45,8 @@ def _edit_manifest(ds: Path, **changes) -> None:
     (ds / "manifest.json").write_text(json.dumps(m))
 
 
-def _verify_cli(ds: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "convert", "verify", str(ds)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+def _verify_cli(ds: Path) -> Ran:
+    return convert_cli("verify", ds)
 
 
 @pytest.mark.parametrize("version", [0, fmt.FORMAT_VERSION + 1, "1", None])

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA, REPO, run_convert, write_reads
+from conftest import DATA, Ran, convert_cli, write_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert.verify import verify_dataset
@@ -55,11 +53,8 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return src, mapping, out
 
 
-def _verify(ds: Path, *sources: Path, sample: str = "1.0") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "convert", "verify", str(ds), "--source", *map(str, sources), "--sample", sample],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+def _verify(ds: Path, *sources: Path, sample: str = "1.0") -> Ran:
+    return convert_cli("verify", ds, "--source", *sources, "--sample", sample)
 
 
 def _copy(ds: Path, tmp_path: Path) -> Path:
@@ -83,7 +78,7 @@ def test_gzip_and_multiline_sources(tmp_path: Path) -> None:
     inp, mapping = write_reads(tmp_path / "in" / "r.fa.gz", n_per_class=50, classes=2, gz=True)
     ml, _ = write_reads(tmp_path / "in2" / "r.fa", n_per_class=50, classes=2, line_width=60, seed=1)
     out = tmp_path / "ds"
-    assert run_convert(inp, ml, "--mapping", mapping, "--out", out, "--no-progress").returncode == 0
+    assert convert_cli(inp, ml, "--mapping", mapping, "--out", out, "--no-progress").returncode == 0
     res = _verify(out, inp, ml)
     assert res.returncode == 0, res.stdout
     assert "200 sampled reads decoded" in res.stdout

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from _loader_helpers import build_dataset
-from conftest import REPO
+from conftest import convert_cli
 from convert import format as fmt
 from convert.verify import verify_dataset
 
@@ -90,7 +87,6 @@ def test_verify_cli_names_the_problem(pristine, tmp_path: Path) -> None:
     m = json.loads(path.read_text())
     _swap("labels", "class_ids")(m)
     path.write_text(json.dumps(m))
-    res = subprocess.run([sys.executable, "-m", "convert", "verify", str(ds)], cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    res = convert_cli("verify", ds)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "dataset labels starts at byte" in res.stdout + res.stderr
