@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (flags override the YAML config's values)."""
     p = argparse.ArgumentParser(
         prog="python -m train",
-        description="Train a read classifier on readshard datasets (torchrun --nproc_per_node N -m train ... for DDP).",
+        description="Train a read classifier on readshard datasets (torchrun --nproc_per_node N -m train ... for DDP). "
+        "Subcommands: `python -m train predict RUN INPUT... --out DIR` classifies reads with a trained run; "
+        "`python -m train evaluate RUN DATA --out DIR` scores it on labelled reads.",
     )
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("--train", dest="train_dir", help="training dataset directory")
@@ -83,8 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# subcommand -> module whose main(argv) -> int runs it (imported only when used)
+SUBCOMMANDS = {"predict": "train.predict", "evaluate": "train.evaluate"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (2 for bad configs or data)."""
+    """Entry point; returns the process exit code (2 for bad configs or data).
+
+    ``python -m train predict ...`` and ``python -m train evaluate ...`` run those
+    subcommands; anything else is a training run (``python -m train --config ...``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return int(importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
