@@ -190,3 +190,13 @@ def test_calibration_file_schema(tmp_path) -> None:  # noqa: ANN001
     path.write_text("{not json")
     with pytest.raises(CalibrationError, match="calibration.json"):
         read_calibration(path)
+
+
+def test_error_free_set_keeps_temperature_in_range_and_falls_back_to_point_estimate() -> None:
+    """240 of 240 right: the NLL optimum is T -> 0 and the Wilson bound (0.989) misses 0.99."""
+    lp, y = _overconfident(240, 4, 1.0, 6)
+    y = np.argmax(lp, axis=1)  # every call right
+    cal = calibrate(lp, y, target_precision=0.99)
+    assert cal["temperature"] == 0.25
+    assert cal["threshold"] is not None and cal["threshold_basis"].startswith("point_estimate")
+    assert cal["coverage_at_threshold"] == 1.0

@@ -35,6 +35,9 @@ __all__ = [
 CALIBRATION_NAME = "calibration.json"
 WILSON_Z = 1.645  # one-sided 95%
 ECE_BINS = 15
+# A validation set the model gets all right drives the NLL's optimum to T -> 0 (every
+# confidence 1.0); the fit stays inside this range, as the methods section of the README says.
+T_RANGE = (0.25, 10.0)
 
 
 class CalibrationError(ValueError):
@@ -46,7 +49,9 @@ def fit_temperature(log_probs: np.ndarray, labels: np.ndarray, *, max_iter: int 
 
     The NLL is convex in beta = 1/T (its second derivative is the variance of the logits
     under the tempered distribution), so a damped Newton iteration on beta converges to the
-    global minimum. Reads with label -1 are ignored. Returns 1.0 without labelled reads.
+    global minimum; T is kept in :data:`T_RANGE` (a convex function's minimum over an
+    interval is its clamped unconstrained minimum). Reads with label -1 are ignored.
+    Returns 1.0 without labelled reads.
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
@@ -68,14 +73,15 @@ def fit_temperature(log_probs: np.ndarray, labels: np.ndarray, *, max_iter: int 
         nll = float(np.mean(np.log(z[:, 0]) + m[:, 0] - beta * zy))
         return nll, float(np.mean(mean - zy)), float(np.mean(np.maximum(var, 0)))
 
+    lo, hi = 1.0 / T_RANGE[1], 1.0 / T_RANGE[0]
     beta = 1.0
     f, g, h = nll_grad_hess(beta)
     for _ in range(max_iter):
         step = -g / h if h > 1e-12 else -math.copysign(1.0, g)
-        new = beta + step
-        while new <= 1e-3:  # beta stays positive: T in (0, 1000)
-            step /= 2
-            new = beta + step
+        new = min(hi, max(lo, beta + step))
+        step = new - beta
+        if step == 0:  # at a bound, and the minimum lies beyond it
+            break
         fn, gn, hn = nll_grad_hess(new)
         halvings = 0
         while fn > f and halvings < 30:
@@ -95,17 +101,29 @@ def apply_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
     return log_softmax(np.asarray(log_probs, dtype=np.float32) / np.float32(temperature))
 
 
+def _threshold(conf: np.ndarray, correct: np.ndarray, target: float) -> dict[str, Any]:
+    """By the Wilson bound; a set too small for the bound to reach the target (e.g. 240 of
+    240 right: bound 0.989) falls back to the plain precision, and says so in ``basis``."""
+    got = threshold_for_precision(conf, correct, target, z=WILSON_Z)
+    basis = "wilson_lower_bound"
+    if got["threshold"] is None:
+        got = threshold_for_precision(conf, correct, target)
+        basis = "point_estimate (too few reads for the bound)" if got["threshold"] is not None else "none reached"
+    return {**got, "basis": basis}
+
+
 def _choose(log_probs: np.ndarray, labels: np.ndarray, fragment: np.ndarray | None, target: float,
             temperature: float) -> dict[str, Any]:
-    """Threshold (per read and per pair) at ``temperature`` by the Wilson bound."""
-    pred, conf = predictions(apply_temperature(log_probs, temperature))
-    read = threshold_for_precision(conf, pred == labels, target, z=WILSON_Z)
+    """Threshold per read and per pair at ``temperature``."""
+    lp = apply_temperature(log_probs, temperature)
+    pred, conf = predictions(lp)
+    read = _threshold(conf, pred == labels, target)
     pair = None
     if fragment is not None:
-        plp, _ = pair_log_probs(apply_temperature(log_probs, temperature), fragment)
+        plp, _ = pair_log_probs(lp, fragment)
         plab, _ = pair_labels(labels, fragment)
         ppred, pconf = predictions(plp)
-        pair = threshold_for_precision(pconf, ppred == plab, target, z=WILSON_Z)
+        pair = _threshold(pconf, ppred == plab, target)
     return {"read": read, "pair": pair}
 
 
@@ -142,13 +160,14 @@ def calibrate(log_probs: np.ndarray, labels: np.ndarray, *, fragment: np.ndarray
         "threshold": chosen["read"]["threshold"],
         "pair_threshold": None if chosen["pair"] is None else chosen["pair"]["threshold"],
         "target_precision": float(target_precision),
-        "method": "temperature: NLL minimum on the set; threshold: lowest confidence whose kept reads' "
-                  "one-sided 95% Wilson lower bound of precision >= target",
+        "method": f"temperature: NLL minimum on the set, within {T_RANGE}; threshold: lowest confidence whose "
+                  "kept reads' one-sided 95% Wilson lower bound of precision >= target (threshold_basis)",
         "ece_before": expected_calibration_error(conf0, pred0 == y, ECE_BINS),
         "ece_after": expected_calibration_error(conf1, pred1 == y, ECE_BINS),
         "ece_bins": ECE_BINS,
         "fitted_on": str(fitted_on),
         "num_reads": int(len(y)),
+        "threshold_basis": chosen["read"]["basis"],
         "coverage_at_threshold": chosen["read"]["coverage"],
         "precision_at_threshold": chosen["read"]["precision"],
         "two_fold_check": _two_fold(lp, y, fragment, target_precision),
@@ -172,7 +191,7 @@ def _two_fold(lp: np.ndarray, y: np.ndarray, fragment: np.ndarray | None, target
             continue
         T = fit_temperature(lp[fit_mask], y[fit_mask])
         pred, conf = predictions(apply_temperature(lp[fit_mask], T))
-        thr = threshold_for_precision(conf, pred == y[fit_mask], target, z=WILSON_Z)["threshold"]
+        thr = _threshold(conf, pred == y[fit_mask], target)["threshold"]
         folds.append({"temperature": T, "threshold": thr, "fit_reads": int(fit_mask.sum()),
                       "held_out": _precision_at(lp[test], y[test], T, thr)})
     return folds
