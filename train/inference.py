@@ -180,9 +180,10 @@ def read_calibration(run_dir: Path) -> dict[str, Any]:
     t = raw.get("temperature", 1.0)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
         raise FormatError(f"{path}: temperature {t!r} is not a positive number. {fix}")
-    thr = raw.get("threshold")
-    if thr is not None and (isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1):
-        raise FormatError(f"{path}: threshold {thr!r} is not a probability in [0, 1]. {fix}")
+    for key in ("threshold", "pair_threshold"):
+        thr = raw.get(key)
+        if thr is not None and (isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1):
+            raise FormatError(f"{path}: {key} {thr!r} is not a probability in [0, 1]. {fix}")
     return raw
 
 
@@ -818,14 +819,14 @@ def score_reads(run: LoadedRun, paths: Sequence[str | Path], *, pairs: str = "au
     prog = _Progress()
     total_bytes = sum(_input_size(p) for p in inputs)
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=None, unit="read", unit_scale=True, desc="predict", dynamic_ncols=True, file=sys.stderr,
-                   mininterval=1.0)
     reads = 0
     try:
         for b in _background(_blocks(run, inputs, pairs, block_size, prog)):
+            if progress and bar is None:  # opened with the first block: an input error comes alone
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=None, unit="read", unit_scale=True, desc="predict", dynamic_ncols=True,
+                           file=sys.stderr, mininterval=1.0)
             lp = forward_log_probs(run, b.ids, b.lengths, bs)
             has_labels = bool((b.class_id >= 0).any())
             yield Scores(log_probs=lp, labels=run.classes.labels_of(b.class_id) if has_labels else None,

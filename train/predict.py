@@ -109,11 +109,13 @@ def _write_text(path: Path, text: str) -> None:
 class _Calls:
     """Per-read calls of one block: best and runner-up label and probability, after pairing."""
 
-    def __init__(self, s: Scores, pairs: bool, min_conf: float) -> None:
+    def __init__(self, s: Scores, pairs: bool, min_conf: float, pair_min_conf: float) -> None:
         lp = s.log_probs
-        if pairs:
+        self.in_pair = np.zeros(len(s), dtype=bool)
+        if pairs and len(s):
             frag_lp, inv = pair_log_probs(lp, s.fragment)
             lp = frag_lp[inv]
+            self.in_pair = np.bincount(inv, minlength=frag_lp.shape[0])[inv] > 1
         C = lp.shape[1]
         if C >= 2:
             top2 = np.argpartition(-lp, 1, axis=1)[:, :2]
@@ -127,7 +129,7 @@ class _Calls:
         rows = np.arange(lp.shape[0])
         self.p_best = np.exp(lp[rows, self.best].astype(np.float64))
         self.p_second = np.where(self.second >= 0, np.exp(lp[rows, np.maximum(self.second, 0)].astype(np.float64)), 0.0)
-        self.classified = self.p_best >= min_conf
+        self.classified = self.p_best >= np.where(self.in_pair, pair_min_conf, min_conf)
 
 
 def _format_block(s: Scores, c: _Calls, run: LoadedRun, inputs: list[str]) -> bytes:
@@ -142,8 +144,8 @@ def _format_block(s: Scores, c: _Calls, run: LoadedRun, inputs: list[str]) -> by
     src = np.asarray(inputs, dtype=object)[s.source]
     ids = s.read_ids if s.read_ids is not None else ["-"] * n
     cols = (src, map(str, s.record.tolist()), ids, map(str, s.fragment.tolist()), call, map(str, label.tolist()),
-            map(str, cid.tolist()), map(str, tax.tolist()), names[c.best], (f"{p:.6g}" for p in c.p_best.tolist()),
-            names[c.second], (f"{p:.6g}" for p in c.p_second.tolist()))
+            map(str, cid.tolist()), map(str, tax.tolist()), names[c.best], (f"{p:.8g}" for p in c.p_best.tolist()),
+            names[c.second], (f"{p:.8g}" for p in c.p_second.tolist()))
     return ("\n".join(map("\t".join, zip(*cols))) + "\n").encode() if n else b""
 
 
@@ -217,8 +219,11 @@ def predict(run: LoadedRun, inputs: Sequence[str], out: Path, *, min_confidence:
     """
     t0 = time.perf_counter()
     thr_source = "--min-confidence"
+    pair_min = min_confidence
     if min_confidence is None:
         min_confidence, thr_source = (run.threshold, "calibration.json") if run.threshold is not None else (0.0, "default")
+        # pairs have their own calibrated threshold when evaluate fitted one
+        pair_min = run.calibration.get("pair_threshold", min_confidence) if run.threshold is not None else 0.0
     out.mkdir(parents=True, exist_ok=True)
     C = len(run.classes)
     counts = np.zeros(C, dtype=np.int64)
@@ -228,14 +233,12 @@ def predict(run: LoadedRun, inputs: Sequence[str], out: Path, *, min_confidence:
     ok = False
     try:
         for s in score_reads(run, inputs, pairs=pairs, batch_size=batch_size, progress=progress):
-            c = _Calls(s, pairs != "off", float(min_confidence))
+            c = _Calls(s, pairs != "off", float(min_confidence), float(pair_min))
             writer.put(s, c, run, list(inputs))
             counts += np.bincount(c.best[c.classified], minlength=C)
             unclassified += int((~c.classified).sum())
             reads += len(s)
-            if len(s):
-                _, inv, cnt = np.unique(s.fragment, return_inverse=True, return_counts=True)
-                paired += int((cnt[inv.reshape(-1)] > 1).sum())
+            paired += int(c.in_pair.sum())
             for k, v in s.skipped.items():
                 skipped[k] = skipped.get(k, 0) + v
         ok = True
@@ -248,7 +251,7 @@ def predict(run: LoadedRun, inputs: Sequence[str], out: Path, *, min_confidence:
         "reads_in": reads, "classified": int(counts.sum()), "unclassified": unclassified,
         "records_skipped": skipped, "records_in": reads + sum(skipped.values()),
         "paired_reads": paired, "pairs": pairs,
-        "min_confidence": float(min_confidence), "min_confidence_from": thr_source,
+        "min_confidence": float(min_confidence), "pair_min_confidence": float(pair_min), "min_confidence_from": thr_source,
         "seconds": round(seconds, 3), "reads_per_s": round(reads / seconds, 1) if seconds > 0 else None,
         "species": rows, "outputs": list(OUTPUT_NAMES),
     }
