@@ -15,7 +15,7 @@ CONVERT_FLAGS ?=
 TRAIN_FLAGS ?=
 STAMP    := $(VENV)/.installed
 
-.PHONY: install convert sample test train bench clean
+.PHONY: install convert sample test train predict bench clean
 
 install: $(STAMP)
 
@@ -48,6 +48,15 @@ train: $(SAMPLE)/train/manifest.json $(SAMPLE)/val/manifest.json
 	else \
 	  $(PY) -m train --config $(CONFIG) $(TRAIN_FLAGS); \
 	fi
+
+# Classify reads with a trained run, e.g.
+#   make predict RUN=out/sample INPUT=data/sample/reads/val.fa PREDICT_OUT=out/sample/predict PREDICT_FLAGS="--pairs off"
+RUN ?= out/sample
+INPUT ?= $(SAMPLE)/reads/val.fa
+PREDICT_OUT ?= $(RUN)/predict
+PREDICT_FLAGS ?=
+predict: | $(STAMP)
+	$(PY) -m train predict $(RUN) $(INPUT) --out $(PREDICT_OUT) $(PREDICT_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
