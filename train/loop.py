@@ -463,6 +463,9 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
                 "scheduler": sched.state_dict(), "schedule": budget.state_dict(), "rng": rng, "stats": stats,
                 "history": history,
                 "config": json.loads(json.dumps(cfg.to_dict(), default=str)), "world_size": info.world_size,
+                # predict/evaluate read the class table and tokenizer here, not from a dataset that may move
+                "data": {k: train_ds.manifest.get(k) for k in ("tokenizer", "max_length", "label_names",
+                                                           "label_class_ids", "label_tax_ids")},
             }
             _save_checkpoint(ckpt_path, ck)
         if info.distributed:
