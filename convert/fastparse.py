@@ -20,7 +20,7 @@ import numpy as np
 from .fastx import IUPAC, Unit
 from .labels import DENSE_CLASS_IDS
 
-__all__ = ["PROBLEMS", "ParsedUnit", "parse_default", "AVAILABLE"]
+__all__ = ["PROBLEMS", "ParsedUnit", "parse_default", "AVAILABLE", "strand_hashes", "strand_hash_one"]
 
 try:
     import numba
@@ -444,3 +444,69 @@ def _parse(buf, fastq, first_line, code, space, known, dense, ints, fields, prob
         pos = end
         i += 1
     return i, written
+
+
+# ------------------------------------------------------------------ strand-independent read hashes
+
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+
+
+def _complement() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint8)
+    for a, b in (b"AT", b"CG"):
+        table[a], table[b] = b, a
+    return table
+
+
+_COMPLEMENT = _complement()
+
+
+def strand_hashes(seqs: bytes | np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(n,) uint64: per read ``seqs[offsets[i]:offsets[i+1]]`` (normalised bases, ACGTN), the
+    smaller of the FNV-1a 64 of its bases and of its reverse complement's.
+
+    A read and its reverse complement (the same DNA read off the other strand) get the same
+    value, so ``python -m convert leakage`` finds them (the ``strand_hashes`` column).
+    Compiled (numba) when available, else a vectorized numpy pass per base position.
+    """
+    buf = seqs if isinstance(seqs, np.ndarray) else np.frombuffer(seqs, dtype=np.uint8)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if numba is None:
+        return _strand_hashes_numpy(buf, offsets)
+    out = np.empty(max(offsets.size - 1, 0), dtype=np.uint64)
+    _strand_hashes(buf, offsets, _COMPLEMENT, out)
+    return out
+
+
+def strand_hash_one(seq: bytes) -> int:
+    """:func:`strand_hashes` of one read (reference implementation, for checks)."""
+    from .provenance import fnv1a64_one
+
+    return min(fnv1a64_one(seq), fnv1a64_one(seq[::-1].translate(bytes(_COMPLEMENT))))
+
+
+def _strand_hashes_numpy(buf: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    from .provenance import fnv1a64_ranges
+
+    lens = np.diff(offsets)
+    # The reverse complement of the whole buffer holds every read's reverse complement,
+    # in reverse order: read i ends where the reversed buffer's copy of it starts.
+    rc = _COMPLEMENT[buf[offsets[0] : offsets[-1]]][::-1] if offsets.size else buf[:0]
+    fwd = fnv1a64_ranges(buf, offsets[:-1], lens)
+    rev = fnv1a64_ranges(rc, offsets[-1] - offsets[1:], lens) if lens.size else fwd
+    return np.minimum(fwd, rev)
+
+
+@_jit
+def _strand_hashes(buf, offsets, comp, out):
+    prime = np.uint64(_FNV_PRIME)
+    for i in range(out.shape[0]):
+        a = offsets[i]
+        b = offsets[i + 1]
+        f = np.uint64(_FNV_OFFSET)
+        r = np.uint64(_FNV_OFFSET)
+        for k in range(b - a):
+            f = (f ^ np.uint64(buf[a + k])) * prime
+            r = (r ^ np.uint64(comp[buf[b - 1 - k]])) * prime
+        out[i] = f if f < r else r

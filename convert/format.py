@@ -26,6 +26,10 @@ dataset            shape/dtype  meaning
                                 record counted, as ``quarantine.tsv``'s ``record``)
 ``fragment_hashes`` (n,) uint64 FNV-1a 64 of the fragment name (mates share it); see
                                 :mod:`convert.provenance`
+``strand_hashes`` (n,) uint64  strand-independent sequence hash: the smaller of the FNV-1a 64
+                                of the read's bases (after normalisation: upper case, IUPAC
+                                as N) and of its reverse complement's (optional: absent in
+                                datasets converted before it existed; see :mod:`convert.leakage`)
 ``class_offsets``  (C+1,) int64 CSR index: rows of label c are
                                 ``class_rows[class_offsets[c]:class_offsets[c+1]]``
 ``class_rows``     (n,) int32   shard-local row ids sorted by label (stable)
@@ -93,6 +97,7 @@ __all__ = [
     "COMPRESSIONS",
     "CHUNK_ROWS",
     "ROW_VECTORS",
+    "OPTIONAL_VECTORS",
     "MANIFEST_NAME",
     "REPORT_NAME",
     "QUARANTINE_NAME",
@@ -143,6 +148,11 @@ ROW_VECTORS: dict[str, np.dtype] = {
     "fragment_hashes": np.dtype(np.uint64),
     "class_rows": np.dtype(np.int32),
 }
+# Per-read vectors a shard may lack (written by later converters, after every other dataset so
+# the older datasets keep their offsets): readers check the manifest entry's offsets for them.
+OPTIONAL_VECTORS: dict[str, np.dtype] = {
+    "strand_hashes": np.dtype(np.uint64),
+}
 
 
 # Every contiguous dataset of a shard and its dtype: the one table of item sizes.
@@ -151,6 +161,7 @@ DATASET_DTYPES: dict[str, np.dtype] = {
     "class_offsets": np.dtype(np.int64),
     **ROW_VECTORS,
     "dataset_id": np.dtype(np.uint8),
+    **OPTIONAL_VECTORS,
 }
 DATASET_ID_BYTES = 16
 _ITEMSIZE = {name: dtype.itemsize for name, dtype in DATASET_DTYPES.items()}
@@ -277,7 +288,8 @@ def write_shard(
     Args:
         path: destination file (a temporary name; see the converter).
         input_ids: (n, L) int16 token matrix.
-        vectors: every name in :data:`ROW_VECTORS` except ``class_rows``, each (n,).
+        vectors: every name in :data:`ROW_VECTORS` except ``class_rows``, each (n,); and any
+            of :data:`OPTIONAL_VECTORS` (the converter writes them all).
         num_classes: C, for the CSR index.
         tokenizer: tokenizer identity (JSON-serialisable).
         shard_index: position of the shard in the dataset.
@@ -333,6 +345,12 @@ def write_shard(
         f.create_dataset("class_offsets", data=offsets_csr, track_times=False)
         if dataset_id is not None:
             f.create_dataset("dataset_id", data=_id_bytes(dataset_id), track_times=False)
+        for name, dtype in OPTIONAL_VECTORS.items():
+            if name in vectors:
+                data = np.asarray(vectors[name], dtype=dtype)
+                if data.shape != (n,):
+                    raise FormatError(f"vector {name} has shape {data.shape}, expected ({n},)")
+                f.create_dataset(name, data=data, track_times=False)
         attrs = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -428,7 +446,7 @@ def shard_layout_problems(
             for name, dtype in DATASET_DTYPES.items():
                 want_off = entry["offsets"].get(name)
                 if name not in f:
-                    if name != "dataset_id" or "dataset_id" in entry["offsets"]:
+                    if (name != "dataset_id" and name not in OPTIONAL_VECTORS) or name in entry["offsets"]:
                         out.append(f"{path}: dataset {name} is missing from the file")
                     continue
                 d = f[name]
@@ -701,7 +719,7 @@ def _check_entry(entry: Mapping[str, Any], where: str, L: int, C: int, layout: s
                 raise _bad(where, f"dataset {name} has no offset but holds {nbytes} bytes")
             continue
         if off is _MISSING:
-            if name == "dataset_id" and not aligned:
+            if (name == "dataset_id" and not aligned) or name in OPTIONAL_VECTORS:
                 continue
             raise _bad(where, f"offsets has no entry for {name}")
         if type(off) is not int or not 0 <= off <= size:

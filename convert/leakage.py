@@ -1,9 +1,14 @@
 """``python -m convert leakage A B``: fragments and identical sequences present in both datasets.
 
-Two keys per row, both 64-bit:
+Three keys per row, all 64-bit:
 
 * the **fragment hash** stored in every shard (:mod:`convert.provenance`): the same pair of
   mates, whatever their sequences;
+* the **strand hash** stored in every shard a converter with it wrote (``strand_hashes``:
+  the smaller of the FNV-1a 64 of the read's bases and of its reverse complement's,
+  :func:`convert.fastparse.strand_hashes`): the same DNA read off either strand, whatever the
+  tokenizer or max length. A dataset converted before the column existed is compared by
+  the other keys, and the report says reverse complements were not checked;
 * a **sequence hash**: FNV-1a 64 over the row's stored token ids (int16, padding included, so
   the length counts), computed only when both datasets share the tokenizer (sha256) and max
   length: then identical stored reads have identical rows.
@@ -183,13 +188,15 @@ def find_leakage(
     same_tokens = (a.manifest["tokenizer"].get("sha256") == b.manifest["tokenizer"].get("sha256")
                    and a.manifest["max_length"] == b.manifest["max_length"])
     check_sequences = sequences and same_tokens
+    lacking = [str(ds.path) for ds in (a, b) if not _has_strand_hashes(ds)]
+    check_strands = sequences and not lacking
     from tqdm import tqdm
 
-    kinds = 2 if check_sequences else 1
+    kinds = 1 + check_sequences + check_strands
     bar = tqdm(total=kinds * passes * len(b.manifest["shards"]), desc="leakage", unit="shard", disable=not progress)
     result: dict[str, Any] = {
         "a": str(a.path), "b": str(b.path), "rows_a": a.rows, "rows_b": b.rows, "passes": passes,
-        "sequences": None, "sequences_skipped": None,
+        "sequences": None, "sequences_skipped": None, "strands": None, "strands_skipped": None,
     }
 
     def frag(ds: _Dataset, s: int) -> np.ndarray:
@@ -197,6 +204,15 @@ def find_leakage(
 
     try:
         result["fragments"] = _describe(a, b, frag, _compare(a, b, frag, passes, examples, bar.update))
+        if check_strands:
+            result["strands"] = _describe(a, b, _strands, _compare(a, b, _strands, passes, examples, bar.update))
+        elif not sequences:
+            result["strands_skipped"] = "--fragments-only"
+        else:
+            result["strands_skipped"] = (
+                f"{' and '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no strand hashes (converted before "
+                "they were stored); re-convert to check reverse complements"
+            )
         if check_sequences:
             with tempfile.TemporaryDirectory(prefix="readshard-leakage-") as tmp:
                 seq = _spilled(_sequence_hashes, Path(tmp))
@@ -211,8 +227,18 @@ def find_leakage(
         raise LeakageError(f"cannot read a shard: {exc}") from None
     finally:
         bar.close()
-    result["leak"] = bool(result["fragments"]["distinct"] or (result["sequences"] or {}).get("distinct"))
+    result["leak"] = bool(result["fragments"]["distinct"] or (result["sequences"] or {}).get("distinct")
+                          or (result["strands"] or {}).get("distinct"))
     return result
+
+
+def _has_strand_hashes(ds: _Dataset) -> bool:
+    """Every shard of ``ds`` stores ``strand_hashes`` (the manifest lists its offset)."""
+    return all("strand_hashes" in e["offsets"] for e in ds.manifest["shards"])
+
+
+def _strands(ds: _Dataset, s: int) -> np.ndarray:
+    return ds.vector(s, "strand_hashes").astype(np.uint64, copy=False)
 
 
 def _spilled(fn: Callable[[_Dataset, int], np.ndarray], tmp: Path) -> Callable[[_Dataset, int], np.ndarray]:
@@ -248,6 +274,8 @@ def format_leakage(result: dict[str, Any]) -> Iterator[str]:
     yield (f"leakage: {result['a']} ({result['rows_a']:,} reads) vs {result['b']} ({result['rows_b']:,} reads), "
            f"{result['passes']} pass(es)")
     kinds = [("fragments", "fragments (mate pairs)")]
+    if result.get("strands") is not None:
+        kinds.append(("strands", "reads on either strand (a read or its reverse complement)"))
     if result["sequences"] is not None:
         kinds.append(("sequences", "identical sequences"))
     for key, label in kinds:
@@ -256,11 +284,17 @@ def format_leakage(result: dict[str, Any]) -> Iterator[str]:
         for ex in r["examples"]:
             yield (f"  {key[:-1]} {ex['key']}: A row {ex['row_a']} (input record {ex['record_a']}), "
                    f"B row {ex['row_b']} (input record {ex['record_b']})")
+    unchecked = []
+    if result.get("strands_skipped"):
+        yield f"reverse complements: not checked ({result['strands_skipped']})"
+        unchecked.append("reverse complements")
     if result["sequences_skipped"]:
         yield f"identical sequences: not checked ({result['sequences_skipped']})"
+        unchecked.append("identical stored sequences")
     if result["leak"]:
         yield "FOUND: the datasets share fragments or sequences"
-    elif result["sequences"] is None:
-        yield "OK: no fragment is in both (identical sequences not checked)"
     else:
-        yield "OK: no fragment or identical sequence is in both"
+        checked = ["fragment"] + [label for key, label in (("strands", "read on either strand"),
+                                                           ("sequences", "identical sequence")) if result.get(key) is not None]
+        listed = checked[0] if len(checked) == 1 else f"{', '.join(checked[:-1])} or {checked[-1]}"
+        yield f"OK: no {listed} is in both" + (f" ({' and '.join(unchecked)} not checked)" if unchecked else "")

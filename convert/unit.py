@@ -22,7 +22,7 @@ import numpy as np
 
 from . import format as fmt
 from .fastparse import AVAILABLE as FASTPARSE_AVAILABLE
-from .fastparse import PROBLEMS, ParsedUnit, parse_default
+from .fastparse import PROBLEMS, ParsedUnit, parse_default, strand_hashes
 from .fastx import ParsedRecord, Unit, parse_unit, unit_bytes
 from .labels import DEFAULT_HEADER_REGEX, LabelMap, compile_header_regex
 from .paths import open_lock
@@ -413,6 +413,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
                 "mates": rows.mates,
                 "record_numbers": rows.record_index + unit.first_record,
                 "fragment_hashes": rows.fragment_hashes,
+                "strand_hashes": strand_hashes(rows.seqs, rows.offsets),
             },
             num_classes=s.label_map.num_classes,
             tokenizer=s.tokenizer_info,

@@ -6,15 +6,19 @@
   attributes consistent with the manifest;
 * per read: token ids in the vocabulary, stored length within L, padding only after the
   stored length, labels in range and consistent with class ids, the CSR class index;
-* the report reconciles (records in = written + skipped) and the quarantine holds the
-  skipped count.
+* row counts: the manifest's against each shard's attributes and HDF5 shapes;
+* ``report.json`` is present (every converted dataset has one) and reconciles: records in =
+  written + skipped (+ other split sides), with the manifest's source counts and shard count,
+  and its per-class counts with the shards' labels;
+* ``quarantine.tsv`` lists the skipped count, one well-formed row each, and ``quarantine.fa``
+  holds exactly the bytes the report says it kept (an emptied or truncated file fails).
 
 With ``--source``, the original inputs are re-read with **pyfastx** (a parser independent of
 the converter's; FASTQ by a plain four-line reader, as pyfastx stops at a malformed record): the record count must equal the report's, every quarantined record must
 sit at its recorded position, and for a sample of reads (default 1%) the stored tokens
 must decode to the source read (upper-cased, IUPAC codes as N; a prefix when truncated),
-the labels must match the header, and the row's record number and fragment hash must be
-the record's.
+the labels must match the header, and the row's record number, fragment hash and strand
+hash (where stored) must be the record's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import format as fmt
+from .fastparse import strand_hash_one
 from .labels import display_names
 from .provenance import fnv1a64_one, fragment_name
 from .reader import ShardReader
@@ -43,8 +48,11 @@ _IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVU"}, "\r": None, "\t"
 
 def _check_shard(
     directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str], index: int
-) -> None:
-    """Append to ``problems`` whatever is wrong with one shard (file, layout, attributes, every read)."""
+) -> np.ndarray | None:
+    """Append to ``problems`` whatever is wrong with one shard (file, layout, attributes, every read).
+
+    Returns the shard's reads per label when its rows could be read (None otherwise).
+    """
     path = directory / entry["file"]
     if not path.is_file():
         problems.append(f"{path}: missing shard")
@@ -81,8 +89,10 @@ def _check_shard(
             "this shard belongs to another conversion; re-convert (`python -m convert INPUT --out DIR --overwrite`)"
         )
     n = int(entry["num_rows"])
-    if n == 0 or layout:  # rows are read by the manifest's description: only when it is right
-        return
+    if n == 0:
+        return np.zeros(C, dtype=np.int64)
+    if layout:  # rows are read by the manifest's description: only when it is right
+        return None
     try:
         return _check_rows(path, n, manifest, problems)
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
@@ -94,7 +104,8 @@ def _check_shard(
         return
 
 
-def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str]) -> np.ndarray:
+def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str]) -> np.ndarray | None:
+    """Check every read of a shard; return its reads per label (None when labels are out of range)."""
     import h5py
 
     L = int(manifest["max_length"])
@@ -123,6 +134,7 @@ def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str
         problems.append(f"{path}: stored lengths outside 0..{L}")
     if ((labels < 0) | (labels >= C)).any():
         problems.append(f"{path}: labels outside 0..{C - 1}")
+        return None
     else:
         want_cid = np.asarray(manifest["label_class_ids"], dtype=np.int64)[labels]
         if (want_cid != class_ids).any():
@@ -131,6 +143,7 @@ def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str
             np.sort(rows), np.arange(n)
         ) or (np.diff(labels[rows]) < 0).any():
             problems.append(f"{path}: per-class row index (class_offsets/class_rows) is inconsistent")
+    return np.bincount(labels, minlength=C)
 
 
 def verify_dataset(
@@ -148,9 +161,11 @@ def verify_dataset(
     except fmt.FormatError as exc:
         return {"ok": False, "summary": str(exc), "messages": [], "problems": [str(exc)]}
     total = 0
+    per_label: np.ndarray | None = np.zeros(int(manifest["num_classes"]), dtype=np.int64)
     with _bar(progress, sum(int(e.get("bytes", 0)) for e in manifest["shards"]), "verify shards", "B") as bar:
         for index, entry in enumerate(manifest["shards"]):
-            _check_shard(directory, entry, manifest, problems, index)
+            counts = _check_shard(directory, entry, manifest, problems, index)
+            per_label = None if counts is None or per_label is None else per_label + counts
             total += int(entry["num_rows"])
             bar.update(int(entry.get("bytes", 0)))
     if problems:
@@ -160,25 +175,28 @@ def verify_dataset(
     if total != manifest["totals"]["num_rows"]:
         problems.append(f"manifest totals say {manifest['totals']['num_rows']} rows, shards hold {total}")
     messages.append(f"checked {len(manifest['shards'])} shards, {total:,} reads")
-    report_path = directory / fmt.REPORT_NAME
-    report = json.loads(report_path.read_text()) if report_path.is_file() else None
-    quarantined: list[tuple[str, int, int, str]] = []
-    q_tsv = directory / "quarantine.tsv"
-    if q_tsv.is_file():
-        for line in q_tsv.read_text().splitlines()[1:]:
-            file, lineno, record, reason = line.split("\t")
-            quarantined.append((file, int(lineno), int(record), reason))
+    side: list[str] = []  # report and quarantine problems: the inputs rebuild them, not --resume
+    # The converter records source.records_in and always writes the report and quarantine files;
+    # a dataset written by convert.format alone (tests, other tools) has none to check.
+    by_converter = "records_in" in manifest.get("source", {}) or (directory / fmt.REPORT_NAME).exists()
+    report = _read_report(directory, side) if by_converter else None
+    quarantined = _read_quarantine_tsv(directory, side) if by_converter else []
+    if not by_converter:
+        messages.append(f"no {fmt.REPORT_NAME} and no source.records_in in the manifest (not written by the "
+                        "converter): report and quarantine not checked")
     if report is not None:
-        other = int(report.get("other_split", 0))
-        if report["records_in"] != report["written"] + report["skipped"] + other:
-            problems.append(
-                f"report does not reconcile: {report['records_in']} in != {report['written']} written + "
-                f"{report['skipped']} skipped + {other} on other split sides"
-            )
-        if report["written"] != total:
-            problems.append(f"report says {report['written']} written, shards hold {total}")
-        if len(quarantined) != report["skipped"]:
-            problems.append(f"quarantine.tsv lists {len(quarantined)} records, report says {report['skipped']} skipped")
+        try:
+            _check_report(directory, manifest, report, total, per_label, quarantined, side)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            side.append(f"{directory / fmt.REPORT_NAME}: malformed ({exc.__class__.__name__}: {fmt._first_line(exc)})")
+            report = None
+    if side:
+        problems.extend(side)
+        problems.append(
+            f"{fmt.REPORT_NAME}, quarantine.fa and quarantine.tsv are written from a whole pass over the inputs: "
+            f"to rebuild them re-convert (`python -m convert INPUT --mapping TSV --out {directory} --overwrite`, with "
+            "the original options)"
+        )
     if sources:
         try:
             with _bar(progress, report["records_in"] if report else None, "verify sources", " reads") as bar:
@@ -190,6 +208,104 @@ def verify_dataset(
     ok = not problems
     summary = f"{directory}: {total:,} reads in {len(manifest['shards'])} shards" + ("" if ok else f"; {len(problems)} problem(s)")
     return {"ok": ok, "summary": summary, "messages": messages + problems, "problems": problems}
+
+
+def _read_report(directory: Path, problems: list[str]) -> dict[str, Any] | None:
+    """``report.json`` as a dict; None (and a problem) when it is missing or unreadable."""
+    path = directory / fmt.REPORT_NAME
+    if not path.is_file():
+        problems.append(f"{path} is missing: every dataset the converter publishes has one (counts of reads in, "
+                        "written and skipped); it was deleted or the dataset was copied incompletely")
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path}: unreadable ({fmt._first_line(exc)})")
+        return None
+    if not isinstance(report, dict):
+        problems.append(f"{path}: not a JSON object")
+        return None
+    return report
+
+
+def _read_quarantine_tsv(directory: Path, problems: list[str]) -> list[tuple[str, int, int, str]]:
+    """The rows of ``quarantine.tsv`` (file, line, record, reason); a malformed row is a problem."""
+    path = directory / "quarantine.tsv"
+    if not path.is_file():
+        problems.append(f"{path} is missing: the converter always writes it (a header line, then one line per "
+                        "skipped record)")
+        return []
+    out: list[tuple[str, int, int, str]] = []
+    lines = path.read_text(errors="replace").splitlines()
+    if not lines or lines[0] != "file\tline\trecord\treason":
+        problems.append(f"{path}, line 1: not the header file<TAB>line<TAB>record<TAB>reason")
+    for lineno, line in enumerate(lines[1:], start=2):
+        parts = line.split("\t")
+        try:
+            file, at, record, reason = parts
+            out.append((file, int(at), int(record), reason))
+        except ValueError:
+            problems.append(f"{path}, line {lineno}: malformed row {line[:80]!r}")
+    return out
+
+
+def _check_report(
+    directory: Path, manifest: dict[str, Any], report: dict[str, Any], total: int, per_label: np.ndarray | None,
+    quarantined: list[tuple[str, int, int, str]], problems: list[str],
+) -> None:
+    """Does the report reconcile with itself, the manifest, the shards and the quarantine files?"""
+    path = directory / fmt.REPORT_NAME
+    other = int(report.get("other_split", 0))
+    if report["records_in"] != report["written"] + report["skipped"] + other:
+        problems.append(
+            f"report does not reconcile: {report['records_in']} in != {report['written']} written + "
+            f"{report['skipped']} skipped + {other} on other split sides"
+        )
+    if report["written"] != total:
+        problems.append(f"report says {report['written']} written, shards hold {total}")
+    source = manifest.get("source", {})
+    for key in ("records_in", "skipped", "other_split"):
+        if key in source and key in report and int(report[key]) != int(source[key]):
+            problems.append(f"{path}: {key} is {report[key]}, the manifest's source says {source[key]}")
+    if "shards" in report and int(report["shards"]) != len(manifest["shards"]):
+        problems.append(f"{path}: {report['shards']} shards, the manifest lists {len(manifest['shards'])}")
+    if len(quarantined) != report["skipped"]:
+        problems.append(f"quarantine.tsv lists {len(quarantined)} records, report says {report['skipped']} skipped")
+    per_class = report.get("per_class")
+    if isinstance(per_class, dict):
+        names = display_names(manifest["label_names"], manifest["label_class_ids"])
+        if sum(int(v) for v in per_class.values()) != report["written"]:
+            problems.append(f"{path}: per_class counts sum to {sum(int(v) for v in per_class.values())}, "
+                            f"{report['written']} reads were written")
+        elif per_label is not None and per_class != dict(zip(names, per_label.tolist())):
+            wrong = [n for n, c in zip(names, per_label.tolist()) if per_class.get(n) != c]
+            problems.append(f"{path}: per_class disagrees with the shards' labels for {len(wrong)} class(es) "
+                            f"(e.g. {wrong[0]!r}: report {per_class.get(wrong[0])}, shards "
+                            f"{int(per_label[names.index(wrong[0])])})" if wrong else
+                            f"{path}: per_class names other classes than the manifest's label_names")
+    _check_quarantine_fa(directory, report, problems)
+
+
+def _check_quarantine_fa(directory: Path, report: dict[str, Any], problems: list[str]) -> None:
+    """``quarantine.fa`` holds the bytes and records the report says were kept."""
+    path = directory / fmt.QUARANTINE_NAME
+    q = report.get("quarantine")
+    if not path.is_file():
+        problems.append(f"{path} is missing: the converter always writes it (the skipped records, verbatim)")
+        return
+    size = path.stat().st_size
+    if not isinstance(q, dict):  # a report from before the quarantine cap: every skipped record is kept
+        if report["skipped"] and not size:
+            problems.append(f"{path} is empty, but {report['skipped']} records were skipped")
+        return
+    if size != int(q["bytes"]):
+        problems.append(f"{path}: {size:,} bytes, the report says {int(q['bytes']):,} were kept "
+                        f"({q['records_kept']} records): emptied, truncated or replaced")
+    if int(q["records_kept"]) + int(q["records_not_kept"]) != report["skipped"]:
+        problems.append(f"{fmt.REPORT_NAME}: quarantine keeps {q['records_kept']} + {q['records_not_kept']} not kept "
+                        f"records, but {report['skipped']} were skipped")
+    if int(q["records_kept"]) and not size:
+        problems.append(f"{path} is empty, but the report says it keeps {q['records_kept']} records")
 
 
 def _check_sources(
@@ -223,7 +339,8 @@ def _check_sources(
     L = int(manifest["max_length"])
     rng = np.random.default_rng(0)
     row = 0
-    n_records = n_checked = n_quarantine_seen = 0
+    n_records = n_checked = n_quarantine_seen = n_unseen = 0
+    nul: dict[str, bool] = {}
     for path in sources:
         base = os.path.basename(path)
         split = manifest["source"].get("split")
@@ -235,6 +352,10 @@ def _check_sources(
             if reason is not None:
                 if _has_problem(rec[0], rec[1], reason, rx, known):
                     n_quarantine_seen += 1
+                elif reason in ("non_nucleotide", "header_mismatch") and nul.setdefault(path, _has_nul(path)):
+                    # pyfastx reads C strings: a record's NUL byte (its reason) is invisible to it.
+                    n_quarantine_seen += 1
+                    n_unseen += 1
                 else:
                     problems.append(
                         f"{path}, record {record_index}: quarantined as {reason}, but the source record "
@@ -256,7 +377,8 @@ def _check_sources(
                         import h5py
 
                         with h5py.File(directory / entry["file"], "r") as f:
-                            maps[shard] = {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates", "record_numbers", "fragment_hashes")}
+                            maps[shard] = {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates",
+                                                                "record_numbers", "fragment_hashes", "strand_hashes") if k in f}
                 m = maps[shard]
                 r = row - int(counts[shard])
                 want = rec[1].translate(_IUPAC_TO_N)
@@ -275,6 +397,8 @@ def _check_sources(
                 frag = fragment_name(rid.encode(errors="surrogateescape"), group.encode(errors="surrogateescape") if group else None)
                 if int(m["fragment_hashes"][r]) != fnv1a64_one(frag):
                     problems.append(f"{path}, record {record_index}: stored fragment hash does not match {frag!r}")
+                if "strand_hashes" in m and int(m["strand_hashes"][r]) != strand_hash_one(want.encode()):
+                    problems.append(f"{path}, record {record_index}: stored strand hash is not the read's")
                 n_checked += 1
             row += 1
     if report is not None and n_records != report["records_in"]:
@@ -286,7 +410,19 @@ def _check_sources(
     messages.append(
         f"sources: {n_records:,} records re-read with pyfastx (FASTQ line by line); {n_checked:,} sampled reads decoded and matched; "
         f"{n_quarantine_seen:,} quarantined records found at their positions"
+        + (f" ({n_unseen:,} of them not checked: the source holds NUL bytes, which pyfastx cannot read)" if n_unseen else "")
     )
+
+
+def _has_nul(path: str) -> bool:
+    """Does the (plain or gzip) file hold a NUL byte? One streaming pass, only when asked."""
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        while block := f.read(1 << 24):
+            if b"\0" in block:
+                return True
+    return False
 
 
 def _bar(enabled: bool, total: int | None, desc: str, unit: str) -> Any:

@@ -72,6 +72,8 @@ def test_a_nul_byte_quarantines_its_record_wherever_it_is(reads, tmp_path: Path,
     q_line = int(tsv[0].split("\t")[1])
     assert q_line == text[:record_line].count(b"\n") + 1 and q_line in (line, line - 1)
     assert b"\x00" in (tmp_path / "out" / fmt.QUARANTINE_NAME).read_bytes()
+    rc, stdout, _ = _run("verify", tmp_path / "out", "--source", fa, "--no-progress")  # pyfastx cannot see NULs
+    assert rc == 0, stdout
 
 
 def test_binary_is_still_refused(tmp_path: Path) -> None:

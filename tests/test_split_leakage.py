@@ -92,7 +92,7 @@ def test_leakage_none_after_split_and_found_when_planted(reads, tmp_path: Path) 
     r = convert_cli("leakage", out / "train", out / "val", "--no-progress")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "fragments (mate pairs) in both: 0" in r.stdout and "identical sequences in both: 0" in r.stdout
-    assert r.stdout.rstrip().endswith("OK: no fragment or identical sequence is in both")
+    assert r.stdout.rstrip().endswith("OK: no fragment, read on either strand or identical sequence is in both")
     # Plant in a new dataset: two whole training fragments (4 records, verbatim) and one read
     # under a fresh fragment name carrying a third training read's sequence.
     train = ShardDataset(out / "train")
