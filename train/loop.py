@@ -344,13 +344,11 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _schedule_note(log_path: Path, bar: Any, step: int, max_steps: int, max_minutes: float | None,
-                   driven_by: str) -> None:
+def _schedule_note(log_path: Path, bar: Any, step: int, max_steps: int, max_minutes: float | None) -> None:
     """Say in log.jsonl and on stderr when the time budget takes over the learning-rate decay."""
-    _log(log_path, {"event": "schedule", "step": step, "driven_by": driven_by})
-    if driven_by == "time":
-        bar.write(f"step {step} of {max_steps}: the learning-rate decay now follows --max-minutes {max_minutes:g} "
-                  "(the steps would not fit in time), so the run ends at the end of its schedule")
+    _log(log_path, {"event": "schedule", "step": step, "driven_by": "time"})
+    bar.write(f"step {step} of {max_steps}: the learning-rate decay now follows --max-minutes {max_minutes:g} "
+              "(at this pace the steps would not fit in time), so the run ends at the end of its schedule")
 
 
 def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
@@ -489,7 +487,7 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (info.is_main and tc.progress), mininterval=1.0)
     stopped_by = "max_steps"
-    driven_by = budget.driven_by
+    time_noted = budget.driven_by == "time"
     interrupted = False
     sampler.set_epoch(epoch)  # same epoch after a resume: the loaded cursor is kept
     it = iter(loader)
@@ -556,10 +554,10 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
             loss_count = 0
 
         stop = False
-        if budget.driven_by != driven_by:  # which budget sets the learning rate now
-            driven_by = budget.driven_by
+        if budget.driven_by == "time" and not time_noted:  # said once: near a tie the two budgets alternate
+            time_noted = True
             if info.is_main:
-                _schedule_note(log_path, bar, step, tc.max_steps, tc.max_minutes, driven_by)
+                _schedule_note(log_path, bar, step, tc.max_steps, tc.max_minutes)
         if deadline is not None and _clock() > deadline:
             stop, stopped_by = True, "max_minutes"
         if tc.stop_at_step is not None and step >= tc.stop_at_step and step < tc.max_steps:
