@@ -67,7 +67,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 LOG_NAME = "log.jsonl"
 # What a run writes into OUT (batches-rank*.jsonl too): --overwrite removes only these.
-OUTPUT_NAMES = (CHECKPOINT_NAME, f".{CHECKPOINT_NAME}.tmp", METRICS_NAME, LOG_NAME, "config.json", "confusion.png")
+OUTPUT_NAMES = (CHECKPOINT_NAME, f".{CHECKPOINT_NAME}.tmp", METRICS_NAME, LOG_NAME, "config.json", "confusion.png",
+                "calibration.json")
 
 # The clock of --max-minutes (deadline and time-driven schedule); tests inject a fake one.
 _clock: Callable[[], float] = time.perf_counter
@@ -238,7 +239,7 @@ def _to_device(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, t
 
 @torch.no_grad()
 def evaluate(model: nn.Module, ds: ShardDataset, *, batch_size: int, info: DistInfo, precision: str,
-             max_reads: int | None = None) -> np.ndarray:
+             max_reads: int | None = None, log_probs: list[np.ndarray] | None = None) -> np.ndarray:
     """Confusion matrix of ``model`` on ``ds`` (all ranks share the work; summed over ranks).
 
     Args:
@@ -248,6 +249,8 @@ def evaluate(model: nn.Module, ds: ShardDataset, *, batch_size: int, info: DistI
         info: rank/world/device.
         precision: autocast policy (see :class:`~train.config.LoopConfig`).
         max_reads: evaluate on this many reads spread evenly over the set (None = all).
+        log_probs: if a list, rank 0 gets the (n, C) float32 log-softmax of every evaluated
+            read appended, in index order (calibration reuses them instead of a second pass).
 
     Returns:
         (C, C) int64 confusion matrix (rows: true label).
@@ -261,17 +264,37 @@ def evaluate(model: nn.Module, ds: ShardDataset, *, batch_size: int, info: DistI
     model.eval()
     # Workers are not worth their start-up here: one __getitems__ gather per batch is cheap.
     loader = ReadLoader(ds, batches, num_workers=0)
+    kept: list[np.ndarray] = []
     for batch in loader:
         batch = _to_device(batch, info.device)
         with _autocast(info.device, precision):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         cm += confusion_matrix(batch["labels"].cpu().numpy(), logits.argmax(-1).cpu().numpy(), C)
+        if log_probs is not None:
+            kept.append(torch.log_softmax(logits.float(), dim=-1).cpu().numpy())
     if info.distributed:
         t = torch.from_numpy(cm).to(info.device)
         dist.all_reduce(t)
         cm = t.cpu().numpy()
+    if log_probs is not None:
+        _gather_log_probs(kept, batches, info, log_probs, C)
     model.train(was_training)
     return cm
+
+
+def _gather_log_probs(kept: list[np.ndarray], batches: list[np.ndarray], info: DistInfo,
+                      into: list[np.ndarray], num_classes: int) -> None:
+    """Rank 0 appends every rank's log-probabilities to ``into`` in read-index order."""
+    mine = (np.concatenate(kept) if kept else np.zeros((0, num_classes), np.float32),
+            np.concatenate(batches) if batches else np.zeros(0, np.int64))
+    parts = [mine]
+    if info.distributed:
+        parts = [None] * info.world_size
+        dist.all_gather_object(parts, mine)
+    if info.is_main:
+        lp = np.concatenate([p[0] for p in parts])
+        order = np.argsort(np.concatenate([p[1] for p in parts]), kind="stable")
+        into.append(lp[order])
 
 
 def tokenizer_identity(spec: str) -> dict[str, Any]:
@@ -325,6 +348,9 @@ def _clear_previous_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)  # unlink never follows a symlink
     for p in out.glob("batches-rank*.jsonl"):
         p.unlink()
+    from train.evaluate import clear_evaluation
+
+    clear_evaluation(out / "eval" / "val")
 
 
 def train_loader(ds: ShardDataset, batch_sampler: Any, *, num_workers: int, seed: int, pin_memory: bool) -> ReadLoader:
@@ -469,9 +495,9 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
         if info.distributed:
             dist.barrier()
 
-    def run_eval(max_reads: int | None) -> np.ndarray:
+    def run_eval(max_reads: int | None, log_probs: list[np.ndarray] | None = None) -> np.ndarray:
         cm = evaluate(raw_model, val_ds, batch_size=tc.eval_batch_size, info=info, precision=tc.precision,
-                      max_reads=max_reads)
+                      max_reads=max_reads, log_probs=log_probs)
         m = metrics_from_confusion(cm)
         rec = {"step": step, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_reads": m["num_reads"]}
         history.append(rec)
@@ -591,7 +617,8 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     if interrupted:
         return {"interrupted": True, "step": step}
 
-    cm = run_eval(None)
+    val_log_probs: list[np.ndarray] = []
+    cm = run_eval(None, val_log_probs)
     result: dict[str, Any] = {}
     if info.is_main:
         m = metrics_from_confusion(cm)
@@ -631,6 +658,13 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
                 result["beats_baseline"] = m["accuracy"] > base["val_accuracy"]
             except (BaselineError, FormatError) as exc:
                 result["baseline_error"] = str(exc)
+        from train.evaluate import evaluate_val
+
+        try:  # RUN/calibration.json and RUN/eval/val/ from the logits just computed
+            result["calibration"] = evaluate_val(out, val_ds, val_log_probs[0], cfg=cfg, step=step)
+        except (ValueError, OSError) as exc:  # FormatError and CalibrationError are ValueErrors
+            result["calibration_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"warning: calibration and RUN/eval/val not written: {exc}", file=sys.stderr)
         write_json(out / METRICS_NAME, result)
         plot_confusion(cm, names, out / "confusion.png",
                        title=f"val accuracy {100 * m['accuracy']:.2f}%, macro-F1 {100 * m['macro_f1']:.2f}%")
