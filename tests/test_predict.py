@@ -213,6 +213,22 @@ def test_errors_are_one_paragraph(trained: dict[str, Path], tmp_path: Path, caps
     fails(run, fa, "--out", str(link), expect="link")
 
 
+def test_run_is_self_contained(trained: dict[str, Path], tmp_path: Path) -> None:
+    """The checkpoint holds the class table and tokenizer: a run predicts after its training set moved."""
+    moved = tmp_path / "run"
+    shutil.copytree(trained["run"], moved)
+    cfg = json.loads((moved / "config.json").read_text())
+    cfg["data"]["train"] = cfg["data"]["val"] = str(tmp_path / "gone")
+    (moved / "config.json").write_text(json.dumps(cfg))
+    run = load_run(moved, device="cpu")
+    assert run.classes.names == [f"species_{c}" for c in range(C)] and list(run.classes.class_ids) == [100, 101, 102, 103]
+    assert list(run.classes.tax_ids) == [5000, 5001, 5002, 5003] and run.max_length == 152
+    ref = np.concatenate([s.log_probs for s in score_reads(load_run(trained["run"], device="cpu"), [trained["val_fa"]],
+                                                           progress=False)])
+    got = np.concatenate([s.log_probs for s in score_reads(run, [trained["val_fa"]], progress=False)])
+    assert np.array_equal(ref, got)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,extra", [("bert", {}), ("dnabert2", {}),
                                         ("llama", {"lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}})])

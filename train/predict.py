@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one call per fragment from both mates: auto (when names show mates), on, off")
     p.add_argument("--batch-size", type=int, default=None, help="reads per forward pass (default 1024 GPU, 256 CPU)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores but one, which parses and writes)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of an earlier predict in --out (other files there are left alone)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -260,6 +261,18 @@ def predict(run: LoadedRun, inputs: Sequence[str], out: Path, *, min_confidence:
     return report
 
 
+def _set_threads(threads: int | None) -> None:
+    """``--threads``, else all cores but one: the parsing thread and the writer need the last one,
+    and OpenMP barriers stall when a torch thread shares a core with them."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1) if hasattr(os, "sched_getaffinity")
+                              else max(1, (os.cpu_count() or 2) - 1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m train predict``; returns the exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
@@ -270,13 +283,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FormatError(f"--batch-size {args.batch_size}: give a positive number of reads")
         out = Path(args.out)
         check_out_dir(out, args.overwrite)
-        if args.threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(args.threads)
-        run = load_run(args.run, device=args.device)
-        rep = predict(run, args.inputs, out, min_confidence=args.min_confidence, pairs=args.pairs,
-                      batch_size=args.batch_size, progress=args.progress)
+        threads = torch.get_num_threads()
+        _set_threads(args.threads)
+        try:
+            run = load_run(args.run, device=args.device)
+            rep = predict(run, args.inputs, out, min_confidence=args.min_confidence, pairs=args.pairs,
+                          batch_size=args.batch_size, progress=args.progress)
+        finally:
+            torch.set_num_threads(threads)  # main() also runs in-process (tests, notebooks)
     except FormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
