@@ -195,11 +195,17 @@ _SNIFF_BYTES = 4096
 _CONTROL = np.zeros(256, dtype=bool)
 _CONTROL[[*range(9), *range(14, 32), 127]] = True
 _BINARY_MIN = 8  # a few stray bytes (one NUL) are one bad record, quarantined where it is
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
 def _looks_binary(sample: bytes) -> bool:
-    """True if ``sample`` is not text: over 1% (and at least ``_BINARY_MIN``) of its bytes are
-    control bytes or bytes that are not part of valid UTF-8 (``φ``, ``é`` in headers are text)."""
+    """True if ``sample`` is not text: more than 1% (and more than ``_BINARY_MIN``) of its bytes
+    are control bytes, or more than 10% are not part of valid UTF-8.
+
+    Bytes above 126 that decode as UTF-8 (``φ``, ``–``, ``é`` in headers) are text, and so is
+    the odd Latin-1 header byte; compressed data has ~10% control bytes and is mostly invalid
+    UTF-8.
+    """
     if not sample:
         return False
     control = int(_CONTROL[np.frombuffer(sample, dtype=np.uint8)].sum())
@@ -207,10 +213,7 @@ def _looks_binary(sample: bytes) -> bool:
     # keeps a character cut at the end of the sample out of the count.
     text = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(sample, final=False)
     invalid = len(_ESCAPED.findall(text))
-    return control + invalid > max(_BINARY_MIN, 0.01 * len(sample))
-
-
-_ESCAPED = re.compile("[\udc80-\udcff]")
+    return control > max(_BINARY_MIN, 0.01 * len(sample)) or invalid > max(_BINARY_MIN, 0.1 * len(sample))
 
 
 def _sniff_bytes(path: Path, head: bytes) -> str:

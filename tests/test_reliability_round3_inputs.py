@@ -39,14 +39,15 @@ def reads(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_reads(tmp_path_factory.mktemp("in") / "r.fa", n_per_class=300)
 
 
-def test_utf8_header_descriptions_are_text(reads, tmp_path: Path) -> None:
+@pytest.mark.parametrize("description", [" Bacillus phage \u03c629 \u2013 r\u00e9ad".encode(),  # UTF-8
+                                         " Bacillus phage 29 r\u00e9ad".encode("latin-1")], ids=["utf8", "latin1"])
+def test_header_descriptions_beyond_ascii_are_text(reads, tmp_path: Path, description: bytes) -> None:
     inp, mapping = reads
     text = inp.read_bytes()
     # A description after the record id on every header of the first 64 KiB (what the sniff reads).
     head, tail = text[: 1 << 16], text[1 << 16 :]
-    utf8 = head.replace(b"/1\n", " Bacillus phage \u03c629 \u2013 r\u00e9ad\n".encode().join((b"/1", b"")))
-    fa = tmp_path / "utf8.fa"
-    fa.write_bytes(utf8 + tail)
+    fa = tmp_path / "described.fa"
+    fa.write_bytes(head.replace(b"/1\n", b"/1" + description + b"\n") + tail)
     rc, out, err = _run(fa, "--mapping", mapping, "--out", tmp_path / "out", *_SIX)
     assert rc == 0, err
     report = json.loads((tmp_path / "out" / fmt.REPORT_NAME).read_text())
