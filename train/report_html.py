@@ -68,8 +68,9 @@ def plot_class_f1(names: Sequence[str], series: Mapping[str, Sequence[float | No
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1")
     ax.set_title("per-class F1")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    # below the axes: inside, it would cover the bars of the last classes
+    fig.legend(fontsize=8, loc="lower center", ncol=max(1, len(series)), frameon=False)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
     _save(fig, Path(path))
 
 
