@@ -135,15 +135,15 @@ def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str
     if ((labels < 0) | (labels >= C)).any():
         problems.append(f"{path}: labels outside 0..{C - 1}")
         return None
-    else:
-        want_cid = np.asarray(manifest["label_class_ids"], dtype=np.int64)[labels]
-        if (want_cid != class_ids).any():
-            problems.append(f"{path}: {(want_cid != class_ids).sum()} class ids disagree with their labels")
-        if not np.array_equal(np.diff(offsets), np.bincount(labels, minlength=C)) or not np.array_equal(
-            np.sort(rows), np.arange(n)
-        ) or (np.diff(labels[rows]) < 0).any():
-            problems.append(f"{path}: per-class row index (class_offsets/class_rows) is inconsistent")
-    return np.bincount(labels, minlength=C)
+    want_cid = np.asarray(manifest["label_class_ids"], dtype=np.int64)[labels]
+    if (want_cid != class_ids).any():
+        problems.append(f"{path}: {(want_cid != class_ids).sum()} class ids disagree with their labels")
+    per_label = np.bincount(labels, minlength=C)
+    if not np.array_equal(np.diff(offsets), per_label) or not np.array_equal(
+        np.sort(rows), np.arange(n)
+    ) or (np.diff(labels[rows]) < 0).any():
+        problems.append(f"{path}: per-class row index (class_offsets/class_rows) is inconsistent")
+    return per_label
 
 
 def verify_dataset(
@@ -379,26 +379,8 @@ def _check_sources(
                         with h5py.File(directory / entry["file"], "r") as f:
                             maps[shard] = {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates",
                                                                 "record_numbers", "fragment_hashes", "strand_hashes") if k in f}
-                m = maps[shard]
-                r = row - int(counts[shard])
-                want = rec[1].translate(_IUPAC_TO_N)
-                got = tok.decode(m["input_ids"][r][: int(m["lengths"][r])])
-                if not (got == want or (int(m["lengths"][r]) == L and want.startswith(got[: max(len(got) - 8, 0)]))):
-                    problems.append(f"{path}, record {record_index}: stored tokens decode to {got[:30]}..., source read is {want[:30]}...")
-                match = rx.match(rec[0])
-                if match is None or int(match.group("class_id")) != int(m["class_ids"][r]):
-                    problems.append(f"{path}, record {record_index}: class id does not match the header {rec[0]!r}")
-                elif match.groupdict().get("mate") and int(match.group("mate")) != int(m["mates"][r]):
-                    problems.append(f"{path}, record {record_index}: mate does not match the header {rec[0]!r}")
-                if int(m["record_numbers"][r]) != record_index:
-                    problems.append(f"{path}, record {record_index}: stored record number is {int(m['record_numbers'][r])}")
-                rid = rec[0].split(None, 1)[0] if rec[0].strip() else ""
-                group = match.groupdict().get("name") if match is not None else None
-                frag = fragment_name(rid.encode(errors="surrogateescape"), group.encode(errors="surrogateescape") if group else None)
-                if int(m["fragment_hashes"][r]) != fnv1a64_one(frag):
-                    problems.append(f"{path}, record {record_index}: stored fragment hash does not match {frag!r}")
-                if "strand_hashes" in m and int(m["strand_hashes"][r]) != strand_hash_one(want.encode()):
-                    problems.append(f"{path}, record {record_index}: stored strand hash is not the read's")
+                _check_row(maps[shard], row - int(counts[shard]), rec, f"{path}, record {record_index}", record_index,
+                           tok, rx, L, problems)
                 n_checked += 1
             row += 1
     if report is not None and n_records != report["records_in"]:
@@ -423,6 +405,31 @@ def _has_nul(path: str) -> bool:
             if b"\0" in block:
                 return True
     return False
+
+
+def _check_row(
+    m: dict[str, np.ndarray], r: int, rec: tuple[str, str], where: str, record_index: int, tok: Any,
+    rx: re.Pattern[str], L: int, problems: list[str],
+) -> None:
+    """Compare stored row ``r`` of a shard's columns ``m`` with its source record ``rec`` (id, sequence)."""
+    want = rec[1].translate(_IUPAC_TO_N)
+    got = tok.decode(m["input_ids"][r][: int(m["lengths"][r])])
+    if not (got == want or (int(m["lengths"][r]) == L and want.startswith(got[: max(len(got) - 8, 0)]))):
+        problems.append(f"{where}: stored tokens decode to {got[:30]}..., source read is {want[:30]}...")
+    match = rx.match(rec[0])
+    if match is None or int(match.group("class_id")) != int(m["class_ids"][r]):
+        problems.append(f"{where}: class id does not match the header {rec[0]!r}")
+    elif match.groupdict().get("mate") and int(match.group("mate")) != int(m["mates"][r]):
+        problems.append(f"{where}: mate does not match the header {rec[0]!r}")
+    if int(m["record_numbers"][r]) != record_index:
+        problems.append(f"{where}: stored record number is {int(m['record_numbers'][r])}")
+    rid = rec[0].split(None, 1)[0] if rec[0].strip() else ""
+    group = match.groupdict().get("name") if match is not None else None
+    frag = fragment_name(rid.encode(errors="surrogateescape"), group.encode(errors="surrogateescape") if group else None)
+    if int(m["fragment_hashes"][r]) != fnv1a64_one(frag):
+        problems.append(f"{where}: stored fragment hash does not match {frag!r}")
+    if "strand_hashes" in m and int(m["strand_hashes"][r]) != strand_hash_one(want.encode()):
+        problems.append(f"{where}: stored strand hash is not the read's")
 
 
 def _bar(enabled: bool, total: int | None, desc: str, unit: str) -> Any:
