@@ -149,7 +149,7 @@ class Ran:
     stderr: str
 
 
-def _in_process(main: Callable[[Sequence[str]], int], args: Sequence[str | os.PathLike[str]], cwd: Path | None) -> Ran:
+def in_process(main: Callable[[Sequence[str]], int], args: Sequence[str | os.PathLike[str]], cwd: Path | None) -> Ran:
     """``main(args)`` with stdout/stderr captured; argparse's ``SystemExit`` becomes the exit code."""
     out, err = io.StringIO(), io.StringIO()
     old = os.getcwd()
@@ -172,14 +172,14 @@ def convert_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> Ran:
     than a subprocess; tests where the process itself is the point use :func:`run_convert`."""
     from convert.cli import main
 
-    return _in_process(main, args, cwd)
+    return in_process(main, args, cwd)
 
 
 def train_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> Ran:
     """``python -m train ARGS`` in this process (``train.cli.main``)."""
     from train.cli import main
 
-    return _in_process(main, args, cwd)
+    return in_process(main, args, cwd)
 
 
 @pytest.fixture
