@@ -96,6 +96,7 @@ def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path) -> 
         dataset_id=manifest.get("dataset_id"),
         max_record_bytes=opts.max_record_bytes,
         split=src.get("split"),  # a --split side keeps only its rows
+        strand_hashes=all("strand_hashes" in e["offsets"] for e in manifest["shards"]),  # as the dataset has it
     )
 
 

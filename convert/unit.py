@@ -85,6 +85,9 @@ class _Settings:
     # (convert.pipeline), so no worker waits on the disk. A unit record is only trusted after
     # its shard's size and sha256 are checked, so an unsynced one lost to a crash is redone.
     sync: bool = True
+    # Write the strand_hashes column; False re-makes a shard of a dataset converted before it
+    # existed (convert.repair), byte for byte.
+    strand_hashes: bool = True
 
 
 Settings = _Settings  # public name for convert.repair
@@ -399,6 +402,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
                 q_ends.append(q_bytes)
             q_tsv.write(f"{unit.file}\t{line}\t{unit.first_record + index}\t{problem}\n")
         ids, full = tok.encode(rows.seqs, rows.offsets, s.max_length)
+        optional = {"strand_hashes": strand_hashes(rows.seqs, rows.offsets)} if s.strand_hashes else {}
         lengths = np.minimum(full, s.max_length).astype(np.int16)
         tmp = staging / f".{fmt.shard_name(shard_index)}.tmp"
         entry = fmt.write_shard(
@@ -413,7 +417,7 @@ def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
                 "mates": rows.mates,
                 "record_numbers": rows.record_index + unit.first_record,
                 "fragment_hashes": rows.fragment_hashes,
-                "strand_hashes": strand_hashes(rows.seqs, rows.offsets),
+                **optional,
             },
             num_classes=s.label_map.num_classes,
             tokenizer=s.tokenizer_info,

@@ -120,3 +120,41 @@ def test_datasets_without_strand_hashes_still_compare_and_say_so(tmp_path: Path)
     assert rc in (0, 1) and (rc == 1) == ("FOUND" in stdout)
     if rc == 0:
         assert "(reverse complements not checked)" in stdout.splitlines()[-1]
+
+
+def _without_strand_hashes(src: Path, dst: Path) -> None:
+    """``src`` rewritten as a converter before ``strand_hashes`` wrote it: same shards minus the column."""
+    import h5py
+
+    dst.mkdir()
+    m = fmt.read_manifest(src)
+    for k, e in enumerate(m["shards"]):
+        with h5py.File(src / e["file"], "r") as f:
+            vectors = {name: f[name][:] for name in fmt.ROW_VECTORS if name != "class_rows"}
+            ids = f["input_ids"][:]
+            source = json.loads(f.attrs["source"])
+        entry = fmt.write_shard(dst / e["file"], input_ids=ids, vectors=vectors, num_classes=m["num_classes"],
+                                tokenizer=m["tokenizer"], shard_index=k, layout=m["layout"],
+                                compression=m["compression"], extra_attrs={"source": source},
+                                dataset_id=m["dataset_id"])
+        e.update(entry)
+    fmt.write_manifest(dst, m)
+    for name in (fmt.REPORT_NAME, fmt.QUARANTINE_NAME, "quarantine.tsv"):
+        (dst / name).write_bytes((src / name).read_bytes())
+
+
+def test_an_older_dataset_without_the_column_loads_verifies_and_repairs(train, tmp_path: Path) -> None:
+    out, inp, mapping = train
+    old = tmp_path / "old"
+    _without_strand_hashes(out, old)
+    assert not any("strand_hashes" in e["offsets"] for e in fmt.read_manifest(old)["shards"])
+    assert len(ShardDataset(old)) == len(ShardDataset(out))
+    rc, stdout, _ = _run("verify", old, "--source", inp, "--no-progress")
+    assert rc == 0, stdout
+    before = [e["sha256"] for e in fmt.read_manifest(old)["shards"]]
+    (old / fmt.read_manifest(old)["shards"][1]["file"]).write_bytes(b"")  # damaged: --resume re-converts it
+    rc, _, err = _run(inp, "--mapping", mapping, "--out", old, "--tokenizer", "dnabert-6mer", "--reads-per-shard", "70",
+                      "--no-progress", "--resume")
+    assert rc == 0, err
+    assert [e["sha256"] for e in fmt.read_manifest(old)["shards"]] == before
+    assert fastparse.strand_hashes is not None and _run("verify", old, "--no-progress")[0] == 0
