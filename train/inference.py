@@ -297,16 +297,20 @@ def forward_log_probs(run: LoadedRun, ids: np.ndarray, lengths: np.ndarray, batc
     n = ids.shape[0]
     out = np.empty((n, len(run.classes)), dtype=np.float32)
     lengths = np.minimum(np.asarray(lengths, dtype=np.int64), ids.shape[1])
+    # Batches of similar lengths, each trimmed to its longest read: less padding to compute
+    # (reads of 100-150 bp: ~20% fewer positions); the masked padding does not change a read's scores.
+    order = np.argsort(lengths, kind="stable")
     for a in range(0, n, batch_size):
-        b = min(n, a + batch_size)
-        width = max(1, int(lengths[a:b].max()))  # trimmed to the longest read, as the training loader does
-        x = torch.from_numpy(ids[a:b, :width].astype(np.int64))
-        mask = torch.from_numpy((np.arange(width)[None, :] < lengths[a:b, None]).astype(np.int64))
+        rows = order[a : a + batch_size]
+        ln = lengths[rows]
+        width = max(1, int(ln.max()))
+        x = torch.from_numpy(ids[rows, :width].astype(np.int64))
+        mask = torch.from_numpy((np.arange(width)[None, :] < ln[:, None]).astype(np.int64))
         x, mask = x.to(run.device, non_blocking=True), mask.to(run.device, non_blocking=True)
         with _autocast(run.device):
             logits = run.model(input_ids=x, attention_mask=mask).logits
         lp = torch.log_softmax(logits.float() / run.temperature, dim=-1)
-        out[a:b] = lp.cpu().numpy()
+        out[rows] = lp.cpu().numpy()
     return out
 
 
