@@ -38,6 +38,8 @@ from .format import (
 
 __all__ = [
     "ACCESS_MODES",
+    "CorruptRowError",
+    "first_bad_row",
     "ShardReader",
     "available_memory",
     "choose_access",
@@ -89,6 +91,25 @@ _REOPEN = (
     "the dataset changed since it was opened (rebuilt, replaced or modified under the reader); "
     "reopen it (create a new ShardDataset / restart the DataLoader)"
 )
+
+
+def first_bad_row(lengths: np.ndarray, labels: np.ndarray, max_length: int, num_classes: int) -> int:
+    """Position of the first row whose label is outside 0..C-1 or length outside 0..L, else -1.
+
+    One unsigned maximum per field (a negative value reads as a huge one): ~1 us per batch.
+    """
+    lab, ln = np.asarray(labels), np.asarray(lengths)
+    if not lab.size:
+        return -1
+    ulab = lab.view(np.dtype(f"u{lab.dtype.itemsize}"))
+    uln = ln.view(np.dtype(f"u{ln.dtype.itemsize}"))
+    if int(ulab.max()) < num_classes and int(uln.max()) <= max_length:
+        return -1
+    return int(np.flatnonzero((ulab >= num_classes) | (uln > max_length))[0])
+
+
+class CorruptRowError(FormatError):
+    """A stored label or length outside its range (a damaged shard); never served."""
 
 
 def file_identity(path: str) -> tuple[int, int, int, int]:
@@ -219,6 +240,77 @@ class ShardReader:
         """Number of shard files."""
         return len(self.files)
 
+    def _overwrite_advice(self) -> str:
+        inputs = self.manifest.get("source", {}).get("inputs") or ["INPUT"]
+        shown = " ".join(str(x) for x in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
+        return (f"re-convert it: `python -m convert {shown} --out {self.directory} --mapping TSV --overwrite` "
+                f"(`python -m convert verify {self.directory}` lists what differs)")
+
+    def check_row_counts(self) -> None:
+        """Compare the manifest's row count with its own record of the conversion (no file read).
+
+        The converter publishes only when records in = rows written + skipped + sent to the
+        other split side; a manifest whose shard row counts were edited no longer adds up.
+        Manifests without those counts (written by other tools) pass.
+
+        Raises:
+            FormatError: naming the manifest, both numbers and the command that repairs.
+        """
+        src = self.manifest.get("source")
+        if not isinstance(src, Mapping):
+            return
+        parts = [src.get(k, 0 if k == "other_split" else None) for k in ("records_in", "skipped", "other_split")]
+        if not all(type(x) is int for x in parts):
+            return
+        expect, have = parts[0] - parts[1] - parts[2], int(self.starts[-1])
+        if expect != have:
+            raise FormatError(
+                f"{self.directory / 'manifest.json'}: its shards' num_rows add up to {have} reads, but its "
+                f"source counts {parts[0]} records in, {parts[1]} skipped and {parts[2]} on the other split "
+                f"side, i.e. {expect} written: the manifest was edited or damaged; {self._overwrite_advice()}"
+            )
+
+    def check_class_offsets(self, s: int, offsets: np.ndarray) -> None:
+        """Check shard ``s``'s stored CSR offsets (C+1) against the manifest's row count.
+
+        The shard records its own row count as ``class_offsets[C]``; a manifest that says
+        otherwise would serve too few rows or index past its vectors.
+
+        Raises:
+            FormatError: naming the shard, both counts and the command that repairs.
+        """
+        n = int(self.counts[s])
+        if offsets.size and int(offsets[-1]) == n and int(offsets[0]) == 0:
+            return
+        held = int(offsets[-1]) if offsets.size else 0
+        raise FormatError(
+            f"{self.files[s]}: the shard holds {held} reads (its class index), but "
+            f"{self.directory / 'manifest.json'} says num_rows {n}: the manifest was edited or damaged; "
+            f"{self._overwrite_advice()}"
+        )
+
+    def corrupt_row(self, s: int, row: int, label: int, length: int, index: int | None = None) -> CorruptRowError:
+        """The error for row ``row`` of shard ``s`` whose label or length is out of range."""
+        L, C = self.max_length, self.num_classes
+        what = (f"label {label} outside 0..{C - 1}" if not 0 <= label < C else f"length {length} outside 0..{L}")
+        at = "" if index is None else f" (global index {index})"
+        return CorruptRowError(
+            f"{self.files[s]}: row {row}{at} holds {what}; the shard is damaged (a bad disk block, an edit "
+            f"or a copy error) and is not served. `python -m convert verify {self.directory}` lists every "
+            f"damaged shard and `python -m convert INPUT --out {self.directory} --resume` re-converts them "
+            "from the inputs (INPUT: the files the dataset was converted from)"
+        )
+
+    def check_rows(self, s: int, rows: np.ndarray | int, lengths: np.ndarray, labels: np.ndarray) -> None:
+        """Raise :meth:`corrupt_row` for the first of these rows (of shard ``s``) out of range.
+
+        ``rows``: the shard rows of ``lengths``/``labels`` (an array), or the first of a range.
+        """
+        k = first_bad_row(lengths, labels, self.max_length, self.num_classes)
+        if k >= 0:
+            row = int(rows[k]) if isinstance(rows, np.ndarray) else int(rows) + k
+            raise self.corrupt_row(s, row, int(labels[k]), int(lengths[k]), int(self.starts[s]) + row)
+
     def extent(self, s: int, name: str) -> tuple[np.dtype, tuple[int, ...]]:
         """``(dtype, shape)`` of dataset ``name`` in shard ``s``."""
         return DATASET_DTYPES[name], dataset_shape(name, int(self.counts[s]), self.max_length, self.num_classes)
@@ -311,12 +403,15 @@ class ShardReader:
 
         Raises:
             FormatError: ``input_ids`` is compressed (read it by HDF5 chunks instead).
+            CorruptRowError: a label or length out of range.
         """
         L = self.max_length
         if n and self.offsets[s].get("input_ids") is None:
             raise FormatError(f"{self.files[s]}: input_ids is compressed; read it by chunks")
-        return {
+        out = {
             "input_ids": self.pread(s, "input_ids", row0 * L, n * L).reshape(n, L),
             "lengths": self.pread(s, "lengths", row0, n),
             "labels": self.pread(s, "labels", row0, n).astype(np.int64),
         }
+        self.check_rows(s, row0, out["lengths"], out["labels"])
+        return out

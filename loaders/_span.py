@@ -26,6 +26,19 @@ byte address against the span before copying. It does in one call what the numpy
 in about ten (each numpy call costs about a microsecond, the size of a 256-row copy); the
 numpy path stays for when numba cannot be imported.
 
+Both passes also check what they serve: a label outside 0..C-1 or a length outside 0..L (a
+corrupt shard) is refused through the owner's ``on_bad`` callback, which names the shard and
+row; the compiled pass compares each row's two values as it copies them, the numpy path does
+one vectorised comparison per field and batch.
+
+Fork safety: the compiled passes are imported, compiled (or loaded from numba's cache) and
+run once on empty arrays under ``_KERNEL_LOCK``, and an ``os.register_at_fork`` hook takes
+that lock before every fork. A fork therefore never happens while another thread is inside
+numba's import or compiler (whose locks a child would inherit held and wait on forever): it
+waits until the load is done, and the child gets a fresh lock and the loaded passes. Should
+the wait exceed ``_FORK_WAIT_S`` the child is forked anyway and serves with the numpy path,
+never importing numba itself.
+
 The prefetch pass (:meth:`SpanTable.prefetch_rows`) walks the same addresses without
 copying: for each row's byte range of each field it asks ``mincore`` whether the pages are
 resident and, where not, issues ``madvise(MADV_WILLNEED)``, which starts the reads and
@@ -38,11 +51,14 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import sys
 import threading
 from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
+
+from convert.reader import first_bad_row
 
 __all__ = ["SpanTable", "SpanSnapshot", "FIELDS"]
 
@@ -62,7 +78,7 @@ class SpanSnapshot(NamedTuple):
 
 
 # Status codes of the compiled pass.
-_OK, _OUT_OF_RANGE, _UNREGISTERED, _OUTSIDE_SPAN = 0, 1, 2, 3
+_OK, _OUT_OF_RANGE, _UNREGISTERED, _OUTSIDE_SPAN, _BAD_VALUE = 0, 1, 2, 3, 4
 
 
 def _locate_py(i: int, starts: np.ndarray, base: np.ndarray) -> tuple[int, int]:
@@ -90,11 +106,13 @@ _locate: Any = _locate_py
 
 
 def _gather_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, item: np.ndarray, raw: np.ndarray,
-                    out_ids: np.ndarray, out_lens: np.ndarray, out_labs: np.ndarray) -> int:
+                    out_ids: np.ndarray, out_lens: np.ndarray, out_labs: np.ndarray, num_classes: int,
+                    max_length: int) -> int:
     """Locate, check and copy global rows ``idx`` (compiled by numba; see the module invariant).
 
     ``out_ids`` is the (B, L) int16 output viewed as (B, 2L) bytes. Fields are assembled
-    from little-endian bytes because a row's address has no alignment.
+    from little-endian bytes because a row's address has no alignment. Stops with
+    ``_BAD_VALUE`` after copying the first row whose label or length is out of range.
     """
     W = out_ids.shape[1]
     top = raw.size
@@ -114,6 +132,8 @@ def _gather_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, item:
             np.uint32(raw[o2]) | (np.uint32(raw[o2 + 1]) << 8) | (np.uint32(raw[o2 + 2]) << 16)
             | (np.uint32(raw[o2 + 3]) << 24)
         )
+        if out_labs[k] < 0 or out_labs[k] >= num_classes or out_lens[k] < 0 or out_lens[k] > max_length:
+            return _BAD_VALUE
     return _OK
 
 
@@ -153,54 +173,102 @@ def _prefetch_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, ite
 
 
 _KERNEL: list[Callable[..., int] | None] = []  # [compiled pass or None], filled on first use
-_KERNEL_LOCK = threading.Lock()
-
-
+# Held while a pass is imported and compiled, and by the fork hook (see the module docstring).
+_KERNEL_LOCK = threading.RLock()
+_LOADING: list[int] = [0]  # loads in progress (read by the fork hook)
+_FORK_WAIT_S = 300.0  # the longest a fork waits for a load in another thread (a cold compile: seconds)
+_fork_state = threading.local()
 _PREFETCH: list[Callable[..., int] | None] = []
 _madvise: Any = None
 _mincore: Any = None
 
 
+def _empty_args() -> tuple[Any, ...]:
+    """Arguments of the passes' exact types (the real calls' flags), over no rows: for compiling."""
+    raw = np.zeros(8, dtype=np.uint8)
+    raw.flags.writeable = False  # snapshots are read-only views
+    return (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((3, 1), np.int64), np.zeros(3, np.int64), raw)
+
+
+def _load(slot: list[Callable[..., int] | None], make: Callable[[], Callable[..., int] | None]) -> Callable[..., int] | None:
+    """Fill ``slot`` once with ``make()``, under ``_KERNEL_LOCK`` (import and compile included)."""
+    if not slot:
+        with _KERNEL_LOCK:
+            if not slot:
+                _LOADING[0] += 1
+                try:
+                    fn = make()
+                except Exception:  # numba missing or broken: the numpy path serves
+                    fn = None
+                finally:
+                    _LOADING[0] -= 1
+                slot.append(fn)
+    return slot[0]
+
+
+def _make_gather() -> Callable[..., int] | None:
+    global _locate
+    if sys.byteorder != "little":  # the pass assembles fields from little-endian bytes
+        return None
+    import numba
+
+    _locate = numba.njit(nogil=True, cache=True, inline="always")(_locate_py)
+    fn = numba.njit(nogil=True, cache=True)(_gather_rows_py)
+    # Compile now, under the lock: a first call elsewhere would compile outside it.
+    fn(*_empty_args(), np.empty((0, 2), np.uint8), np.empty(0, np.int16), np.empty(0, np.int64), 1, 1)
+    return fn
+
+
+def _make_prefetch() -> Callable[..., int] | None:
+    global _madvise, _mincore
+    if not (sys.platform.startswith("linux") and hasattr(mmap, "MADV_WILLNEED") and _kernel() is not None):
+        return None
+    from numba import njit, types
+
+    # Addresses travel as intp (a pointer's width here); linked by symbol name, so numba can
+    # cache the compiled pass on disk. Old numba without these: prefetching is an optimisation.
+    _madvise = types.ExternalFunction("madvise", types.intc(types.intp, types.uintp, types.intc))
+    _mincore = types.ExternalFunction("mincore", types.intc(types.intp, types.uintp, types.intp))
+    fn = njit(nogil=True, cache=True)(_prefetch_rows_py)
+    fn(*_empty_args(), 2, mmap.PAGESIZE, mmap.MADV_WILLNEED)
+    return fn
+
+
 def _prefetch_kernel() -> Callable[..., int] | None:
     """The compiled prefetch pass, or None (no numba, or no ``madvise``/``mincore`` here)."""
-    global _madvise, _mincore
-    if not _PREFETCH:
-        have_numba = _kernel() is not None  # before taking the lock: _kernel takes it too
-        with _KERNEL_LOCK:
-            if not _PREFETCH:
-                fn: Any = None
-                if sys.platform.startswith("linux") and hasattr(mmap, "MADV_WILLNEED") and have_numba:
-                    try:
-                        from numba import njit, types
-
-                        # Addresses travel as intp (a pointer's width here); linked by symbol
-                        # name, so numba can cache the compiled pass on disk.
-                        _madvise = types.ExternalFunction("madvise", types.intc(types.intp, types.uintp, types.intc))
-                        _mincore = types.ExternalFunction("mincore", types.intc(types.intp, types.uintp, types.intp))
-                        fn = njit(nogil=True, cache=True)(_prefetch_rows_py)
-                    except Exception:  # old numba: prefetching is an optimisation, reads still work
-                        fn = None
-                _PREFETCH.append(fn)
-    return _PREFETCH[0]
+    return _load(_PREFETCH, _make_prefetch)
 
 
 def _kernel() -> Callable[..., int] | None:
     """The compiled pass, or None without numba (imported on first use: ``import loaders`` stays light)."""
-    global _locate
-    if not _KERNEL:
-        with _KERNEL_LOCK:
-            if not _KERNEL:
-                fn: Any = None
-                if sys.byteorder == "little":  # the pass assembles fields from little-endian bytes
-                    try:
-                        import numba
+    return _load(_KERNEL, _make_gather)
 
-                        _locate = numba.njit(nogil=True, cache=True, inline="always")(_locate_py)
-                        fn = numba.njit(nogil=True, cache=True)(_gather_rows_py)
-                    except Exception:  # numba missing or broken: the numpy path serves
-                        fn = None
-                _KERNEL.append(fn)
-    return _KERNEL[0]
+
+def _before_fork() -> None:
+    # Wait for a load in another thread: the child must not inherit numba half-imported.
+    _fork_state.held = _KERNEL_LOCK.acquire(timeout=_FORK_WAIT_S)
+
+
+def _after_fork_parent() -> None:
+    if getattr(_fork_state, "held", False):
+        _fork_state.held = False
+        _KERNEL_LOCK.release()
+
+
+def _after_fork_child() -> None:
+    global _KERNEL_LOCK
+    held = getattr(_fork_state, "held", False)
+    _fork_state.held = False
+    _KERNEL_LOCK = threading.RLock()
+    if not held and _LOADING[0]:  # forked mid-load after the wait: never import numba here
+        _LOADING[0] = 0
+        for slot in (_KERNEL, _PREFETCH):
+            if not slot:
+                slot.append(None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child)
 
 
 class SpanTable:
@@ -211,13 +279,19 @@ class SpanTable:
         max_length: L.
         compiled: use the numba pass in :meth:`gather_rows` when numba can be imported
             (False: :meth:`gather_rows` always answers None, callers use :meth:`gather`).
+        num_classes: C: a gathered label outside 0..C-1 is refused.
+        on_bad: ``on_bad(global_row, label, length)`` returns the exception to raise for a
+            row whose label or length (0..L) is out of range (default: a ValueError).
     """
 
-    def __init__(self, starts: np.ndarray, max_length: int, compiled: bool = True) -> None:
-        self._starts = np.ascontiguousarray(starts, dtype=np.int64)
+    def __init__(self, starts: np.ndarray, max_length: int, compiled: bool = True, num_classes: int = 1 << 31,
+                 on_bad: Callable[[int, int, int], BaseException] | None = None) -> None:
+        self._starts = np.array(starts, dtype=np.int64)  # a writeable copy: the compiled signature's flags
         self._want_compiled = bool(compiled)
         self._counts = np.diff(self._starts)
         self._L = int(max_length)
+        self._C = int(num_classes)
+        self._on_bad = on_bad
         self._item = np.array([[2 * self._L], [2], [4]], dtype=np.int64)
         self._item_flat = self._item.reshape(-1).copy()
         self.addr = np.full((3, self._counts.size), -1, dtype=np.int64)
@@ -292,11 +366,25 @@ class SpanTable:
         # about a microsecond, a fair share of a 256-row batch).
         b = snap.base.take(shard, axis=1)
         b += self._item * idx
-        return {
+        out = {
             "input_ids": snap.ids[b[0]],
             "lengths": snap.lengths[b[1]],
             "labels": snap.labels[b[2]].astype(np.int64),
         }
+        self._check(idx, out)
+        return out
+
+    def _check(self, idx: np.ndarray, out: Mapping[str, np.ndarray]) -> None:
+        """Raise the owner's error for the first row whose label or length is out of range."""
+        k = first_bad_row(out["lengths"], out["labels"], self._L, self._C)
+        if k >= 0:
+            i = int(idx[k])
+            if i < 0:
+                i += int(self._starts[-1])
+            lab, ln = int(out["labels"][k]), int(out["lengths"][k])
+            if self._on_bad is not None:
+                raise self._on_bad(i, lab, ln)
+            raise ValueError(f"row {i}: label {lab} or length {ln} out of range")
 
     def gather_rows(self, snap: SpanSnapshot | None, idx: np.ndarray) -> dict[str, np.ndarray] | None:
         """Global rows ``idx`` (int64, negatives count from the end) in one compiled pass.
@@ -308,6 +396,7 @@ class SpanTable:
 
         Raises:
             IndexError: an address outside the span (the invariant was broken; never served).
+            Exception: ``on_bad``'s, for a label or length out of range.
         """
         if snap is None or not self._want_compiled:
             return None
@@ -320,9 +409,12 @@ class SpanTable:
         ids = np.empty((B, self._L), dtype=np.int16)
         lengths = np.empty(B, dtype=np.int16)
         labels = np.empty(B, dtype=np.int64)
-        status = kernel(idx, self._starts, snap.base, self._item_flat, snap.raw, ids.view(np.uint8), lengths, labels)
+        status = kernel(idx, self._starts, snap.base, self._item_flat, snap.raw, ids.view(np.uint8), lengths, labels,
+                        self._C, self._L)
         if status == _OK:
             return {"input_ids": ids, "lengths": lengths, "labels": labels}
+        if status == _BAD_VALUE:  # rows after the bad one were not copied: the first bad one is it
+            self._check(idx, {"lengths": lengths, "labels": labels})
         if status == _OUTSIDE_SPAN:
             raise IndexError("span gather: a row address falls outside the mapped span (reader bug; please report)")
         return None

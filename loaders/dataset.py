@@ -20,11 +20,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 import numpy as np
 from torch.utils.data import Dataset
 
-from convert.format import CHUNK_ROWS, ROW_VECTORS, check_compatible
+from convert.format import CHUNK_ROWS, ROW_VECTORS, FormatError, check_compatible
 from convert.reader import ShardReader, available_memory, choose_access
 from convert.provenance import records_before
 from loaders.batch import ReadBatch
-from loaders._shardio import ShardHandles, open_shard_budget
+from loaders._shardio import ShardHandles
 from loaders._span import SpanTable
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
@@ -129,9 +129,10 @@ class ShardDataset(_ViewMixin, Dataset):
         verify: also check every shard's sha256 against the manifest (reads all bytes).
         expect_tokenizer: tokenizer identity the caller needs (``name``/``sha256`` compared).
         expect_max_length: L the caller needs.
-        max_open_shards: shards kept mapped per process (LRU); each costs one descriptor
-            on Python < 3.13. Default: every shard, raising the soft descriptor limit
-            toward the hard one if needed (see ``loaders._shardio.open_shard_budget``).
+        max_open_shards: shards of this dataset kept mapped per process (LRU); each costs
+            one descriptor on Python < 3.13. Default: every shard the process's descriptor
+            budget allows; that budget is shared by every dataset open in the process (the
+            soft limit is raised toward the hard one if needed, see ``loaders._shardio``).
         access: cold-start policy, ``"auto"`` (default: ``"sequential"`` when the shards fit
             in half the available memory, else ``"random"``), ``"sequential"`` (read each
             shard ahead whole when first mapped) or ``"random"`` (``MADV_RANDOM``: a random
@@ -145,8 +146,11 @@ class ShardDataset(_ViewMixin, Dataset):
 
     Raises:
         FormatError: missing/other-version manifest, tokenizer or length mismatch, a
-            missing, truncated or (with ``verify``) modified shard; the message names the
-            file and says what to do.
+            missing, truncated or (with ``verify``) modified shard, row counts that disagree
+            with the manifest's record of the conversion; the message names the file and
+            says what to do. Reads raise a ``FormatError`` too for a shard whose class index
+            disagrees with the manifest's row count, and ``convert.reader.CorruptRowError``
+            for a row whose label (0..C-1) or length (0..L) is out of range.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class ShardDataset(_ViewMixin, Dataset):
     ) -> None:
         self.path = Path(path)
         reader = ShardReader(self.path, verify=verify)  # manifest validated, shards stat'ed
+        reader.check_row_counts()
         check_compatible(
             reader.manifest, tokenizer=expect_tokenizer, max_length=expect_max_length, where=str(self.path)
         )
@@ -181,8 +186,7 @@ class ShardDataset(_ViewMixin, Dataset):
         self._init_process_state()
 
     def _init_process_state(self) -> None:
-        budget = self._max_open if self._max_open is not None else open_shard_budget(self.num_shards)
-        self._handles = ShardHandles(self._open_shard, budget)
+        self._handles = ShardHandles(self._open_shard, self._max_open, self.num_shards)
         self._vectors: dict[str, np.ndarray] = {}
         self._class_table: np.ndarray | None = None
         self._class_cum: np.ndarray | None = None
@@ -202,8 +206,15 @@ class ShardDataset(_ViewMixin, Dataset):
         Called by ``ShardHandles.get`` under its lock; the closer runs under it too.
         """
         mm, views = self._reader.map(
-            s, ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids"), self._advice
+            s, ("input_ids", "lengths", "labels", "class_rows", "class_ids", "tax_ids", "class_offsets"), self._advice
         )
+        offsets = np.array(views.pop("class_offsets"))  # a copy: an error's traceback keeps it
+        try:
+            self._reader.check_class_offsets(s, offsets)
+        except FormatError:
+            views.clear()
+            mm.close()
+            raise
         table = self._span_table(self._handles.local)
         registered = None
         if "input_ids" in views and self._counts[s] > 0:
@@ -228,6 +239,7 @@ class ShardDataset(_ViewMixin, Dataset):
             except BufferError:  # a caller still holds a view; the GC unmaps it later
                 pass
 
+        close.fork_safe = h5 is None  # type: ignore[attr-defined]  # see loaders._shardio
         return views, close
 
     # -- one gather across all mapped shards (see loaders._span for the invariant) ------
@@ -288,8 +300,15 @@ class ShardDataset(_ViewMixin, Dataset):
     def _span_table(self, local: dict[str, Any]) -> SpanTable:
         table = local.get("span")
         if table is None:
-            table = local["span"] = SpanTable(self._starts, self.max_length)
+            table = local["span"] = SpanTable(
+                self._starts, self.max_length, num_classes=self.num_classes, on_bad=self._bad_row
+            )
         return table
+
+    def _bad_row(self, i: int, label: int, length: int) -> Exception:
+        """The error for global row ``i`` holding an out-of-range label or length (span gathers)."""
+        s = int(self._starts.searchsorted(i, side="right")) - 1
+        return self._reader.corrupt_row(s, i - int(self._starts[s]), label, length, i)
 
     def __getstate__(self) -> dict[str, Any]:
         # Paths and small arrays only: open maps, HDF5 handles and lazily built vectors
@@ -367,6 +386,8 @@ class ShardDataset(_ViewMixin, Dataset):
             label = int(views["labels"][r])
         finally:
             handles.unpin()
+        if not (0 <= label < self.num_classes and 0 <= length <= ids.shape[0]):
+            raise self._reader.corrupt_row(s, r, label, length, int(self._starts[s]) + r)
         mask = np.zeros(ids.shape[0], dtype=np.int64)
         mask[:length] = 1
         return {"input_ids": ids, "attention_mask": mask, "labels": label}
@@ -432,11 +453,13 @@ class ShardDataset(_ViewMixin, Dataset):
             ids = src[rows]
         else:
             ids = self._read_compressed_rows(src, rows)
-        return {
+        out = {
             "input_ids": ids,
             "lengths": views["lengths"][rows],
             "labels": views["labels"][rows].astype(np.int64),
         }
+        self._reader.check_rows(s, rows, out["lengths"], out["labels"])
+        return out
 
     @staticmethod
     def _read_compressed_rows(dset: Any, rows: np.ndarray) -> np.ndarray:
@@ -473,11 +496,13 @@ class ShardDataset(_ViewMixin, Dataset):
             ids = np.asarray(handles.get(s)["input_ids"][row0 : row0 + n], dtype=np.int16)
         finally:
             handles.unpin()
-        return {
+        out = {
             "input_ids": ids,
             "lengths": self._reader.pread(s, "lengths", row0, n),
             "labels": self._reader.pread(s, "labels", row0, n).astype(np.int64),
         }
+        self._reader.check_rows(s, row0, out["lengths"], out["labels"])
+        return out
 
     def _concat(self, name: str) -> np.ndarray:
         if name not in self._vectors:
@@ -547,6 +572,7 @@ class ShardDataset(_ViewMixin, Dataset):
             table = np.zeros((self.num_shards, C + 1), dtype=np.int64)
             for s in range(self.num_shards):
                 table[s] = self.read_vector(s, "class_offsets")
+                self._reader.check_class_offsets(s, table[s])
             self._class_table = table
         return self._class_table
 
