@@ -23,6 +23,9 @@ Record rules (what every parser here agrees on):
 * CR before LF is dropped (CRLF files), blank lines are ignored, the last record may lack
   a trailing newline. Sequences are upper-cased; IUPAC ambiguity codes (R Y S W K M B D H V,
   and U) become N and are counted; any other character makes the record non-nucleotide.
+* A NUL byte (e.g. a zeroed disk block) is one bad record wherever it is: in a sequence it is
+  non-nucleotide, in a header the header does not match (the converter's record check), and
+  the sniff refuses a file as binary only when control bytes are over 1% of its head.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def test_stdin_pipe_is_named_in_a_real_process(reads, tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "this is a pipe" in proc.stderr and "pass the gzip file itself" in proc.stderr
     _one_paragraph(proc.stderr)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 @pytest.mark.parametrize("how", ["twice", "symlink", "hardlink"])
@@ -136,7 +136,7 @@ def test_the_same_input_twice_is_refused(reads, tmp_path: Path, how: str) -> Non
     rc, _, err = _run(inp, other, "--mapping", mapping, "--out", tmp_path / "out", *_SIX)
     assert rc == 2 and "are the same file" in err and str(inp) in err and str(other) in err
     _one_paragraph(err)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))  # no staging left behind
 
 
 def test_shared_species_names_are_counted_per_label(reads, tmp_path: Path) -> None:
