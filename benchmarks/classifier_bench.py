@@ -181,8 +181,9 @@ def model_rows(out: Path, test_fa: Path, truth: np.ndarray, class_ids: Sequence[
                      **score_calls(truth, pred, class_ids), "reads_per_s": rate, "build_s": train_seconds})
         threshold = cal.get(key)
         if isinstance(threshold, (int, float)):
+            kept = np.where(p >= threshold, pred, -1)  # what predict's default --min-confidence calls
             rows.append({"method": f"readshard model, {what}, at the calibrated threshold {threshold:.3f}",
-                         "group": "model_threshold", **score_calls(truth, np.where(p >= threshold, pred, -1), class_ids),
+                         "group": "model_threshold", **score_calls(truth, kept, class_ids),
                          "reads_per_s": rate, "build_s": train_seconds})
     return rows
 
@@ -332,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the whole bench; prints the table; exit 2 on a failed step or bad argument."""
     args = _parser().parse_args(argv)
     t0 = time.perf_counter()
+    load_start = os.getloadavg()  # the machine's other work skews every rate: recorded with them
     out = Path(args.out)
     try:
         if args.minutes <= 0 or args.threads < 1:
@@ -371,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                   "val_accuracy", "epochs")},
         "rows": rows, "targets": targets, "notes": notes, "wall_seconds": time.perf_counter() - t0,
         "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-                    "load_avg": os.getloadavg()},
+                    "load_avg_start": load_start, "load_avg_end": os.getloadavg()},
     }
     text = _report(result)
     (out / "results.md").write_text(text + "\n")
@@ -392,7 +394,9 @@ def _report(result: Mapping[str, Any]) -> str:
         lines.append(f"- {t['target']}: {100 * t['value']:.1f}% vs {100 * t['reference']:.1f}% -> "
                      f"{'holds' if t['holds'] else 'does NOT hold'}")
     lines += [f"- note: {n}" for n in result["notes"]]
-    lines.append(f"- bench wall time {result['wall_seconds'] / 60:.1f} min")
+    load = result["machine"]
+    lines.append(f"- bench wall time {result['wall_seconds'] / 60:.1f} min on {load['cpus']} CPUs, load average "
+                 f"{load['load_avg_start'][0]:.1f} at the start, {load['load_avg_end'][0]:.1f} at the end")
     return "\n".join(lines)
 
 

@@ -144,7 +144,8 @@ def _builtin_fragments(genomes_dir: Path | None, reads_per_genome: int, seed: in
     return [b"\n".join(lines[4 * i: 4 * i + 4]) + b"\n" for i in range(n)]
 
 
-def simulate_reads(out: str | os.PathLike[str], *, simulator: str = "art", genomes_dir: str | os.PathLike[str] | None = None,
+def simulate_reads(out: str | os.PathLike[str], *, simulator: str = "art",
+                   genomes_dir: str | os.PathLike[str] | None = None,
                    reads_per_genome: int = 4000, val_fraction: float = 0.1, test_fraction: float = 0.1,
                    seed: int = 0) -> Simulated:
     """Simulate ``reads_per_genome`` reads (pairs) per genome into ``out/{train,val,test}.fa``.
