@@ -196,7 +196,7 @@ def _convert_main(argv: Sequence[str]) -> int:
             print("error: --scheduler needs dask.distributed: pip install 'readshard[cluster]'", file=sys.stderr)
             return 2
     opts = ConvertOptions(inputs=list(args.inputs), out=args.out, resume=args.resume, overwrite=args.overwrite,
-                          progress=not args.no_progress, **fields)
+                          progress=not args.no_progress, given=frozenset(fields), command=list(argv), **fields)
     try:
         if args.split:
             from .split import convert_split, parse_split
@@ -208,7 +208,7 @@ def _convert_main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was published; rerun with --resume to continue", file=sys.stderr)
+        print(_interrupted_message(opts, args.split), file=sys.stderr)
         return 130
     for side, report in reports.items():
         out = str(Path(args.out) / side) if side else args.out
@@ -219,6 +219,18 @@ def _convert_main(argv: Sequence[str]) -> int:
                 print(line, file=sys.stderr)
             print(summary_line(report, out))
     return 0
+
+
+def _interrupted_message(opts: Any, split: str | None) -> str:
+    """What Ctrl-C leaves and the one command that continues (or, with nothing started, repeats) the run."""
+    from .pipeline import advised_command, staging_dir
+    from .provenance import SPLIT_SIDES
+
+    outs = [Path(opts.out) / side for side in SPLIT_SIDES] if split else [Path(opts.out)]
+    if any((staging_dir(o) / "plan.json").is_file() for o in outs):
+        return ("interrupted: nothing was published; rerun with --resume to continue (the finished shards are "
+                f"kept): {advised_command(opts, add=('--resume',), drop=('--overwrite',))}")
+    return f"interrupted before anything was converted; nothing was published. Rerun {advised_command(opts)}"
 
 
 def _verify_main(argv: Sequence[str]) -> int:

@@ -338,7 +338,7 @@ def _connect(address: str) -> Any:
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConvertError(
             f"cannot reach the dask scheduler at {address} within {CONNECT_S:.0f} s ({exc}); start one with "
-            "`dask scheduler` and pass the address it prints (tcp://HOST:8786), then rerun with --resume"
+            "`dask scheduler` and pass the address it prints (tcp://HOST:8786), then rerun the same command"
         ) from None
     try:
         client.wait_for_workers(1, timeout=CONNECT_S)
@@ -346,7 +346,7 @@ def _connect(address: str) -> Any:
         client.close()
         raise ConvertError(
             f"no dask worker is connected to {address} after {CONNECT_S:.0f} s; start workers with "
-            f"`dask worker {address} --nthreads 1`, then rerun with --resume"
+            f"`dask worker {address} --nthreads 1`, then rerun the same command"
         ) from None
     return client
 
@@ -383,7 +383,7 @@ def _check_cluster(client: Any, address: str, inputs: list[str], staging: Path, 
         raise ConvertError(
             f"the dask cluster at {address} cannot run this conversion: {shown}. Every worker needs the same "
             "readshard (pip install the same version or checkout) and must read the inputs and the staging "
-            f"directory {staging} at the same paths (a shared filesystem). Fix this, then rerun with --resume."
+            f"directory {staging} at the same paths (a shared filesystem). Fix this, then rerun the same command."
         )
     return len(answers)
 
@@ -420,9 +420,10 @@ def run_units_on_cluster(
     In flight at a time: twice the cluster's threads (the driver holds only those units).
 
     Raises:
-        ConvertError: the cluster cannot run this conversion, or the run was interrupted
-            (lost connection, cancelled, workers gone, a unit that kills workers); it says
-            to rerun with ``--resume``.
+        ConvertError: the cluster cannot run this conversion (it says to rerun the same
+            command: the converter removes the staging directory it made when no unit was
+            converted), or the run was interrupted (lost connection, cancelled, workers gone,
+            a unit that kills workers; it says to rerun with ``--resume``).
         BadRecordError: under ``--on-bad-record error``.
     """
     from distributed.comm.core import CommClosedError

@@ -4,7 +4,10 @@ Crash safety, in order of what is written:
 
 1. Everything goes to a staging directory beside the output,
    ``<parent>/.<name>.readshard-partial/``, locked with ``flock`` so two converters cannot
-   share it. Nothing appears at ``--out`` until the dataset is complete.
+   share it. Every run (convert, ``--resume``, repair) takes that lock before it looks at
+   ``--out``, so a second run is told who holds it (pid, start time), and what an
+   interrupted publish left is finished or undone first (:func:`convert.repair.finish_publish`).
+   Nothing appears at ``--out`` until the dataset is complete.
 2. A worker (a thread or a process, see :mod:`convert.executors`) builds the shard in memory,
    writes ``.shard-NNNNN.h5.tmp``, renames it to ``shard-NNNNN.h5``, then writes its
    quarantine parts and, last, its unit record ``.units/u-NNNNN.json`` (shard entry +
@@ -96,6 +99,9 @@ __all__ = [
     "usable_cores",
     "Settings",
     "lock_staging",
+    "hold_staging",
+    "advised_command",
+    "head_sha256",
     "ERRORS",
 ]
 
@@ -144,6 +150,11 @@ class ConvertOptions:
     quarantine_max_bytes: int = QUARANTINE_MAX_BYTES
     # Internal: write only one side of a --split (see convert.split): {"side", "fractions", "seed"}.
     split: dict[str, Any] | None = None
+    # The option fields given on the command line or in --config (None: not known, e.g. a
+    # library call; a value other than the default then counts as given). --resume compares them.
+    given: frozenset[str] | None = None
+    # The command's arguments (after ``python -m convert``), for advice that is a command to run.
+    command: list[str] | None = None
 
 
 def staging_dir(out: str | os.PathLike[str]) -> Path:
@@ -174,52 +185,121 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     return record
 
 
+def advised_command(opts: ConvertOptions, *, add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> str:
+    """The command the user ran with flags dropped and added, quoted: ``"`python -m convert r.fa ... --resume`"``.
+
+    Without ``opts.command`` (a library call) it says so in words.
+    """
+    if opts.command is None:
+        words = " and ".join(f"without {d}" for d in drop) + (" and " if drop and add else "")
+        return f"the same command {words}{' with ' + ' '.join(add) if add else ''}".rstrip()
+    import shlex
+
+    argv = [a for a in opts.command if a not in drop and a not in add]
+    return "`" + shlex.join(["python", "-m", "convert", *argv, *add]) + "`"
+
+
+def _holder_text(raw: bytes) -> str:
+    """``pid 123, started 2026-12-07 05:12:03 UTC`` from a lock's ``pid start-time`` text."""
+    pid, _, started = raw.decode(errors="replace").strip().partition(" ")
+    return f"pid {pid or '?'}" + (f", started {started.strip()}" if started.strip() else "")
+
+
 def _locked_message(holder: str, staging: Path) -> str:
     return (
-        f"another converter (pid {holder}) is writing to {staging}; wait for it to finish "
-        "or stop it before converting to the same --out"
+        f"another converter ({holder}) holds {staging}: it is converting, repairing or publishing the same "
+        "--out now. Wait for it to finish (or stop it), then rerun this command."
     )
 
 
-def _lock_holder(staging: Path) -> str | None:
-    """The pid written in a staging dir's lock if a live converter holds it, else None."""
+def _read_holder(fd: int) -> str:
+    """The holder of a lock this process could not take (its text is written just after the lock)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        raw = os.pread(fd, 256, 0)
+        if raw.strip() or time.monotonic() > deadline:
+            return _holder_text(raw)
+        time.sleep(0.02)
+
+
+def _lock_holder(directory: Path) -> str | None:
+    """Who holds ``directory/.lock`` (``pid N, started T``) if a live converter does, else None."""
     try:
-        fd = os.open(staging / ".lock", os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(directory / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except BlockingIOError:
-        return os.read(fd, 64).decode(errors="replace").strip() or "?"
+        return _read_holder(fd)
     finally:
         os.close(fd)  # also drops the probe's shared lock
 
 
-def _discard_if_empty(staging: Path) -> None:
-    """Remove a staging dir that holds nothing but its lock (this run created it)."""
-    try:
-        if {p.name for p in staging.iterdir()} <= {".lock"}:
-            (staging / ".lock").unlink(missing_ok=True)
-            staging.rmdir()
-    except OSError:
-        pass
-
-
 def _lock(staging: Path) -> int:
+    """Lock ``staging/.lock`` (exclusive, not waiting) and write ``pid start-time`` into it."""
     fd = open_lock(staging / ".lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        holder = _read_holder(fd)
         os.close(fd)
         raise ConvertError(_locked_message(holder, staging)) from None
     os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    os.pwrite(fd, f"{os.getpid()} {started}".encode(), 0)
     return fd
 
 
-lock_staging = _lock  # public name for convert.repair
+lock_staging = _lock  # public name
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
+
+
+def hold_staging(staging: Path) -> tuple[int, bool]:
+    """Create ``staging`` if absent and lock it; return (lock fd, whether this call created it).
+
+    Every converter run (convert, resume, repair) takes this lock before it looks at
+    ``--out``, staging or trash, so two runs never decide on the same state. A lock won on a
+    file that is no longer the staging's lock (its holder published or removed that staging
+    meanwhile) is worthless: look again.
+
+    Raises:
+        ConvertError: another converter holds it (naming its pid and start time).
+        UnsafePathError: ``staging`` or its lock is a link or another odd file.
+    """
+    for _ in range(50):
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(staging)
+            created = True
+        except FileExistsError:
+            make_dir(staging)  # refuses a link or a file there
+            created = False
+        try:
+            fd = _lock(staging)
+        except FileNotFoundError:  # removed by its holder between mkdir and open
+            continue
+        if _same_file(fd, staging / ".lock"):
+            return fd, created
+        os.close(fd)
+    raise ConvertError(f"could not lock {staging}: other converters keep replacing it; rerun this command")
+
+
+def _drop_staging(staging: Path) -> None:
+    """Remove a staging dir whose contents this run may discard (best effort: the run's own error wins)."""
+    try:
+        _remove_staging(staging)
+    except OSError:
+        pass
 
 
 def _wait_for_orphans(staging: Path, timeout: float = ORPHAN_WAIT_S) -> None:
@@ -368,9 +448,8 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
         cores.set_budget(before)
 
 
-def _convert(opts: ConvertOptions) -> dict[str, Any]:
-    t0 = time.time()
-    out = resolve_out(opts.out)  # refuses a symlink or a file at --out before anything else
+def _check_options(opts: ConvertOptions) -> None:
+    """Refuse option values that are wrong whatever is on disk (before anything is looked at)."""
     if opts.layout not in fmt.LAYOUTS:
         raise ConvertError(f"--layout must be one of {', '.join(fmt.LAYOUTS)}, got {opts.layout!r}")
     if opts.compression is not None and opts.compression not in fmt.COMPRESSIONS:
@@ -390,10 +469,83 @@ def _convert(opts: ConvertOptions) -> dict[str, Any]:
         raise ConvertError(f"--max-record-bytes must be an integer of at least {_MIN_RECORD_BYTES}, got {opts.max_record_bytes!r}")
     if not opts.inputs:
         raise ConvertError("no input files given")
-    if opts.resume and not opts.overwrite and (out / fmt.MANIFEST_NAME).is_file() and not staging_dir(out).exists():
-        from .repair import resume_complete  # a published dataset: check it, repair damaged shards
 
-        return resume_complete(opts, out)
+
+def _convert(opts: ConvertOptions) -> dict[str, Any]:
+    t0 = time.time()
+    out = resolve_out(opts.out)  # refuses a symlink or a file at --out before anything else
+    _check_options(opts)
+    staging = staging_dir(out)
+    try:
+        check_staging(staging, must_be_ours=True)  # before the lock: never lock a directory that is not ours
+    except FileNotFoundError:
+        pass  # a running converter changed it meanwhile: the lock below decides
+    parents = _missing_parents(staging)
+    for _ in range(3):
+        try:
+            lock_fd, created = hold_staging(staging)
+        except OSError as exc:  # read-only or full filesystem, no permission, parent is a file
+            raise _io_error(exc, out, staging, started=False) from None
+        try:
+            from .repair import finish_publish, resume_complete
+
+            if finish_publish(out, staging):
+                continue  # the staging was published; its lock went with it: lock afresh
+            if opts.resume and not opts.overwrite and (out / fmt.MANIFEST_NAME).is_file() and not _staged(staging):
+                try:  # a published dataset: check it, repair damaged shards
+                    return resume_complete(opts, out, staging)
+                finally:
+                    _drop_staging(staging)  # only this or an earlier repair's scratch: no plan
+            return _convert_locked(opts, out, staging, t0)
+        except BaseException as exc:
+            if created:
+                _clean_after_failure(staging, exc, parents)
+            raise
+        finally:
+            os.close(lock_fd)
+    raise ConvertError(f"internal error: {out} changed under this run three times; rerun this command")
+
+
+def _staged(staging: Path) -> bool:
+    """True if ``staging`` holds a started conversion (its plan; shards may follow)."""
+    return (staging / "plan.json").is_file()
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, deepest first (a failed run removes them)."""
+    missing, p = [], path.parent
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def _clean_after_failure(staging: Path, exc: BaseException, parents: list[Path]) -> None:
+    """Remove the staging dir this run created when the run failed before converting any unit.
+
+    Nothing in it is worth a ``--resume`` then, and leaving it would make the next plain run
+    answer "unfinished conversion". After a Ctrl-C with units started it stays (resumable).
+    """
+    try:
+        if _staged(staging):
+            if isinstance(exc, KeyboardInterrupt) or _converted_any(staging):
+                return
+            _wait_for_orphans(staging, timeout=30.0)
+            if _converted_any(staging):
+                return
+        _drop_staging(staging)
+        for d in parents:
+            os.rmdir(d)  # only if empty: fails at the first that holds anything
+    except (OSError, ConvertError, UnsafePathError):
+        pass  # the run's own error is the one to report
+
+
+def _converted_any(staging: Path) -> bool:
+    return any(staging.glob("shard-*.h5")) or any((staging / ".units").glob("u-*.json"))
+
+
+def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float) -> dict[str, Any]:
+    """The conversion itself, with ``staging`` locked by this run."""
     if opts.mapping is None:
         raise ConvertError(
             "--mapping TSV is required: it turns class ids into contiguous labels and names "
@@ -404,15 +556,21 @@ def _convert(opts: ConvertOptions) -> dict[str, Any]:
             f"--max-length must be between 1 and {MAX_L} (token lengths are stored as int16) or 'auto', "
             f"got {opts.max_length!r}"
         )
-    staging = staging_dir(out)
     _check_paths(opts, out, staging)
+    if _staged(staging) and not opts.resume and not opts.overwrite:
+        raise ConvertError(
+            f"an unfinished conversion to {out} exists in {staging}; continue it with "
+            f"{advised_command(opts, add=('--resume',))}, or start over with {advised_command(opts, add=('--overwrite',))}"
+        )
+    lm = read_mapping(opts.mapping)
+    if opts.resume and _staged(staging):
+        _check_plan_early(opts, staging, lm)  # before reading any input: other inputs or settings stop here
     for path in opts.inputs:
         sniff(path)  # fail fast on missing, empty, binary or non-FASTA/FASTQ inputs
     if not 0 <= float(opts.min_written_fraction) <= 1:
         raise ConvertError(f"--min-written-fraction must be between 0 and 1, got {opts.min_written_fraction}")
     if int(opts.quarantine_max_bytes) < 0:
         raise ConvertError(f"--quarantine-max-bytes must be >= 0, got {opts.quarantine_max_bytes}")
-    lm = read_mapping(opts.mapping)
     rx = compile_header_regex(opts.header_regex)
     tok = load_tokenizer(opts.tokenizer)
     note = getattr(tok, "encoder_note", None)  # e.g. numba missing: say once, in the parent
@@ -428,95 +586,130 @@ def _convert(opts: ConvertOptions) -> dict[str, Any]:
             probes = probe(opts.inputs, lambda rec: _classify(rec, rx, lm.label_of),
                            max_record_bytes=opts.max_record_bytes)
         check_probe(probes, float(opts.min_written_fraction), opts.header_regex, opts.mapping, lm.class_ids)
-
-    if staging.exists() and not opts.resume:
-        if not opts.overwrite:
-            holder = _lock_holder(staging)
-            if holder is not None:  # not unfinished: running now
-                raise ConvertError(_locked_message(holder, staging))
-            raise ConvertError(
-                f"an unfinished conversion to {out} exists in {staging}; continue it with --resume, "
-                "or start over with --overwrite"
-            )
-    created = not staging.exists()
     try:
-        make_dir(staging)
-        lock_fd = _lock(staging)
-    except OSError as exc:  # read-only or full filesystem, no permission, parent is a file
-        raise _io_error(exc, out, staging, started=False) from None
-    try:
-        if out.exists() and not opts.overwrite:
-            # Another converter published --out while this one was starting: never replace it.
-            _discard_if_empty(staging)
-            raise ConvertError(
-                f"{out} already exists (another converter finished it while this one was starting); "
-                "use --overwrite to replace it"
-            )
-        make_dir(staging / ".units")
-        _wait_for_orphans(staging)
-        if not opts.scheduler:
-            # Workers of a killed --scheduler run outlive it; a local run retires their token.
-            from .cluster import retire_runs
-
-            retire_runs(staging)
-        if not opts.resume and opts.overwrite:
-            for child in staging.iterdir():
-                if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        make_dir(staging / ".units")
-        if opts.max_length == "auto":
-            max_length, sampled = _auto_max_length(opts, tok, heads)
-        else:
-            max_length, sampled = int(opts.max_length), 0
-        plan = _plan(opts, tok.info, max_length, lm)
-        plan_path = staging / "plan.json"
-        if opts.resume and plan_path.is_file():
-            old = json.loads(plan_path.read_text())
-            if old != plan:
-                diff = sorted(k for k in plan if plan[k] != old.get(k))
-                raise ConvertError(
-                    f"--resume: the unfinished conversion in {staging} was started with other "
-                    f"settings or inputs ({', '.join(diff)} differ); rerun with the same ones, "
-                    "or use --overwrite to start over"
-                )
-        fmt.write_json_atomic(plan_path, plan)
-        settings = _Settings(
-            tokenizer=opts.tokenizer,
-            max_length=max_length,
-            header_regex=opts.header_regex,
-            label_map=lm,
-            layout=opts.layout,
-            compression=opts.compression or "gzip",
-            on_bad_record=opts.on_bad_record,
-            staging=str(staging),
-            tokenizer_info=tok.info,
-            parent_pid=os.getpid(),
-            # From the plan: a resumed run writes the same bytes; changed inputs or settings
-            # give another identity, which open readers detect.
-            dataset_id=fmt.new_dataset_id(plan),
-            max_record_bytes=opts.max_record_bytes,
-            quarantine_max_bytes=int(opts.quarantine_max_bytes),
-            split=opts.split,
-            parallel="cluster" if opts.scheduler else _parallel_mode(opts, tok),
-            # Local workers leave fsync to this process (_run_units); dask workers, possibly on
-            # other machines, sync their own writes.
-            sync=bool(opts.scheduler),
-        )
-        try:
-            records = _run_units(opts, settings, staging)
-        except BadRecordError:
-            # --on-bad-record error: the run ends by design, so the staging dir it created
-            # is no unfinished conversion to resume; leaving it would block the next plain run.
-            if created:
-                _wait_for_orphans(staging)
-                _remove_staging(staging)
-            raise
-        report = _finish(opts, out, staging, records, settings, lm, t0, sampled)
+        return _stage_and_finish(opts, out, staging, lm, tok, heads, t0)
     except OSError as exc:
         raise _io_error(exc, out, staging, started=True) from None
-    finally:
-        os.close(lock_fd)
-    return report
+
+
+def _stage_and_finish(opts: ConvertOptions, out: Path, staging: Path, lm: LabelMap, tok: Any,
+                      heads: list["_Rows"] | None, t0: float) -> dict[str, Any]:
+    make_dir(staging / ".units")
+    _wait_for_orphans(staging)
+    if not opts.scheduler:
+        # Workers of a killed --scheduler run outlive it; a local run retires their token.
+        from .cluster import retire_runs
+
+        retire_runs(staging)
+    if not opts.resume and opts.overwrite:
+        for child in staging.iterdir():
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    make_dir(staging / ".units")
+    if out.exists():  # only with --overwrite (or --resume of such a run): say so for a later --resume
+        (staging / ".units" / REPLACES).touch()
+    if opts.max_length == "auto":
+        max_length, sampled = _auto_max_length(opts, tok, heads)
+    else:
+        max_length, sampled = int(opts.max_length), 0
+    plan = _plan(opts, tok.info, max_length, lm)
+    plan_path = staging / "plan.json"
+    if opts.resume and plan_path.is_file():
+        old = json.loads(plan_path.read_text())
+        if old != plan:
+            raise ConvertError(_plan_differs(opts, staging, _plan_differences(old, plan)))
+    fmt.write_json_atomic(plan_path, plan)
+    settings = _Settings(
+        tokenizer=opts.tokenizer,
+        max_length=max_length,
+        header_regex=opts.header_regex,
+        label_map=lm,
+        layout=opts.layout,
+        compression=opts.compression or "gzip",
+        on_bad_record=opts.on_bad_record,
+        staging=str(staging),
+        tokenizer_info=tok.info,
+        parent_pid=os.getpid(),
+        # From the plan: a resumed run writes the same bytes; changed inputs or settings
+        # give another identity, which open readers detect.
+        dataset_id=fmt.new_dataset_id(plan),
+        max_record_bytes=opts.max_record_bytes,
+        quarantine_max_bytes=int(opts.quarantine_max_bytes),
+        split=opts.split,
+        parallel="cluster" if opts.scheduler else _parallel_mode(opts, tok),
+        # Local workers leave fsync to this process (_run_units); dask workers, possibly on
+        # other machines, sync their own writes.
+        sync=bool(opts.scheduler),
+    )
+    try:
+        records = _run_units(opts, settings, staging)
+    except BadRecordError:
+        # --on-bad-record error: the run ends by design, so the staging dir it created
+        # is no unfinished conversion to resume; leaving it would block the next plain run.
+        if not opts.resume:
+            _wait_for_orphans(staging)
+            _remove_staging(staging)
+        raise
+    return _finish(opts, out, staging, records, settings, lm, t0, sampled)
+
+
+# Marks a staged conversion that replaces an existing --out (an --overwrite run): --resume
+# continues it without --overwrite.
+REPLACES = "replaces-out"
+
+
+def _plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Each setting or input in which ``new`` differs from the staged plan ``old``, in words."""
+    out = []
+    for key in new:
+        if key == "inputs" or new[key] == old.get(key):
+            continue
+        out.append(f"{key} is {new[key]!r} now, {old.get(key)!r} in the unfinished conversion")
+    was, now = old.get("inputs", []), new["inputs"]
+    if [i.get("path") for i in was] != [i["path"] for i in now]:
+        out.append(f"the inputs are {[i['path'] for i in now]} now, {[i.get('path') for i in was]} in the unfinished conversion")
+    else:
+        for a, b in zip(was, now):
+            for field, what in (("bytes", "size"), ("mtime_ns", "modification time")):
+                if a.get(field) != b[field]:
+                    out.append(f"input {b['path']} changed since the conversion started ({what} {a.get(field)} -> {b[field]})")
+    return out
+
+
+def _plan_differs(opts: ConvertOptions, staging: Path, differ: list[str]) -> str:
+    return (
+        f"--resume continues the unfinished conversion in {staging} only with the inputs and settings it was "
+        f"started with (other settings or inputs would mix two conversions), but {'; '.join(differ)}. To continue it, "
+        "rerun with its own inputs and settings; to start over with these, run "
+        f"{advised_command(opts, add=('--overwrite',), drop=('--resume',))}"
+    )
+
+
+def _check_plan_early(opts: ConvertOptions, staging: Path, lm: LabelMap) -> None:
+    """Compare the inputs and the settings known without reading an input with the staged plan."""
+    try:
+        old = json.loads((staging / "plan.json").read_text())
+    except (OSError, ValueError):
+        return  # rewritten below after the full comparison
+    now = {
+        "inputs": [{"path": str(p), "bytes": os.stat(p).st_size, "mtime_ns": os.stat(p).st_mtime_ns}
+                   if os.path.exists(p) else {"path": str(p), "bytes": None, "mtime_ns": None} for p in opts.inputs],
+        "tokenizer": opts.tokenizer,
+        "layout": opts.layout,
+        "compression": opts.compression or "gzip",
+        "reads_per_shard": opts.reads_per_shard,
+        "header_regex": opts.header_regex,
+        "mapping_sha256": lm.sha256,
+        "max_record_bytes": opts.max_record_bytes,
+        "split": opts.split,
+    }
+    if opts.max_length != "auto":
+        now["max_length"] = opts.max_length
+    if old.get("tokenizer") != opts.tokenizer and Path(opts.tokenizer).exists():
+        now.pop("tokenizer")  # a path: compared by its sha256 once loaded
+    differ = _plan_differences(old, now)
+    if differ:
+        raise ConvertError(_plan_differs(opts, staging, differ))
 
 
 def _check_paths(opts: ConvertOptions, out: Path, staging: Path) -> None:
@@ -526,14 +719,33 @@ def _check_paths(opts: ConvertOptions, out: Path, staging: Path) -> None:
         protected.append(("--tokenizer", opts.tokenizer))
     check_protected(out, staging, protected)
     if out.exists():
-        if not opts.overwrite:
-            raise ConvertError(
-                f"{out} already exists; to check it and re-convert damaged shards rerun with --resume, to replace "
-                "it use --overwrite (the old one is kept until the new dataset is complete)"
-            )
+        continues = opts.resume and _staged(staging) and (staging / ".units" / REPLACES).is_file()
+        if not opts.overwrite and not continues:
+            raise ConvertError(_exists_message(opts, out, staging))
         check_replaceable(out)
     check_replaceable(trash_dir(out), "trash directory")
     check_staging(staging, must_be_ours=True)
+
+
+def _exists_message(opts: ConvertOptions, out: Path, staging: Path) -> str:
+    if _staged(staging) and (staging / ".units" / REPLACES).is_file():  # an interrupted --overwrite
+        return (
+            f"{out} already exists and an interrupted conversion that replaces it is staged in {staging}; continue "
+            f"it with {advised_command(opts, add=('--resume',), drop=('--overwrite',))} (the old dataset is kept "
+            f"until the new one is complete), or start it over with {advised_command(opts, add=('--overwrite',))}"
+        )
+    if opts.resume and _staged(staging):  # a staged conversion not known to replace --out
+        return (
+            f"{out} already exists and {staging} holds an unfinished conversion to it; to finish that conversion "
+            f"and replace {out} with it run {advised_command(opts, add=('--resume', '--overwrite'))} (the old "
+            "dataset is kept until the new one is complete)"
+        )
+    return (
+        f"{out} already exists; to check it and re-convert damaged shards run "
+        f"{advised_command(opts, add=('--resume',), drop=('--overwrite',))}, to replace it run "
+        f"{advised_command(opts, add=('--overwrite',), drop=('--resume',))} (the old one is kept until the new "
+        "dataset is complete)"
+    )
 
 
 def _remove_staging(staging: Path) -> None:
@@ -639,8 +851,9 @@ def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list
         raise ConvertError(
             f"a worker process died while converting ({exc.__class__.__name__}: "
             f"{str(exc).splitlines()[0]} {_worker_exit_codes(exc)}). Nothing was published at "
-            f"{opts.out}; finished shards are kept in {staging}: rerun the same command with "
-            "--resume (with fewer --jobs or a smaller --reads-per-shard if memory ran out)."
+            f"{opts.out}; finished shards are kept in {staging}: continue with "
+            f"{advised_command(opts, add=('--resume',), drop=('--overwrite',))} (with fewer --jobs or a smaller "
+            "--reads-per-shard if memory ran out)."
         ) from None
     finally:
         bar.close()
@@ -755,6 +968,9 @@ def _finish(
         num_tokens=totals["tokens"],
         source={
             "inputs": [os.path.basename(p) for p in opts.inputs],
+            # What --resume on the finished dataset compares the given inputs with (convert.repair).
+            "input_bytes": [os.path.getsize(p) for p in opts.inputs],
+            "input_head_sha256": [head_sha256(p) for p in opts.inputs],
             "header_regex": opts.header_regex,
             "mapping_sha256": lm.sha256,
             "reads_per_shard": opts.reads_per_shard,
@@ -771,7 +987,21 @@ def _finish(
     (staging / "plan.json").unlink()
     publish(staging, out)
     (out / ".lock").unlink(missing_ok=True)
+    if os.path.lexists(trash_dir(out)):  # publish could not remove the replaced dataset
+        print(f"warning: the replaced dataset is still in {trash_dir(out)}; the next run of the converter on "
+              f"{out} removes it, or remove it yourself", file=sys.stderr)
     return report
+
+
+HEAD_BYTES = 1 << 20
+
+
+def head_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's first MiB: with its size, a cheap check that an input is the same file."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(HEAD_BYTES)).hexdigest()
 
 
 def _copy_capped(src: Any, dst: Any, ends: np.ndarray, room: int) -> int:

@@ -12,25 +12,44 @@
   nothing is replaced and the error says so.
 
 The settings come from the manifest (tokenizer, max length, layout, compression, header
-regex, reads per shard, labels), so the plain command above is enough; options given on
-the command line must agree with the manifest. Only registry tokenizers can be reloaded by
-name; a dataset made with a tokenizer file needs ``--tokenizer PATH`` again.
+regex, reads per shard, labels), so the plain command above is enough; the inputs (name,
+size, first MiB) and every option given are compared with the manifest before anything
+else, and a difference is an error naming each one and the ``--overwrite`` command. Only
+registry tokenizers can be reloaded by name; a dataset made with a tokenizer file needs
+``--tokenizer PATH`` again.
+
+:func:`finish_publish` (run by every converter before it decides anything) finishes or
+undoes a publish that was interrupted, and removes what it left only once ``--out`` is
+checked complete.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
+import sys
 from pathlib import Path
 from typing import Any
 
 from . import format as fmt
 from .fastx import iter_units
 from .labels import LabelMap, read_mapping
-from .pipeline import ConvertError, ConvertOptions, Settings, convert_unit, lock_staging, staging_dir
+from .paths import is_dataset, trash_dir
+from .pipeline import (
+    ConvertError,
+    ConvertOptions,
+    Settings,
+    _lock_holder,
+    _locked_message,
+    advised_command,
+    convert_unit,
+    head_sha256,
+)
 from .tokenizers import REGISTRY, load_tokenizer
 
-__all__ = ["damaged_shards", "resume_complete"]
+__all__ = ["damaged_shards", "resume_complete", "finish_publish", "complete"]
 
 
 def damaged_shards(directory: Path, manifest: dict[str, Any]) -> list[int]:
@@ -44,8 +63,34 @@ def damaged_shards(directory: Path, manifest: dict[str, Any]) -> list[int]:
     return bad
 
 
-def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path) -> Settings:
-    """The conversion settings of ``manifest``; a ConvertError where ``opts`` contradicts it."""
+def _given(opts: ConvertOptions, name: str, defaults: ConvertOptions) -> bool:
+    """Whether option ``name`` was given (on the command line or in --config)."""
+    if opts.given is not None:
+        return name in opts.given
+    return getattr(opts, name) != getattr(defaults, name)
+
+
+def _input_differences(opts: ConvertOptions, src: dict[str, Any]) -> list[str]:
+    """How the given inputs differ from those the dataset records (name, size, first MiB)."""
+    names = [os.path.basename(p) for p in opts.inputs]
+    if names != list(src.get("inputs", [])):
+        return [f"the inputs are {names}, the dataset was made from {src.get('inputs')}"]
+    out = []
+    sizes, heads = src.get("input_bytes"), src.get("input_head_sha256")  # absent in older datasets
+    for i, p in enumerate(opts.inputs):
+        try:
+            size = os.path.getsize(p)
+            if sizes is not None and size != sizes[i]:
+                out.append(f"input {p} has {size:,} bytes, the one the dataset was made from {sizes[i]:,}")
+            elif heads is not None and head_sha256(p) != heads[i]:
+                out.append(f"input {p} has other contents than the one the dataset was made from (its first MiB differs)")
+        except OSError as exc:
+            out.append(f"input {p} cannot be read ({exc.strerror or exc})")
+    return out
+
+
+def _differences(opts: ConvertOptions, manifest: dict[str, Any]) -> list[str]:
+    """Each given input or option that contradicts the dataset, in words (no tokenizer loaded)."""
     defaults = ConvertOptions(inputs=[], out="")
     src = manifest.get("source", {})
     want = {
@@ -56,30 +101,45 @@ def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path) -> 
     }
     if manifest["layout"] == "compressed":
         want["compression"] = manifest["compression"]
-    differ = [f"--{k.replace('_', '-')} {getattr(opts, k)!r} (the dataset has {v!r})" for k, v in want.items()
-              if getattr(opts, k) != getattr(defaults, k) and str(getattr(opts, k)) != str(v)]
-    names = [os.path.basename(p) for p in opts.inputs]
-    if names != list(src.get("inputs", [])):
-        differ.append(f"inputs {names} (the dataset was made from {src.get('inputs')})")
+    differ = [f"--{k.replace('_', '-')} {getattr(opts, k)!r} was given (the dataset has {v!r})" for k, v in want.items()
+              if _given(opts, k, defaults) and str(getattr(opts, k)) != str(v)
+              and not (k == "max_length" and getattr(opts, k) == "auto")]
+    differ += _input_differences(opts, src)
     if opts.mapping is not None and read_mapping(opts.mapping).sha256 != src.get("mapping_sha256"):
-        differ.append(f"--mapping {opts.mapping} (not the mapping the dataset was made with)")
+        differ.append(f"--mapping {opts.mapping} is not the mapping the dataset was made with")
+    return differ
+
+
+def _refuse(opts: ConvertOptions, out: Path, differ: list[str]) -> ConvertError:
+    fix = advised_command(opts, add=("--overwrite",), drop=("--resume",))
+    if opts.mapping is None and opts.command is not None:
+        fix = fix[:-1] + " --mapping TSV`, TSV being the mapping of class ids to labels"
+    return ConvertError(
+        f"--resume on the complete dataset {out} only checks it and re-converts damaged shards with the inputs "
+        f"and settings it was made with, but {'; '.join(differ)}. Nothing was changed. To replace the dataset "
+        f"with a conversion of these inputs and settings run {fix}; to check the dataset, rerun --resume with its "
+        "own inputs and settings."
+    )
+
+
+def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path, out: Path) -> Settings:
+    """The conversion settings of ``manifest``; a ConvertError where ``opts`` contradicts it."""
+    defaults = ConvertOptions(inputs=[], out="")
+    src = manifest.get("source", {})
+    differ = _differences(opts, manifest)
     have_tok = manifest["tokenizer"]
-    spec = opts.tokenizer if opts.tokenizer != defaults.tokenizer else have_tok.get("name")
+    spec = opts.tokenizer if _given(opts, "tokenizer", defaults) else have_tok.get("name")
     if spec not in REGISTRY and not Path(str(spec)).exists():
         raise ConvertError(
-            f"{staging.parent}: the dataset was tokenized with a tokenizer file ({have_tok.get('file', spec)}); "
+            f"{out}: the dataset was tokenized with a tokenizer file ({have_tok.get('file', spec)}); "
             "repeat its --tokenizer PATH with --resume"
         )
     tok = load_tokenizer(str(spec))
     if tok.info != have_tok:
-        differ.append(f"--tokenizer {spec} ({fmt.describe_tokenizer(tok.info)}, the dataset has "
+        differ.append(f"--tokenizer {spec} is {fmt.describe_tokenizer(tok.info)} (the dataset has "
                       f"{fmt.describe_tokenizer(have_tok)})")
     if differ:
-        raise ConvertError(
-            "--resume on a complete dataset re-converts damaged shards with the settings it was made with, "
-            f"but {'; '.join(differ)}. Rerun with the dataset's own inputs and settings, or replace the "
-            "dataset with --overwrite."
-        )
+        raise _refuse(opts, out, differ)
     lm = LabelMap(list(manifest["label_class_ids"]), list(manifest["label_names"]), list(manifest["label_tax_ids"]),
                   sha256=str(src.get("mapping_sha256")))
     return Settings(
@@ -100,45 +160,47 @@ def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path) -> 
     )
 
 
-def resume_complete(opts: ConvertOptions, out: Path) -> dict[str, Any]:
+def resume_complete(opts: ConvertOptions, out: Path, staging: Path) -> dict[str, Any]:
     """Check a published dataset and re-convert its damaged shards; return its report + ``resume``.
 
+    ``staging`` is locked by the caller (:func:`convert.pipeline.hold_staging`), which removes
+    it afterwards; it holds no staged conversion. The given inputs and options are compared
+    with the dataset's before anything else, damaged or not.
+
     Raises:
-        ConvertError: settings that contradict the dataset, or a re-converted shard whose hash
-            differs from the manifest (the inputs changed).
+        ConvertError: settings or inputs that contradict the dataset, or a re-converted shard
+            whose hash differs from the manifest (the inputs changed).
         FormatError: an unreadable manifest.
     """
     manifest = fmt.read_manifest(out)
+    if _given(opts, "tokenizer", ConvertOptions(inputs=[], out="")):
+        _settings(opts, manifest, staging, out)  # compares everything, the given tokenizer too
+    differ = _differences(opts, manifest)
+    if differ:
+        raise _refuse(opts, out, differ)
     report = _report(out)
     bad = damaged_shards(out, manifest)
     if not bad:
         report["resume"] = f"already complete: {len(manifest['shards'])} shards verified (size and sha256)"
         return report
-    staging = staging_dir(out)
-    os.mkdir(staging)  # absent (checked by the caller); fails on anything already there, link or not
-    lock_fd = lock_staging(staging)
-    try:
-        (staging / ".units").mkdir()
-        settings = _settings(opts, manifest, staging)
-        todo = set(bad)
-        index = 0
-        for fi, path in enumerate(opts.inputs):
-            for unit in iter_units(path, fi, settings_reads(manifest), max_record_bytes=opts.max_record_bytes):
-                if index in todo:
-                    _repair_one(unit, index, settings, manifest, staging, out)
-                    todo.discard(index)
-                index += 1
-                if not todo:
-                    break
+    (staging / ".units").mkdir(exist_ok=True)
+    settings = _settings(opts, manifest, staging, out)
+    todo = set(bad)
+    index = 0
+    for fi, path in enumerate(opts.inputs):
+        for unit in iter_units(path, fi, settings_reads(manifest), max_record_bytes=opts.max_record_bytes):
+            if index in todo:
+                _repair_one(unit, index, settings, manifest, staging, out)
+                todo.discard(index)
+            index += 1
             if not todo:
                 break
-        if todo:
-            raise ConvertError(
-                f"the inputs hold fewer units than {out} has shards; they are not the inputs it was made from"
-            )
-    finally:
-        os.close(lock_fd)
-        shutil.rmtree(staging, ignore_errors=True)  # created above, holds only this run's files
+        if not todo:
+            break
+    if todo:
+        raise ConvertError(
+            f"the inputs hold fewer units than {out} has shards; they are not the inputs it was made from"
+        )
     report["resume"] = f"repaired {len(bad)} of {len(manifest['shards'])} shards: " + ", ".join(
         manifest["shards"][i]["file"] for i in bad
     )
@@ -172,3 +234,142 @@ def _report(out: Path) -> dict[str, Any]:
         return json.loads((out / fmt.REPORT_NAME).read_text())
     except (OSError, ValueError):
         return {}
+
+
+# ----------------------------------------------------------------- interrupted publishes
+
+# What a published (or half-removed) dataset directory holds: nothing else is ever removed.
+_DATASET_FILE = re.compile(
+    r"(shard-\d{5}\.h5|manifest\.json|report\.json|quarantine\.(fa|tsv)|\.lock|\.[\w.-]+\.tmp)"
+)
+
+
+def _say(message: str) -> None:
+    print(f"readshard: {message}", file=sys.stderr)
+
+
+def complete(directory: Path) -> tuple[bool, str]:
+    """Whether ``directory`` is a complete dataset: manifest, report and every shard at its size.
+
+    Cheap (no hashing): it decides whether leftovers of a publish may go, not whether the
+    shards' contents are intact (``--resume`` and ``verify`` check that).
+    """
+    if not is_dataset(directory):
+        return False, "it has no readshard manifest.json"
+    try:
+        manifest = fmt.read_manifest(directory)
+    except fmt.FormatError as exc:
+        return False, str(exc).split(". ")[0]
+    if not (directory / fmt.REPORT_NAME).is_file():
+        return False, f"{fmt.REPORT_NAME} is missing"
+    for entry in manifest["shards"]:
+        try:
+            st = os.lstat(directory / entry["file"])
+        except OSError:
+            return False, f"{entry['file']} is missing"
+        if not stat.S_ISREG(st.st_mode) or st.st_size != int(entry["bytes"]):
+            return False, f"{entry['file']} is not the size the manifest records"
+    return True, f"{len(manifest['shards'])} shards, manifest and report present"
+
+
+def _finished(staging: Path) -> bool:
+    """A staging dir whose conversion was finished and was being published (no plan, no units)."""
+    return (staging / fmt.MANIFEST_NAME).is_file() and not any(
+        os.path.lexists(staging / n) for n in ("plan.json", ".units")
+    )
+
+
+def _removable(trash: Path) -> bool:
+    """A real directory holding only a dataset's files (whole, or partly removed): ours to remove."""
+    try:
+        if not stat.S_ISDIR(os.lstat(trash).st_mode):
+            return False
+        return all(_DATASET_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False) for e in os.scandir(trash))
+    except OSError:
+        return False
+
+
+def _gib(path: Path) -> str:
+    total = sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(path))
+    return f"{total / 2**30:.2f} GiB"
+
+
+def finish_publish(out: Path, staging: Path) -> bool:
+    """Finish or undo what an interrupted publish left (the caller holds the staging's lock).
+
+    * a finished staging dir (killed while it was being renamed to ``--out``) is published:
+      rolled forward, the old dataset moved aside first;
+    * with ``--out`` missing, the old dataset moved aside is put back (rolled back);
+    * the moved-aside old dataset and a stale ``.lock`` in ``--out`` are removed, but only
+      once ``--out`` is checked complete (:func:`complete`); otherwise they are kept and the
+      user is told why. Every action is printed.
+
+    Returns:
+        True if ``staging`` was published (its lock moved with it: the caller locks again).
+
+    Raises:
+        ConvertError: a live converter is publishing ``--out`` now, or the finished staging
+            is damaged.
+    """
+    holder = _lock_holder(out)
+    if holder is not None:
+        raise ConvertError(_locked_message(holder, out))
+    trash = trash_dir(out)
+    moved = False
+    if _finished(staging):
+        ok, why = complete(staging)
+        if not ok:
+            raise ConvertError(
+                f"{staging} holds a finished conversion that was being published to {out}, but {why}; "
+                f"convert again with --overwrite (it discards {staging})"
+            )
+        if os.path.lexists(out):
+            _drop_trash(trash, out)
+            os.replace(out, trash)
+        os.replace(staging, out)
+        moved = True
+        _say(f"published {out} from {staging}: the run that converted it was interrupted while publishing ({why})")
+    if os.path.lexists(trash):
+        _tidy_trash(trash, out)
+    lock = out / ".lock"
+    if os.path.isdir(out) and os.path.lexists(lock):
+        ok, why = complete(out)
+        if ok:
+            lock.unlink()
+            if not moved:
+                _say(f"removed the stale lock {lock} left by an interrupted publish ({out} is complete: {why})")
+    return moved
+
+
+def _tidy_trash(trash: Path, out: Path) -> None:
+    """Remove the old dataset moved aside by a publish, or put it back when ``--out`` is gone."""
+    if not os.path.lexists(out):
+        ok, why = complete(trash)
+        if ok:
+            os.replace(trash, out)
+            _say(f"restored the previous dataset {out} from {trash}, where an interrupted publish had moved it ({why})")
+        else:
+            _say(f"warning: {out} is missing and {trash} holds an incomplete dataset ({why}); it is kept as it is")
+        return
+    ok, why = complete(out)
+    if not ok:
+        _say(f"warning: kept {trash}, the dataset an interrupted publish replaced: {out} is not complete ({why}). "
+             f"Repair {out} with --resume; remove {trash} once you no longer need it")
+        return
+    size = _drop_trash(trash, out)
+    _say(f"removed {trash} ({size}), the previous dataset an interrupted publish had left beside {out} "
+         f"({out} is complete: {why})")
+
+
+def _drop_trash(trash: Path, out: Path) -> str:
+    """Remove the moved-aside old dataset ``trash`` (only a dataset's files); return the space freed."""
+    if not os.path.lexists(trash):
+        return "0.00 GiB"
+    if not _removable(trash):
+        raise ConvertError(
+            f"{trash} (where the converter moves the dataset that {out} replaces) holds files that are not a "
+            "dataset's; the converter does not remove them. Move them away, then rerun this command."
+        )
+    size = _gib(trash)
+    shutil.rmtree(trash)
+    return size

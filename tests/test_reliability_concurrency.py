@@ -90,16 +90,15 @@ def test_output_published_by_another_while_starting(data, tmp_path: Path, monkey
     """The winner publishes --out after the loser checked it: the loser must not replace it."""
     inp, mapping, ref = data
     out = tmp_path / "out"
-    real = pipeline.load_tokenizer
+    real = pipeline.hold_staging
 
-    def slow_start(spec):  # runs between the loser's first --out check and its lock
-        monkeypatch.setattr(pipeline, "load_tokenizer", real)
-        tok = real(spec)
+    def slow_start(staging):  # runs after the loser's first look at --out, before its lock
+        monkeypatch.setattr(pipeline, "hold_staging", real)
         convert(ConvertOptions(inputs=[str(inp)], out=str(out), mapping=str(mapping), reads_per_shard=int(RPS),
                                progress=False))
-        return tok
+        return real(staging)
 
-    monkeypatch.setattr(pipeline, "load_tokenizer", slow_start)
+    monkeypatch.setattr(pipeline, "hold_staging", slow_start)
     with pytest.raises(ConvertError, match="already exists"):
         convert(ConvertOptions(inputs=[str(inp)], out=str(out), mapping=str(mapping), reads_per_shard=int(RPS),
                                progress=False))

@@ -95,7 +95,8 @@ def test_repair_refuses_other_inputs_and_keeps_the_shard(made, tmp_path: Path) -
     other, _ = write_reads(tmp_path / "other" / "r.fa", n_per_class=60, seed=5)
     r = convert_cli(other, "--out", out, "--resume", "--no-progress")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "different shard" in r.stderr and "--overwrite" in r.stderr
+    # Other contents under the same name: refused before any unit is re-converted (issue 21).
+    assert "the one the dataset was made from" in r.stderr and "--overwrite" in r.stderr
     assert (out / "shard-00000.h5").read_bytes() == damaged
     assert not any(p.name.startswith(".") for p in out.parent.iterdir() if p.name != "in")
 
