@@ -169,8 +169,9 @@ def find_leakage(
     """Compare datasets A and B; see the module docstring (``passes`` overrides the count from ``memory_mb``).
 
     Returns:
-        ``{"a", "b", "rows_a", "rows_b", "passes", "fragments": {...}, "sequences": {...} or None,
-        "sequences_skipped": reason or None, "leak": bool}``; each kind has ``distinct`` keys in
+        ``{"a", "b", "rows_a", "rows_b", "passes", "fragments": {...}, "strands": {...} or None,
+        "strands_skipped": reason or None, "sequences": {...} or None, "sequences_skipped": reason
+        or None, "leak": bool}``; each kind has ``distinct`` keys in
         both, ``rows_b`` (rows of B whose key is in A) and ``examples`` (key, row and input record
         in A and in B).
 
