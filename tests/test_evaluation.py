@@ -51,11 +51,12 @@ def ref_class_metrics(labels: list[int], preds: list[int], kept: list[bool], C: 
         tp = sum(1 for y, p, k in zip(labels, preds, kept) if k and p == c and y == c)
         fp = sum(1 for y, p, k in zip(labels, preds, kept) if k and p == c and y != c)
         fn = sum(1 for y, p, k in zip(labels, preds, kept) if y == c and not (k and p == c))
-        prec = tp / (tp + fp) if tp + fp else 0.0
+        prec = tp / (tp + fp) if tp + fp else float("nan")
         rec = tp / (tp + fn) if tp + fn else float("nan")
         out["precision"].append(prec)
         out["recall"].append(rec)
-        out["f1"].append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+        p0 = 0.0 if math.isnan(prec) else prec
+        out["f1"].append(float("nan") if math.isnan(rec) else 2 * p0 * rec / (p0 + rec) if p0 + rec else 0.0)
     TP = sum(1 for y, p, k in zip(labels, preds, kept) if k and p == y)
     called = sum(kept)
     known = sum(1 for y in labels if y >= 0)
@@ -95,7 +96,7 @@ def test_threshold_with_wilson_bound_is_stricter() -> None:
     assert threshold_for_precision(conf, np.zeros(3000, bool), 0.5)["threshold"] is None
 
 
-@pytest.mark.parametrize("seed,C,unknown", [(0, 2, 0), (1, 5, 0), (2, 5, 30), (3, 9, 10)])
+@pytest.mark.parametrize("seed,C,unknown", [(0, 2, 0), (1, 5, 0), (2, 5, 30), (3, 9, 10), (4, 40, 10)])
 def test_class_metrics_match_loop(seed: int, C: int, unknown: int) -> None:
     rng = np.random.default_rng(seed)
     n = 300
@@ -103,13 +104,18 @@ def test_class_metrics_match_loop(seed: int, C: int, unknown: int) -> None:
     labels[:unknown] = -1
     preds = np.where(rng.random(n) < 0.7, np.maximum(labels, 0), rng.integers(0, C, n))
     kept = rng.random(n) < 0.8
+    if C >= 5:  # a class without reads, and a class with reads that is never called
+        labels[labels == C - 1] = 0
+        preds[preds == 1] = 2
     got = class_metrics(labels, preds, C, kept)
     ref = ref_class_metrics(labels.tolist(), preds.tolist(), kept.tolist(), C)
     for key in ("precision", "recall", "f1"):
         np.testing.assert_allclose([np.nan if v is None else v for v in got[key]], ref[key], equal_nan=True)
     assert math.isclose(got["micro"]["precision"], ref["micro_precision"])
     assert math.isclose(got["micro"]["recall"], ref["micro_recall"])
-    assert math.isclose(got["macro"]["f1"], float(np.mean(ref["f1"])))
+    assert math.isclose(got["macro"]["f1"], float(np.nanmean(ref["f1"])))
+    assert math.isclose(got["macro"]["precision"], float(np.nanmean(ref["precision"])))
+    assert math.isclose(got["macro"]["recall"], float(np.nanmean(ref["recall"])))
     # the counts reconcile: every known read is a TP or an FN of its class; kept reads are TP or FP
     assert sum(got["tp"]) + sum(got["fn"]) == int((labels >= 0).sum())
     assert sum(got["tp"]) + sum(got["fp"]) == int(kept.sum())

@@ -72,8 +72,10 @@ def test_rank_agreement(tree) -> None:  # noqa: ANN001
 
 
 def test_unknown_tax_ids_are_reported(tree) -> None:  # noqa: ANN001
-    got = rank_agreement(np.array([501, 4242]), np.array([501, 501]), tree)
-    assert got["unknown_tax_ids"] == [4242] and got["reads"]["species"] == 1
+    got = rank_agreement(np.array([501, 4242, 502]), np.array([501, 501, 4343]), tree)
+    assert got["unknown_tax_ids"] == [4242, 4343] and got["reads"]["species"] == 2
+    # a read of an unplaced tax id is left out; a call of one agrees nowhere
+    assert got["reads_without_lineage"] == 1 and got["wrong_calls"] == 1 and got["first_agreement"]["none"] == 1
 
 
 def test_bad_files_say_which(tmp_path: Path) -> None:

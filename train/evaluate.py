@@ -233,7 +233,8 @@ def _sections(m: dict[str, Any], header: list[str], rows: list[list[Any]]) -> li
         secs.append(("Taxonomy (per read)", [("table", (
             ["rank", "reads", "accuracy", "wrong calls first agreeing here"],
             [[r, t["reads"][r], t["accuracy"][r], t["first_agreement"][r]] for r in t["ranks"]]
-            + [["none", None, None, t["first_agreement"]["none"]]]))]))
+            + [["none", None, None, t["first_agreement"]["none"]],
+               ["(true tax id not in the taxonomy)", t["reads_without_lineage"], None, None]]))]))
     secs.append(("Per class", [("table", (header, rows))]))
     return secs
 
@@ -415,6 +416,11 @@ def evaluate_val(run_dir: str | Path, ds: Any, log_probs: np.ndarray, *, cfg: An
     metrics = {"run": run, "data": data, "threshold_source": f"RUN/{CALIBRATION_NAME} (fitted on this data)", **metrics}
     write_evaluation(run_dir / "eval" / "val", metrics, arrays, class_names=names, class_ids=cids,
                      class_tax_ids=tax, title=f"readshard evaluation: {data['path']} (validation set)")
+    prec = cal["precision_at_threshold"]
+    print(f"calibrated on val: temperature {cal['temperature']:.3f}, ECE {cal['ece_before']:.4f} -> "
+          f"{cal['ece_after']:.4f}; threshold {cal['threshold']} keeps {100 * cal['coverage_at_threshold']:.1f}% of "
+          f"val reads at precision {'-' if prec is None else f'{100 * prec:.2f}%'} (target {target_precision:g}); "
+          f"{run_dir / CALIBRATION_NAME}, {run_dir / 'eval' / 'val' / 'report.html'}")
     keys = ("temperature", "threshold", "pair_threshold", "ece_before", "ece_after", "coverage_at_threshold",
             "precision_at_threshold")
     return {k: cal.get(k) for k in keys}

@@ -57,8 +57,10 @@ def class_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int,
 
     A read not ``kept`` (unclassified) is a false negative of its class and nobody's false
     positive; a kept read with label -1 is a false positive of the class it was given.
-    Support counts reads of the class (kept or not). Macro averages run over classes with
-    support; precision of a class never called is 0 (sklearn's ``zero_division=0``).
+    Support counts reads of the class (kept or not). The precision of a class never called
+    is undefined (None); macro precision averages the classes that were called, macro recall
+    and F1 the classes with support (F1 of a class with support but no call is 0). With
+    abstention a 0 there would read as "wrong", when the class was only never called.
 
     Returns:
         ``{"precision", "recall", "f1", "support", "tp", "fp", "fn"}`` (lists of length C,
@@ -81,7 +83,7 @@ def class_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int,
         f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
     present = support > 0
     f1 = np.where(present, f1, np.nan)
-    precision_l = np.where(present | (called > 0), precision, np.nan)
+    precision_l = np.where(called > 0, precision, np.nan)
     TP, FP, FN = int(tp.sum()), int(fp.sum()), int(fn.sum())
     micro_p = TP / (TP + FP) if TP + FP else 0.0
     micro_r = TP / (TP + FN) if TP + FN else 0.0
@@ -90,14 +92,14 @@ def class_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int,
     def listed(a: np.ndarray) -> list[float | None]:
         return [None if np.isnan(x) else float(x) for x in a]
 
-    def mean(a: np.ndarray) -> float:
-        return float(np.mean(a[present])) if present.any() else 0.0
+    def mean(a: np.ndarray, over: np.ndarray = present) -> float:
+        return float(np.mean(a[over])) if over.any() else 0.0
 
     return {
         "precision": listed(precision_l), "recall": listed(recall), "f1": listed(f1),
         "support": support.tolist(), "tp": tp.tolist(), "fp": fp.tolist(), "fn": fn.tolist(),
         "micro": {"precision": micro_p, "recall": micro_r, "f1": micro_f},
-        "macro": {"precision": mean(precision), "recall": mean(np.nan_to_num(recall)), "f1": mean(np.nan_to_num(f1))},
+        "macro": {"precision": mean(precision, called > 0), "recall": mean(np.nan_to_num(recall)), "f1": mean(np.nan_to_num(f1))},
     }
 
 

@@ -114,11 +114,13 @@ def rank_agreement(true_tax: np.ndarray, pred_tax: np.ndarray, tax: Taxonomy,
     A read counts at a rank when its true lineage has a node there; it is right at that rank
     when the call's lineage has the same node. A call is *wrong* when the two tax ids differ;
     its first agreeing rank is the lowest rank where both lineages share a node ("none"
-    when they share none of ``ranks``).
+    when they share none of ``ranks``). Reads whose true tax id is not in the taxonomy
+    count nowhere but in ``reads_without_lineage``.
 
     Returns:
         ``{"ranks", "accuracy": {rank: float|None}, "reads": {rank: int}, "correct": {rank: int},
-        "wrong_calls": int, "first_agreement": {rank or "none": int}, "unknown_tax_ids": [..]}``.
+        "wrong_calls": int, "first_agreement": {rank or "none": int}, "reads_without_lineage": int,
+        "unknown_tax_ids": [..]}``.
     """
     t = np.asarray(true_tax, dtype=np.int64)
     p = np.asarray(pred_tax, dtype=np.int64)
@@ -131,7 +133,8 @@ def rank_agreement(true_tax: np.ndarray, pred_tax: np.ndarray, tax: Taxonomy,
     agree = present & (lt == lp)
     reads = present.sum(axis=0)
     correct = agree.sum(axis=0)
-    wrong = t != p
+    placed = present.any(axis=1)
+    wrong = (t != p) & placed
     first = np.where(agree[wrong].any(axis=1), np.argmax(agree[wrong], axis=1), len(ranks))
     counts = np.bincount(first, minlength=len(ranks) + 1)
     return {
@@ -141,5 +144,6 @@ def rank_agreement(true_tax: np.ndarray, pred_tax: np.ndarray, tax: Taxonomy,
         "correct": {r: int(correct[i]) for i, r in enumerate(ranks)},
         "wrong_calls": int(wrong.sum()),
         "first_agreement": {**{r: int(counts[i]) for i, r in enumerate(ranks)}, "none": int(counts[-1])},
+        "reads_without_lineage": int((~placed).sum()),
         "unknown_tax_ids": unknown,
     }
