@@ -198,8 +198,10 @@ def write_evaluation(out: str | Path, metrics: dict[str, Any], arrays: dict[str,
     plot_confusion(cm, class_names, tmp, title=f"per read: accuracy {100 * (metrics['per_read']['accuracy'] or 0):.2f}%")
     tmp.replace(out / "confusion.png")
     target = metrics["per_read"]["target_precision"]
+    applied = {lvl: metrics[key]["at_threshold"] if metrics[key]["at_threshold"]["threshold"] is not None else None
+               for lvl, key in (("read", "per_read"), ("pair", "per_pair"))}
     plot_risk_coverage({lvl: {"coverage": arrays[lvl]["rc"]["coverage"], "precision": arrays[lvl]["rc"]["precision"],
-                              "chosen": arrays[lvl]["here"]} for lvl in ("read", "pair")},
+                              "chosen": arrays[lvl]["here"], "applied": applied[lvl]} for lvl in ("read", "pair")},
                        out / "risk_coverage.png", target)
     plot_class_f1(class_names, {"per read": arrays["read"]["every"]["f1"], "per pair": arrays["pair"]["every"]["f1"]},
                   out / "class_f1.png")

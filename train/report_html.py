@@ -34,19 +34,22 @@ def _save(fig: Any, path: Path) -> None:
 
 def plot_risk_coverage(curves: Mapping[str, Mapping[str, Any]], path: str | Path, target: float) -> None:
     """Precision of kept reads vs coverage, one line per curve (``{"coverage", "precision",
-    "chosen": {"coverage", "precision"} | None}``), with the target as a dashed line."""
+    "chosen": point | None, "applied": point | None}``, a point being ``{"coverage",
+    "precision"}``: o where the target is reached on this data, x the threshold applied),
+    with the target as a dashed line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for label, c in curves.items():
         ax.plot(np.asarray(c["coverage"]), np.asarray(c["precision"]), label=label)
-        ch = c.get("chosen")
-        if ch and ch.get("precision") is not None:
-            ax.plot([ch["coverage"]], [ch["precision"]], "o", color="k")
+        for key, marker in (("chosen", "o"), ("applied", "x")):
+            pt = c.get(key)
+            if pt and pt.get("precision") is not None:
+                ax.plot([pt["coverage"]], [pt["precision"]], marker, color="k", ms=7)
     ax.axhline(target, ls="--", color="grey", lw=1, label=f"target {target:g}")
     ax.set_xlabel("coverage (fraction of reads classified)")
     ax.set_ylabel("precision of classified reads")
     ax.set_xlim(0, 1.01)
-    ax.set_title("risk-coverage (dots: chosen thresholds)")
+    ax.set_title("risk-coverage (o: target reached here, x: threshold applied)", fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     _save(fig, Path(path))
