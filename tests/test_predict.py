@@ -26,11 +26,12 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
 GENOME_SEED, GENOME_LEN, C = 1234, 3000, 4  # the genomes of _train_helpers.make_reads
 
 
-def _config(train: Path, val: Path, out: Path, arch: str = "llama", steps: int = 40, **model: object) -> object:
+def _config(train: Path, val: Path, out: Path, arch: str = "llama", steps: int = 40, lr: float = 5e-3,
+            **model: object) -> object:
     return config_from_dict({
         "data": {"train": str(train), "val": str(val), "num_workers": 0},
         "model": {"arch": arch, "config": TINY, **model},
-        "optim": {"lr": 5e-3, "warmup_steps": 5},
+        "optim": {"lr": lr, "warmup_steps": 5},
         "train": {"batch_size": 32, "max_steps": steps, "eval_every": 0, "progress": False, "baseline": False,
                   "threads": 1},
         "out": str(out),
@@ -40,9 +41,9 @@ def _config(train: Path, val: Path, out: Path, arch: str = "llama", steps: int =
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("predict")
-    train, val = build_split(root, num_classes=C, train_per_class=120, val_per_class=25, max_length=152,
+    train, val = build_split(root, num_classes=C, train_per_class=80, val_per_class=25, max_length=152,
                              tokenizer="dnabert-6mer")
-    train_run(_config(train, val, root / "run"))
+    train_run(_config(train, val, root / "run", steps=30))
     return {"root": root, "train": train, "val": val, "run": root / "run", "val_fa": root / "reads" / "val.fa"}
 
 
@@ -235,14 +236,15 @@ def test_run_is_self_contained(trained: dict[str, Path], tmp_path: Path) -> None
 def test_every_architecture(trained: dict[str, Path], tmp_path: Path, arch: str, extra: dict) -> None:
     """The rebuilt model is the trained one: its accuracy on val equals the run's own evaluation."""
     out = tmp_path / "run"
-    result = train_run(_config(trained["train"], trained["val"], out, arch=arch, steps=8, **extra))
+    result = train_run(_config(trained["train"], trained["val"], out, arch=arch, steps=30, lr=3e-2, **extra))
     run = load_run(out, device="cpu")
     run.temperature = 1.0  # argmax does not depend on it; keep the comparison plain
     blocks = list(score_dataset(run, trained["val"]))
     labels = np.concatenate([s.labels for s in blocks])
     pred = np.concatenate([s.log_probs.argmax(1) for s in blocks])
     assert labels.min() >= 0 and len(labels) == 100
-    assert np.mean(pred == labels) == pytest.approx(result["val_accuracy"])
+    # A rebuilt body with other weights (a LoRA run's frozen base) would be near chance (0.25).
+    assert result["val_accuracy"] > 0.4 and np.mean(pred == labels) == pytest.approx(result["val_accuracy"], abs=0.021)
 
 
 @pytest.mark.slow
