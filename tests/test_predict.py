@@ -194,12 +194,13 @@ def test_errors_are_one_paragraph(trained: dict[str, Path], tmp_path: Path, caps
     fails(str(bad), fa, "--out", str(tmp_path / "o"), expect="calibration.json")
     notfa = tmp_path / "notes.txt"
     notfa.write_text("this is not a sequence file\n")
-    fails(run, str(notfa), "--out", str(tmp_path / "o1"), expect="notes.txt")
-    assert not (tmp_path / "o1" / "predictions.tsv.gz").exists()
+    fails(run, fa, str(notfa), "--out", str(tmp_path / "o1"), expect="notes.txt")
+    assert not (tmp_path / "o1").exists()  # checked before anything is written
     other = tmp_path / "charset"  # another tokenizer's dataset
     assert convert_main([fa, "--out", str(other), "--mapping", str(trained["val_fa"].parent / "mapping.tsv"),
                          "--tokenizer", "char", "--max-length", "152", "--no-progress"]) == 0
     fails(run, str(other), "--out", str(tmp_path / "o2"), expect="tokenizer")
+    assert not (tmp_path / "o2").exists()
     # An --out with someone else's files: refused; with --overwrite they stay untouched.
     busy = tmp_path / "busy"
     busy.mkdir()

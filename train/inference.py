@@ -45,6 +45,7 @@ __all__ = [
     "score_reads",
     "pair_log_probs",
     "is_dataset",
+    "check_inputs",
     "PAIR_MODES",
 ]
 
@@ -785,15 +786,30 @@ def _background(gen: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         t.join(timeout=5)
 
 
-def _check_inputs(paths: Sequence[str | Path], pairs: str) -> list[Path]:
+def check_inputs(run: LoadedRun, paths: Sequence[str | Path], pairs: str = "auto") -> list[Path]:
+    """Check every input before anything is written: FASTA/FASTQ by their first bytes, datasets by
+    their manifest's tokenizer and length against the run's.
+
+    Raises:
+        FormatError: the first input that cannot be scored, named, with what to give instead.
+    """
+    from convert.fastx import InputError, sniff
+    from loaders import ShardDataset
+
     if pairs not in PAIR_MODES:
         raise FormatError(f"--pairs {pairs!r}: choose one of {', '.join(PAIR_MODES)}")
     out = []
     for p in map(Path, paths):
-        if p.is_dir() and not is_dataset(p):
+        if is_dataset(p):
+            ShardDataset(p, expect_tokenizer=run.tokenizer_info, expect_max_length=run.max_length).close()
+        elif p.is_dir():
             raise FormatError(f"{p}: a directory without manifest.json; give FASTA/FASTQ files or a readshard dataset")
-        if not p.exists():
-            raise FormatError(f"{p}: no such file; give FASTA/FASTQ reads (plain or gzip) or a readshard dataset")
+        else:
+            try:
+                sniff(p)
+            except InputError as exc:
+                raise FormatError(f"{exc}. Give FASTA or FASTQ reads (plain or gzip), or a readshard dataset "
+                                  "directory (it holds manifest.json).") from None
         out.append(p)
     if not out:
         raise FormatError("no input given; name FASTA/FASTQ files or readshard datasets")
@@ -818,7 +834,7 @@ def score_reads(run: LoadedRun, paths: Sequence[str | Path], *, pairs: str = "au
         FormatError: an input that is not FASTA/FASTQ or a dataset, a dataset of another
             tokenizer or length, or a tokenizer that is not the run's.
     """
-    inputs = _check_inputs(paths, pairs)
+    inputs = check_inputs(run, paths, pairs)
     bs = batch_size or default_batch_size(run)
     prog = _Progress()
     total_bytes = sum(_input_size(p) for p in inputs)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from convert.format import FormatError
-from train.inference import PAIR_MODES, LoadedRun, Scores, load_run, pair_log_probs, score_reads
+from train.inference import PAIR_MODES, LoadedRun, Scores, check_inputs, load_run, pair_log_probs, score_reads
 
 __all__ = ["OUTPUT_NAMES", "build_parser", "main", "predict"]
 
@@ -225,6 +225,7 @@ def predict(run: LoadedRun, inputs: Sequence[str], out: Path, *, min_confidence:
         min_confidence, thr_source = (run.threshold, "calibration.json") if run.threshold is not None else (0.0, "default")
         # pairs have their own calibrated threshold when evaluate fitted one
         pair_min = run.calibration.get("pair_threshold", min_confidence) if run.threshold is not None else 0.0
+    check_inputs(run, inputs, pairs)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     C = len(run.classes)
     counts = np.zeros(C, dtype=np.int64)
