@@ -39,7 +39,8 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     s = x - m
-    lse = np.log(np.sum(np.exp(s.astype(np.float64)), axis=axis, keepdims=True))
+    # exp in the input's precision (values in [0, 1]), summed in float64
+    lse = np.log(np.sum(np.exp(s), axis=axis, keepdims=True, dtype=np.float64))
     return (s - lse).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 
 
