@@ -163,3 +163,31 @@ def test_user_errors_exit_2(trained: dict, tmp_path: Path, capsys: pytest.Captur
     assert main([str(trained["run"]), str(trained["val"]), "--out", str(tmp_path / "link"), "--no-progress"]) == 2
     assert "link" in capsys.readouterr().err and not any(target.iterdir())
     assert main([str(trained["run"]), str(trained["val"]), "--target-precision", "1.5"]) == 2
+
+
+def test_overwrite_clears_only_what_evaluate_wrote(tmp_path: Path) -> None:
+    from train.loop import _clear_previous_run
+
+    out = tmp_path / "run"
+    ev = out / "eval" / "val"
+    ev.mkdir(parents=True)
+    for name in EVAL_FILES:
+        (ev / name).write_text("old")
+    (out / "calibration.json").write_text("{}")
+    _clear_previous_run(out)
+    assert not (out / "eval").exists() and not (out / "calibration.json").exists()
+    ev.mkdir(parents=True)
+    (ev / "metrics.json").write_text("old")
+    (ev / "notes.txt").write_text("mine")
+    _clear_previous_run(out)
+    assert sorted(p.name for p in ev.iterdir()) == ["notes.txt"]
+    # a link at eval/ is never followed
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "val").mkdir(parents=True)
+    (elsewhere / "val" / "metrics.json").write_text("theirs")
+    (ev / "notes.txt").unlink()
+    ev.rmdir()
+    (out / "eval").rmdir()
+    (out / "eval").symlink_to(elsewhere)
+    _clear_previous_run(out)
+    assert (elsewhere / "val" / "metrics.json").read_text() == "theirs"

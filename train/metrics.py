@@ -123,5 +123,6 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON via a temporary file and rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a link planted at the temporary name is removed, not written through
     tmp.write_text(json.dumps(obj, indent=1) + "\n")
     tmp.replace(path)
