@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "from calibration.json, else 0)")
     p.add_argument("--pairs", choices=PAIR_MODES, default="auto",
                    help="one call per fragment from both mates: auto (when names show mates), on, off")
-    p.add_argument("--batch-size", type=int, default=None, help="reads per forward pass (default 1024 GPU, 256 CPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="reads per forward pass (default 1024 GPU, 64 CPU)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: all cores but one, which parses and writes)")
