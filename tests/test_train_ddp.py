@@ -13,16 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from _train_helpers import build_split
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 STEPS = 6
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_split(tmp_path_factory.mktemp("ddp"), num_classes=3, train_per_class=100, val_per_class=20)
+SPLIT = dict(num_classes=3, train_per_class=100, val_per_class=20)  # conftest's split fixture builds it once
 
 
 def write_config(path: Path, train: Path, val: Path) -> Path:
@@ -64,6 +59,10 @@ def test_two_gloo_ranks_see_the_single_process_batches(split: tuple[Path, Path],
     m_one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert m_ddp["world_size"] == 2 and m_ddp["val_reads"] == m_one["val_reads"] == 60
     assert not (tmp_path / "ddp" / "metrics.json").with_name("batches-rank2.jsonl").exists()
+    # rank 0 gathered every rank's val log-probabilities in read order for the calibration
+    ev = json.loads((tmp_path / "ddp" / "eval" / "val" / "metrics.json").read_text())
+    assert ev["per_read"]["count"] == 60 and ev["per_read"]["accuracy"] == pytest.approx(m_ddp["val_accuracy"])
+    assert json.loads((tmp_path / "ddp" / "calibration.json").read_text())["num_reads"] == 60
     # Averaged gradients of 2 x 8 reads = gradient of the 16-read batch: same weights up to rounding.
     a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model"]

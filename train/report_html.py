@@ -94,19 +94,22 @@ def plot_reliability(bins: Mapping[str, Mapping[str, Any]], path: str | Path) ->
     _save(fig, Path(path))
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, identifier: bool = False) -> str:
     if v is None:
         return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4f}"
-    if isinstance(v, int):
+    if isinstance(v, int) and not identifier:  # counts get separators, ids do not
         return f"{v:,}"
     return html.escape(str(v))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    ids = [h == "label" or h.endswith("id") for h in header]
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v, i)}</td>" for v, i in zip(r, ids)) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
