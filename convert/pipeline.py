@@ -496,7 +496,7 @@ def _convert(opts: ConvertOptions) -> dict[str, Any]:
                     return resume_complete(opts, out, staging)
                 finally:
                     _drop_staging(staging)  # only this or an earlier repair's scratch: no plan
-            return _convert_locked(opts, out, staging, t0)
+            return _convert_locked(opts, out, staging, t0, created)
         except BaseException as exc:
             if created:
                 _clean_after_failure(staging, exc, parents)
@@ -521,14 +521,18 @@ def _missing_parents(path: Path) -> list[Path]:
 
 
 def _clean_after_failure(staging: Path, exc: BaseException, parents: list[Path]) -> None:
-    """Remove the staging dir this run created when the run failed before converting any unit.
+    """Remove the staging dir this run created when the run stopped before its conversion began.
 
-    Nothing in it is worth a ``--resume`` then, and leaving it would make the next plain run
-    answer "unfinished conversion". After a Ctrl-C with units started it stays (resumable).
+    That is, before its plan was written (refused options or inputs, Ctrl-C), or when the
+    cluster ran no unit (``discard_staging``): nothing in it is worth a ``--resume``, and
+    leaving it would make the next plain run answer "unfinished conversion". A failed write
+    (``keep_staging``: disk full, ...) keeps it, as its message says.
     """
     try:
+        if getattr(exc, "keep_staging", False):
+            return
         if _staged(staging):
-            if isinstance(exc, KeyboardInterrupt) or _converted_any(staging):
+            if not getattr(exc, "discard_staging", False) or _converted_any(staging):
                 return
             _wait_for_orphans(staging, timeout=30.0)
             if _converted_any(staging):
@@ -544,8 +548,8 @@ def _converted_any(staging: Path) -> bool:
     return any(staging.glob("shard-*.h5")) or any((staging / ".units").glob("u-*.json"))
 
 
-def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float) -> dict[str, Any]:
-    """The conversion itself, with ``staging`` locked by this run."""
+def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float, created: bool) -> dict[str, Any]:
+    """The conversion itself, with ``staging`` locked by this run (``created``: made by it)."""
     if opts.mapping is None:
         raise ConvertError(
             "--mapping TSV is required: it turns class ids into contiguous labels and names "
@@ -557,7 +561,9 @@ def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float) -
             f"got {opts.max_length!r}"
         )
     _check_paths(opts, out, staging)
-    if _staged(staging) and not opts.resume and not opts.overwrite:
+    # An earlier run's staging with anything in it (a plan, or a start a kill or full disk cut short).
+    unfinished = _staged(staging) or (not created and bool(set(os.listdir(staging)) - {".lock"}))
+    if unfinished and not opts.resume and not opts.overwrite:
         raise ConvertError(
             f"an unfinished conversion to {out} exists in {staging}; continue it with "
             f"{advised_command(opts, add=('--resume',))}, or start over with {advised_command(opts, add=('--overwrite',))}"
@@ -589,7 +595,9 @@ def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float) -
     try:
         return _stage_and_finish(opts, out, staging, lm, tok, heads, t0)
     except OSError as exc:
-        raise _io_error(exc, out, staging, started=True) from None
+        err = _io_error(exc, out, staging, started=True)
+        err.keep_staging = True  # type: ignore[attr-defined]  # the message says --resume: keep what it needs
+        raise err from None
 
 
 def _stage_and_finish(opts: ConvertOptions, out: Path, staging: Path, lm: LabelMap, tok: Any,
@@ -649,6 +657,10 @@ def _stage_and_finish(opts: ConvertOptions, out: Path, staging: Path, lm: LabelM
         if not opts.resume:
             _wait_for_orphans(staging)
             _remove_staging(staging)
+        raise
+    except ConvertError as exc:
+        if opts.scheduler and not _converted_any(staging):
+            exc.discard_staging = True  # type: ignore[attr-defined]  # the cluster ran nothing: nothing to resume
         raise
     return _finish(opts, out, staging, records, settings, lm, t0, sampled)
 
