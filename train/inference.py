@@ -21,7 +21,6 @@ import math
 import queue
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -29,6 +28,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+# The converter's compiled record scanning, reused so predict and convert read FASTA/FASTQ alike.
+from convert.fastparse import (_SEQ_CODE, _SPACE, _copy_bases, _count_nl, _fasta_body, _find_nl, _fnv1a64,
+                               _header_fields, _jit)
 from convert.format import FormatError
 from convert.tokenizers import ReadTokenizer, TokenizerError, load_tokenizer
 from train.checkpoint import load_checkpoint
@@ -334,18 +336,6 @@ def pair_log_probs(log_probs: np.ndarray, fragment: np.ndarray) -> tuple[np.ndar
     summed -= summed.max(axis=1, keepdims=True)
     summed -= np.log(np.exp(summed).sum(axis=1, keepdims=True))
     return summed.astype(np.float32), inverse.astype(np.int64)
-    same = name_hash[1:] == name_hash[:-1]
-    cand = same if force else same & (mate[:-1] == 1) & (mate[1:] == 2)
-    # Greedy left to right without overlaps: a read joins at most one pair (i, i+1).
-    take = np.zeros(n - 1, dtype=bool)
-    idx = np.flatnonzero(cand)
-    if idx.size:
-        run_start = np.r_[True, idx[1:] != idx[:-1] + 1]
-        run_id = np.cumsum(run_start) - 1
-        pos_in_run = np.arange(idx.size) - np.flatnonzero(run_start)[run_id]
-        take[idx[pos_in_run % 2 == 0]] = True
-    frag[1:][take] = frag[:-1][take]
-    return frag
 
 
 def _pair_keys(cand: np.ndarray, n: int, base: int) -> np.ndarray:
@@ -376,10 +366,6 @@ def adjacent_fragments(mate: np.ndarray, name_hash: np.ndarray, base: int, *, fo
 
 
 # -- parsing any FASTA/FASTQ headers -----------------------------------------------------------
-
-# The converter's compiled record scanning, reused so both read FASTA/FASTQ alike.
-from convert.fastparse import (_SEQ_CODE, _SPACE, _copy_bases, _count_nl, _fasta_body, _find_nl,  # noqa: E402
-                               _fnv1a64, _header_fields, _jit)
 
 # problem codes of _parse_any (0: scored); index into SKIP_REASONS is code - 1
 _EMPTY_HEADER, _EMPTY_SEQ, _NON_NUC, _MALFORMED, _TOO_LONG = 1, 2, 3, 4, 5
