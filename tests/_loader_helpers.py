@@ -213,3 +213,20 @@ def build_dataset(
     manifest.update(manifest_overrides or {})
     write_manifest(out, manifest)
     return Built(out, tuple(int(x) for x in shard_sizes), num_classes, max_length, layout, tok, arrays)
+
+
+def tiny_trainer(ds: Any, out_dir: Path, data_collator: Callable | None = None, **training_args: Any) -> Any:
+    """A Hugging Face ``Trainer`` of a tiny random BERT classifier over ``ds``: 3 steps of 16 reads on CPU,
+    no saving or reporting; ``training_args`` add to or replace the ``TrainingArguments``; no
+    ``data_collator``: the Trainer's default."""
+    import transformers
+
+    config = transformers.BertConfig(vocab_size=1024, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64, num_labels=ds.num_classes,
+                                     pad_token_id=ds.pad_id)
+    args = transformers.TrainingArguments(**{
+        "output_dir": str(out_dir), "max_steps": 3, "per_device_train_batch_size": 16, "report_to": [],
+        "use_cpu": True, "dataloader_num_workers": 0, "save_strategy": "no", "logging_steps": 1, **training_args})
+    collator = {} if data_collator is None else {"data_collator": data_collator}
+    return transformers.Trainer(model=transformers.BertForSequenceClassification(config), args=args,
+                                train_dataset=ds, **collator)

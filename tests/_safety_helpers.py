@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
+from typing import Any
 
 
 def snapshot(root: Path, *, skip: tuple[Path, ...] = ()) -> dict[str, tuple[str, str]]:
@@ -29,8 +29,9 @@ def snapshot(root: Path, *, skip: tuple[Path, ...] = ()) -> dict[str, tuple[str,
     return out
 
 
-def assert_refused(res: subprocess.CompletedProcess[str], *needles: str) -> None:
-    """Exit code 2, one paragraph on stderr naming ``needles``, no traceback."""
+def assert_refused(res: Any, *needles: str) -> None:
+    """Exit code 2, one paragraph on stderr naming ``needles``, no traceback (``res``: a
+    ``CompletedProcess`` or conftest's ``Ran``)."""
     err = res.stderr.strip()
     assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
     assert "Traceback" not in err, err

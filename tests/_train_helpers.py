@@ -14,7 +14,12 @@ import numpy as np
 
 from convert import ConvertOptions, convert
 
-__all__ = ["make_reads", "write_fasta", "convert_reads", "build_split"]
+__all__ = ["TINY", "TINY_1L", "TINIEST", "make_reads", "write_fasta", "convert_reads", "build_split"]
+
+# Tiny model configs (``model.config``) the training tests run: a few ms per step on CPU.
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+TINY_1L = {**TINY, "num_hidden_layers": 1}
+TINIEST = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
 
 
 def make_reads(num_classes: int, reads_per_class: int, *, seed: int, genome_len: int = 3000,

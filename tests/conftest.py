@@ -8,6 +8,8 @@ import gc
 import gzip
 import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 SHARED = Path(os.environ.get("READSHARD_SHARED", REPO.parent / "shared"))
+
+
+# tests/data inputs no reader accepts, with a word their one-paragraph error must contain.
+UNREADABLE_INPUTS = [
+    ("empty.fa", "empty"),
+    ("whitespace_only.fa", "empty"),
+    ("not_fasta.txt", "not FASTA or FASTQ"),
+    ("binary.bin", "binary"),
+]
 
 
 def genome_files() -> list[Path]:
@@ -140,6 +151,33 @@ def run_train(*args: str | os.PathLike[str], cwd: Path = REPO, timeout: float = 
     )
 
 
+def converted_reads(root: Path, *, n_per_class: int, classes: int, reads_per_shard: int,
+                    out: str = "ref") -> tuple[Path, Path, Path]:
+    """:func:`write_reads` under ``root/in`` converted by the CLI (in-process) into ``root/out``:
+    (reads, mapping, dataset). For module fixtures: the reference a test's own run must match."""
+    inp, mapping = write_reads(root / "in" / "r.fa", n_per_class=n_per_class, classes=classes)
+    res = convert_cli(inp, "--mapping", mapping, "--out", root / out, "--reads-per-shard", reads_per_shard,
+                      "--no-progress")
+    assert res.returncode == 0, res.stderr
+    return inp, mapping, root / out
+
+
+def run_child(argv: Sequence[str | os.PathLike[str]], timeout: float, hang: str) -> tuple[int, str, str]:
+    """Run ``argv`` from the repository in its own session: (exit code, stdout, stderr). After ``timeout``
+    s its whole process group is killed and the test fails with ``hang`` (a hang must not stall CI)."""
+    proc = subprocess.Popen(
+        [str(a) for a in argv], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{hang} ({timeout} s)")
+    return proc.returncode, out, err
+
+
 @dataclass
 class Ran:
     """What an in-process CLI call left: the exit code and captured streams (as ``CompletedProcess``)."""
@@ -182,6 +220,36 @@ def train_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> Ran:
     return in_process(main, args, cwd)
 
 
+def make(target: str, root: Path, *variables: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``make -C REPO TARGET`` as a checkout's user runs it, with this interpreter as ``$(PY)``, a
+    venv stamp under ``root`` (so make runs no install) and ``SAMPLE=root/data/sample``."""
+    # `make` needs the venv's install stamp; point VENV at a stamp newer than pyproject.toml so
+    # make runs only the recipes asked for.
+    venv = root / "venv-stamp"
+    venv.mkdir(exist_ok=True)
+    (venv / ".installed").touch()
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        ["make", "-C", str(REPO), target, f"PY={sys.executable}", f"VENV={venv}", f"SAMPLE={root / 'data' / 'sample'}",
+         *variables], env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def after_make_convert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding ``data/sample/{reads,train,val}`` made by ``make convert`` itself (the
+    README's quick start), once per session; its output is kept in ``make-convert.log``."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = tmp_path_factory.mktemp("after-make-convert")
+    proc = make("convert", root)
+    (root / "make-convert.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (root / "data" / "sample" / "train" / "manifest.json").is_file()
+    return root
+
+
 @pytest.fixture
 def reads(tmp_path: Path) -> tuple[Path, Path]:
     """A small labeled FASTA (4 real genomes, 200 reads each) and its mapping."""
@@ -192,3 +260,46 @@ def reads(tmp_path: Path) -> tuple[Path, Path]:
 def metagene_tokenizer_path() -> Path:
     """The shipped real METAGENE-1 tokenizer.json."""
     return REPO / "convert" / "assets" / "tokenizers" / "metagene-1" / "tokenizer.json"
+
+
+# A converted train/val pair per distinct size, built once per session and shared (tests read it,
+# never write into it). A test module picks its size with ``SPLIT = dict(num_classes=..., ...)``.
+TINY_SPLIT = {"num_classes": 3, "train_per_class": 40, "val_per_class": 10}
+
+
+@pytest.fixture(scope="session")
+def make_split(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[Path, Path]]:
+    """``make_split(**build_split_kwargs)``: (train, val) datasets, converted once per distinct kwargs."""
+    from _train_helpers import build_split
+
+    built: dict[tuple, tuple[Path, Path]] = {}
+
+    def get(**kw: object) -> tuple[Path, Path]:
+        key = tuple(sorted(kw.items()))
+        if key not in built:
+            built[key] = build_split(tmp_path_factory.mktemp("split"), **kw)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def split(request: pytest.FixtureRequest, make_split: Callable[..., tuple[Path, Path]]) -> tuple[Path, Path]:
+    """The module's ``SPLIT`` size (default ``TINY_SPLIT``) of :func:`make_split`."""
+    return make_split(**getattr(request.module, "SPLIT", TINY_SPLIT))
+
+
+@pytest.fixture(scope="session")
+def four_shards(tmp_path_factory: pytest.TempPathFactory):
+    """A loader test dataset (``_loader_helpers.build_dataset``): shards of 300, 0, 411 and 89 rows."""
+    from _loader_helpers import build_dataset
+
+    return build_dataset(tmp_path_factory.mktemp("four-shards") / "ds", shard_sizes=(300, 0, 411, 89), seed=13)
+
+
+@pytest.fixture(scope="module")
+def four_ds(four_shards):
+    """A ``ShardDataset`` of :func:`four_shards`, opened once per module."""
+    from loaders import ShardDataset
+
+    return ShardDataset(four_shards.path)
