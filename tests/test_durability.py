@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_convert, shard_hashes, start_convert, wait_for_shards, write_reads
+from conftest import convert_cli, shard_hashes, start_convert, wait_for_shards, write_reads
 from convert.cli import main
 from convert.pipeline import staging_dir
 
@@ -59,13 +59,22 @@ def test_every_shard_is_fsynced_by_the_converter_before_publishing(
     assert all(order.index(s) < manifest for s in shards)
 
 
+@pytest.fixture(scope="module")
+def crash_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(reads, mapping, their uninterrupted conversion): the reference every damaged run must match."""
+    tmp = tmp_path_factory.mktemp("durability")
+    inp, mapping = write_reads(tmp / "r.fa", n_per_class=2500, classes=4)
+    ref = tmp / "ref"
+    res = convert_cli(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", "500", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    return inp, mapping, ref
+
+
 @pytest.mark.parametrize("damage", ["shard emptied", "shard cut short", "unit record emptied"])
-def test_unsynced_writes_lost_after_a_crash_are_redone(tmp_path: Path, damage: str) -> None:
+def test_unsynced_writes_lost_after_a_crash_are_redone(crash_input: tuple[Path, Path, Path], tmp_path: Path,
+                                                       damage: str) -> None:
     """As after a power loss: files a killed run wrote (and nobody synced) lose their data."""
-    inp, mapping = write_reads(tmp_path / "r.fa", n_per_class=2500, classes=4)
-    ref = tmp_path / "ref"
-    assert run_convert(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", "500",
-                       "--no-progress").returncode == 0
+    inp, mapping, ref = crash_input
     out = tmp_path / "out"
     proc = start_convert(inp, mapping, out, "--jobs", "2")
     staging = staging_dir(out)
@@ -82,7 +91,7 @@ def test_unsynced_writes_lost_after_a_crash_are_redone(tmp_path: Path, damage: s
         shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     else:
         done[0].write_bytes(b"")
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume",
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume",
                       "--jobs", "2", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert shard_hashes(out) == shard_hashes(ref)

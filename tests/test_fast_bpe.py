@@ -20,8 +20,8 @@ from tokenizers import Tokenizer
 from convert import bpe
 from convert.bpe import build_fast_bpe
 from convert.tokenizers import ASSETS, BpeTokenizer
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 FILES = {
     "metagene-1": ASSETS / "metagene-1" / "tokenizer.json",
     "dnabert-2": ASSETS / "dnabert-2-117m" / "tokenizer.json",

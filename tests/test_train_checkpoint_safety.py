@@ -1,22 +1,19 @@
 """A checkpoint is untrusted input: ``--resume`` never runs pickled code, and a corrupt or
-foreign checkpoint ends in one clear error naming the file (real ``python -m train`` runs)."""
+foreign checkpoint ends in one clear error naming the file (``python -m train``'s ``main``, in-process)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from _safety_helpers import assert_refused, snapshot
-from _train_helpers import build_split
+from _train_helpers import TINY
+from conftest import REPO, Ran, train_cli
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 
 
 class _Payload:
@@ -29,21 +26,14 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_split(tmp_path_factory.mktemp("ckpt"), num_classes=2, train_per_class=40, val_per_class=10)
-
-
-def _train(split: tuple[Path, Path], out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _train(split: tuple[Path, Path], out: Path, *extra: str) -> Ran:
     cfg = out.parent / "c.yaml"
     cfg.write_text(
         f"data: {{train: {split[0]}, val: {split[1]}, num_workers: 0}}\n"
         f"model: {{arch: bert, config: {json.dumps(TINY)}}}\n"
         "train: {batch_size: 8, max_steps: 2, progress: false, baseline: false, threads: 1}\n"
     )
-    return subprocess.run([sys.executable, "-m", "train", "--config", str(cfg), "--out", str(out), *extra],
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=300)
+    return train_cli("--config", cfg, "--out", out, *extra, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from train.config import ConfigError, apply_overrides, config_from_dict, is_training_config, load_config
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TRAINING_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if is_training_config(p))
 
 

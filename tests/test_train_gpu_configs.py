@@ -15,8 +15,8 @@ from _train_helpers import build_split
 from train.config import ConfigError, apply_overrides, load_config
 from train.loop import run
 from train.model import DataSpec, build_model, count_parameters, smoke_model_config
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 HAS_PEFT = importlib.util.find_spec("peft") is not None
 CASES = {"rtx4090_metagene1.yaml": "metagene-1", "rtx4090_dnabert2.yaml": "dnabert-2"}
 

@@ -5,39 +5,29 @@ run needs both datasets named (no fallback to the sample's val set)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from _train_helpers import build_split
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_split(tmp_path_factory.mktemp("outdir"), num_classes=3, train_per_class=40, val_per_class=10)
+from _train_helpers import TINIEST
+from conftest import Ran, run_train, train_cli
 
 
 def _config(path: Path, train: Path, val: Path | None) -> Path:
     data = {"train": str(train), "num_workers": 0, **({"val": str(val)} if val else {})}
     path.write_text(json.dumps({
-        "data": data, "model": {"arch": "llama", "config": TINY},
+        "data": data, "model": {"arch": "llama", "config": TINIEST},
         "train": {"batch_size": 8, "max_steps": 2, "progress": False, "baseline": False, "threads": 1},
     }))  # JSON is YAML
     return path
 
 
-def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "train", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+def _train(*args: str, cwd: Path) -> Ran:
+    return train_cli(*args, cwd=cwd)
 
 
-def _one_paragraph_error(proc: subprocess.CompletedProcess[str]) -> str:
+def _one_paragraph_error(proc: Ran | subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     return proc.stderr
@@ -51,7 +41,8 @@ def test_existing_out_is_refused_without_resume_or_overwrite(split: tuple[Path, 
     ckpt = (out / "checkpoint.pt").read_bytes()
     (out / "notes.txt").write_text("mine")
 
-    err = _one_paragraph_error(_train("--config", str(cfg), "--out", str(out), cwd=tmp_path))
+    # The one real `python -m train` exit-2 process of the suite; the other refusals run in-process.
+    err = _one_paragraph_error(run_train("--config", cfg, "--out", out, cwd=tmp_path))
     assert f"--out {out} already exists" in err and "--resume" in err and "--overwrite" in err
     assert (out / "checkpoint.pt").read_bytes() == ckpt  # nothing was touched
 
@@ -82,7 +73,7 @@ def test_a_run_without_a_dataset_is_a_clear_error(split: tuple[Path, Path], tmp_
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps({
         "data": {"num_workers": 0, **({"train": str(train)} if missing == "val" else {"val": str(val)})},
-        "model": {"arch": "llama", "config": TINY}, "train": {"batch_size": 8, "max_steps": 1},
+        "model": {"arch": "llama", "config": TINIEST}, "train": {"batch_size": 8, "max_steps": 1},
     }))
     # a sample val set where the old default pointed must not be picked up
     (tmp_path / "data" / "sample").mkdir(parents=True)

@@ -20,12 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from _train_helpers import build_split
+from _train_helpers import TINY, build_split
 from train.config import ConfigError, ModelConfig
 from train.model import DataSpec, build_model
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 # config file -> (tokenizer its data needs, how its published checkpoint is saved)
 CASES = {
     "rtx4090_metagene1.yaml": ("metagene-1", "LlamaForCausalLM"),

@@ -9,17 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from _train_helpers import build_split
+from _train_helpers import TINY
 from train.config import apply_overrides, config_from_dict
 from train.loop import run
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 MAX_STEPS = 24  # 600 reads / (16 x 2 per step) = 18.75 steps per epoch: the run crosses an epoch
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_split(tmp_path_factory.mktemp("resume"), num_classes=3, train_per_class=200, val_per_class=20)
+SPLIT = dict(num_classes=3, train_per_class=200, val_per_class=20)  # conftest's split fixture builds it once
 
 
 def config(split: tuple[Path, Path], out: Path):

@@ -9,22 +9,16 @@ from typing import Mapping
 
 import pytest
 
-from _train_helpers import build_split
+from _train_helpers import TINY_1L
 from train.config import config_from_dict
 from train.loop import CHECKPOINT_NAME, METRICS_NAME, run
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_split(tmp_path_factory.mktemp("hook"), num_classes=3, train_per_class=40, val_per_class=10)
 
 
 def _config(split: tuple[Path, Path], out: Path, *, max_steps: int) -> object:
     return config_from_dict({
         "data": {"train": str(split[0]), "val": str(split[1]), "num_workers": 1},
-        "model": {"arch": "llama", "config": TINY},
+        "model": {"arch": "llama", "config": TINY_1L},
         "train": {"batch_size": 8, "grad_accum": 2, "max_steps": max_steps, "progress": False, "baseline": False,
                   "threads": 1},
         "out": str(out),
