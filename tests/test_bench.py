@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 COMPETITORS = (
     "readshard",
     "readshard_batched",
@@ -55,6 +56,9 @@ def test_every_competitor_has_a_positive_rate(quick_report: dict, name: str) -> 
 def test_ratios_are_consistent_with_rates(quick_report: dict) -> None:
     sps = quick_report["samples_per_s"]
     limit = sps["numpy_memmap_limit"]
+    # Empty tables would make the loops below check nothing.
+    assert quick_report["ratio_to_numpy_memmap_limit"], "the ratio table is empty"
+    assert quick_report["readshard_batched_speedup_over"], "the speed-up table is empty"
     for name, ratio in quick_report["ratio_to_numpy_memmap_limit"].items():
         assert ratio == pytest.approx(sps[name] / limit, rel=1e-2, abs=1e-4)  # both rounded in the JSON
     for name, speedup in quick_report["readshard_batched_speedup_over"].items():
