@@ -529,10 +529,10 @@ def _clean_after_failure(staging: Path, exc: BaseException, parents: list[Path])
     (``keep_staging``: disk full, ...) keeps it, as its message says.
     """
     try:
-        if getattr(exc, "keep_staging", False):
+        if getattr(exc, "keep_staging", False) or _converted_any(staging):
             return
         if _staged(staging):
-            if not getattr(exc, "discard_staging", False) or _converted_any(staging):
+            if not getattr(exc, "discard_staging", False):
                 return
             _wait_for_orphans(staging, timeout=30.0)
             if _converted_any(staging):
@@ -545,7 +545,9 @@ def _clean_after_failure(staging: Path, exc: BaseException, parents: list[Path])
 
 
 def _converted_any(staging: Path) -> bool:
-    return any(staging.glob("shard-*.h5")) or any((staging / ".units").glob("u-*.json"))
+    """True once a unit finished (also after the finish removed the unit records, before publishing)."""
+    return (any(staging.glob("shard-*.h5")) or any((staging / ".units").glob("u-*.json"))
+            or (staging / fmt.MANIFEST_NAME).exists())
 
 
 def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float, created: bool) -> dict[str, Any]:

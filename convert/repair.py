@@ -36,7 +36,7 @@ from typing import Any
 from . import format as fmt
 from .fastx import iter_units
 from .labels import LabelMap, read_mapping
-from .paths import is_dataset, trash_dir
+from .paths import check_replaceable, is_dataset, trash_dir
 from .pipeline import (
     ConvertError,
     ConvertOptions,
@@ -324,6 +324,7 @@ def finish_publish(out: Path, staging: Path) -> bool:
                 f"convert again with --overwrite (it discards {staging})"
             )
         if os.path.lexists(out):
+            check_replaceable(out)  # a dataset or an empty directory only, as when the run started
             _drop_trash(trash, out)
             os.replace(out, trash)
         os.replace(staging, out)

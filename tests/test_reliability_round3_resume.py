@@ -315,6 +315,29 @@ def test_killed_publish_is_finished_by_resume(data, tmp_path: Path, point: str) 
     _nothing_left(out)
 
 
+def test_finished_conversion_killed_before_publishing_is_published(data, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the manifest, before the old dataset was moved aside: the next run rolls forward."""
+    from convert import pipeline
+
+    out = _copy(data["old"], tmp_path / "ds")
+    args = [data["inp"], "--mapping", data["mapping"], "--out", out, "--reads-per-shard", RPS, "--no-progress"]
+
+    def killed(*a, **k):
+        raise _Killed
+
+    monkeypatch.setattr(pipeline, "publish", killed)
+    with pytest.raises(_Killed):
+        convert_cli(*args, "--overwrite")
+    monkeypatch.undo()
+    assert (staging_dir(out) / "manifest.json").is_file() and fmt.read_manifest(out)["source"]["reads_per_shard"] == 4000
+    r = convert_cli(*args, "--resume")
+    assert r.returncode == 0 and "already complete" in r.stdout, r.stderr
+    assert "published" in r.stderr and "removed" in r.stderr, r.stderr
+    _same_as(out, data["ref"])
+    _nothing_left(out)
+
+
 def test_half_removed_old_dataset_is_removed_and_a_lost_out_is_restored(data, tmp_path: Path) -> None:
     """A kill inside the old dataset's removal; and --out gone with only the old copy complete."""
     out = _copy(data["ref"], tmp_path / "ds")
