@@ -38,6 +38,11 @@ import os
 import sys
 import threading
 import weakref
+
+try:  # imported here, not on first use: a fork during another thread's import would hang the child
+    import resource
+except ImportError:  # not a Unix: no descriptor limit to read
+    resource = None  # type: ignore[assignment]
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -62,8 +67,8 @@ def open_shard_budget(num_shards: int, in_use: int = 0) -> int:
     if sys.version_info >= (3, 13):
         return max(1, num_shards)
     try:
-        import resource
-
+        if resource is None:
+            raise ImportError("no resource module")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = num_shards + in_use + _FD_HEADROOM
         if soft != resource.RLIM_INFINITY and soft < want:
@@ -123,7 +128,7 @@ class _Budget:
             (_, old_shard), ref = self.lru.popitem(last=False)
             owner = ref()
             if owner is not None:  # a dead owner's mappings went with it
-                owner._evict(old_shard)
+                owner._evict(old_shard, own_pins=1 if owner is handles else 0)  # handles.get runs pinned
 
     def used(self, handles: ShardHandles, shard: int) -> None:
         key = (id(handles), shard)
@@ -163,7 +168,7 @@ class ShardHandles:
     Invariant: a closer runs only while no *other* thread is pinned (between :meth:`pin` and
     :meth:`unpin`); evictions and :meth:`close` while another thread is pinned are deferred
     to the last :meth:`unpin`. Readers therefore pin, get what they need, read, then unpin,
-    and never hold a raw-address snapshot across a :meth:`get`.
+    call :meth:`get` only while pinned, and never hold a raw-address snapshot across it.
 
     Args:
         opener: ``opener(shard_index) -> (obj, closer)``; ``closer()`` releases ``obj``. A
@@ -187,7 +192,6 @@ class ShardHandles:
         self._open: OrderedDict[int, tuple[Any, Callable[[], None]]] = OrderedDict()
         self._local: dict[str, Any] = {}
         self._pinned = 0
-        self._mine = threading.local()  # this thread's pins
         self._deferred: list[Callable[[], None]] = []
 
     @property
@@ -231,29 +235,29 @@ class ShardHandles:
         self._check_pid()
         with _BUDGET.lock:
             self._pinned += 1
-            self._mine.n = getattr(self._mine, "n", 0) + 1
 
     def unpin(self) -> None:
         """Leave a read; the last reader out runs the deferred closes."""
         with _BUDGET.lock:
             self._pinned -= 1
-            self._mine.n = getattr(self._mine, "n", 1) - 1
             if self._pinned == 0 and self._deferred:
                 run, self._deferred = self._deferred, []
                 for closer in run:
                     closer()
 
-    def _release(self, closer: Callable[[], None]) -> None:
-        if self._pinned > getattr(self._mine, "n", 0):  # another thread may read these addresses
+    def _release(self, closer: Callable[[], None], own_pins: int = 0) -> None:
+        # own_pins: pins of the calling thread on this dataset (1 inside get(), which is
+        # called pinned); any pin beyond them is another thread that may read these addresses.
+        if self._pinned > own_pins:
             self._deferred.append(closer)
         else:
             closer()
 
-    def _evict(self, shard: int) -> None:
-        """Close ``shard`` for the process budget (lock held)."""
+    def _evict(self, shard: int, own_pins: int = 0) -> None:
+        """Close ``shard`` for the process budget (lock held; ``own_pins`` as in :meth:`_release`)."""
         hit = self._open.pop(shard, None)
         if hit is not None:
-            self._release(hit[1])
+            self._release(hit[1], own_pins)
 
     def touch(self, shards: list[int]) -> None:
         """Mark open ``shards`` as recently used (so opening others evicts them last)."""
@@ -264,7 +268,12 @@ class ShardHandles:
                     _BUDGET.used(self, s)
 
     def get(self, shard: int) -> Any:
-        """The open object for ``shard``, opening it (and evicting the oldest) if needed."""
+        """The open object for ``shard``, opening it (and evicting the oldest) if needed.
+
+        Call it pinned (see the class invariant): the caller's own pin does not defer the
+        closes of what it evicts, so a batch over more shards than the budget keeps at most
+        the budget open.
+        """
         self._check_pid()
         with _BUDGET.lock:
             hit = self._open.get(shard)
@@ -277,7 +286,7 @@ class ShardHandles:
             while self._max_open is not None and len(self._open) > self._max_open:
                 old, (_, old_closer) = self._open.popitem(last=False)
                 _BUDGET.forget(self, old)
-                self._release(old_closer)
+                self._release(old_closer, own_pins=1)
             _BUDGET.opened(self, shard)
             return obj
 

@@ -50,6 +50,7 @@ data and skips anything the gather would refuse.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import mmap
 import os
 import sys
@@ -60,7 +61,7 @@ import numpy as np
 
 from convert.reader import first_bad_row
 
-__all__ = ["SpanTable", "SpanSnapshot", "FIELDS"]
+__all__ = ["SpanTable", "SpanSnapshot", "FIELDS", "guarded_import"]
 
 # Fields gathered by address, and their item sizes per row (input_ids: L int16 per row).
 FIELDS = ("input_ids", "lengths", "labels")
@@ -106,15 +107,17 @@ _locate: Any = _locate_py
 
 
 def _gather_rows_py(idx: np.ndarray, starts: np.ndarray, base: np.ndarray, item: np.ndarray, raw: np.ndarray,
-                    out_ids: np.ndarray, out_lens: np.ndarray, out_labs: np.ndarray, num_classes: int,
-                    max_length: int) -> int:
+                    out_ids: np.ndarray, out_lens: np.ndarray, out_labs: np.ndarray) -> int:
     """Locate, check and copy global rows ``idx`` (compiled by numba; see the module invariant).
 
     ``out_ids`` is the (B, L) int16 output viewed as (B, 2L) bytes. Fields are assembled
-    from little-endian bytes because a row's address has no alignment. Stops with
-    ``_BAD_VALUE`` after copying the first row whose label or length is out of range.
+    from little-endian bytes because a row's address has no alignment. ``item`` holds the three
+    fields' row sizes, then C and L (fewer arguments: each costs the dispatcher a type check);
+    the pass stops with ``_BAD_VALUE`` after copying the first row whose label is outside
+    0..C-1 or length outside 0..L.
     """
     W = out_ids.shape[1]
+    num_classes, max_length = item[3], item[4]
     top = raw.size
     for k in range(idx.size):
         i, lo = _locate(idx[k], starts, base)
@@ -187,7 +190,7 @@ def _empty_args() -> tuple[Any, ...]:
     """Arguments of the passes' exact types (the real calls' flags), over no rows: for compiling."""
     raw = np.zeros(8, dtype=np.uint8)
     raw.flags.writeable = False  # snapshots are read-only views
-    return (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((3, 1), np.int64), np.zeros(3, np.int64), raw)
+    return (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((3, 1), np.int64), np.zeros(5, np.int64), raw)
 
 
 def _load(slot: list[Callable[..., int] | None], make: Callable[[], Callable[..., int] | None]) -> Callable[..., int] | None:
@@ -215,7 +218,7 @@ def _make_gather() -> Callable[..., int] | None:
     _locate = numba.njit(nogil=True, cache=True, inline="always")(_locate_py)
     fn = numba.njit(nogil=True, cache=True)(_gather_rows_py)
     # Compile now, under the lock: a first call elsewhere would compile outside it.
-    fn(*_empty_args(), np.empty((0, 2), np.uint8), np.empty(0, np.int16), np.empty(0, np.int64), 1, 1)
+    fn(*_empty_args(), np.empty((0, 2), np.uint8), np.empty(0, np.int16), np.empty(0, np.int64))
     return fn
 
 
@@ -242,6 +245,19 @@ def _prefetch_kernel() -> Callable[..., int] | None:
 def _kernel() -> Callable[..., int] | None:
     """The compiled pass, or None without numba (imported on first use: ``import loaders`` stays light)."""
     return _load(_KERNEL, _make_gather)
+
+
+def guarded_import(name: str) -> Any:
+    """``import name`` under ``_KERNEL_LOCK``: a fork waits for it instead of copying a half-done import."""
+    module = sys.modules.get(name)
+    if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False) is False:
+        return module
+    with _KERNEL_LOCK:
+        _LOADING[0] += 1
+        try:
+            return importlib.import_module(name)
+        finally:
+            _LOADING[0] -= 1
 
 
 def _before_fork() -> None:
@@ -293,7 +309,7 @@ class SpanTable:
         self._C = int(num_classes)
         self._on_bad = on_bad
         self._item = np.array([[2 * self._L], [2], [4]], dtype=np.int64)
-        self._item_flat = self._item.reshape(-1).copy()
+        self._item_flat = np.array([2 * self._L, 2, 4, self._C, self._L], dtype=np.int64)  # sizes, then C and L
         self.addr = np.full((3, self._counts.size), -1, dtype=np.int64)
         self.live = 0
         self._snapshot: SpanSnapshot | None = None
@@ -409,8 +425,7 @@ class SpanTable:
         ids = np.empty((B, self._L), dtype=np.int16)
         lengths = np.empty(B, dtype=np.int16)
         labels = np.empty(B, dtype=np.int64)
-        status = kernel(idx, self._starts, snap.base, self._item_flat, snap.raw, ids.view(np.uint8), lengths, labels,
-                        self._C, self._L)
+        status = kernel(idx, self._starts, snap.base, self._item_flat, snap.raw, ids.view(np.uint8), lengths, labels)
         if status == _OK:
             return {"input_ids": ids, "lengths": lengths, "labels": labels}
         if status == _BAD_VALUE:  # rows after the bad one were not copied: the first bad one is it

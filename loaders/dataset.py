@@ -25,7 +25,7 @@ from convert.reader import ShardReader, available_memory, choose_access
 from convert.provenance import records_before
 from loaders.batch import ReadBatch
 from loaders._shardio import ShardHandles
-from loaders._span import SpanTable
+from loaders._span import SpanTable, guarded_import
 
 __all__ = ["ShardDataset", "ShardSubset", "BATCH_KEYS"]
 
@@ -46,6 +46,18 @@ def _as_index_array(indices: Any) -> np.ndarray:
         # astype(int64) would wrap these to negative indices, i.e. rows counted from the end
         raise IndexError(f"index {int(idx.max())} out of range")
     return idx.astype(np.int64, copy=False).reshape(-1)
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values. Not ``np.unique``: its first call imports ``numpy.ma``, and a
+    fork while another thread is inside that import leaves the child waiting on its lock forever."""
+    a = np.sort(a)
+    if a.size < 2:
+        return a
+    keep = np.empty(a.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -221,7 +233,7 @@ class ShardDataset(_ViewMixin, Dataset):
             registered = table.register(s, views)
         h5 = None
         if "input_ids" not in views:
-            import h5py  # only the compressed layout needs HDF5 at read time
+            h5py = guarded_import("h5py")  # only the compressed layout needs HDF5 at read time
 
             h5 = h5py.File(self._reader.files[s], "r")
             views["input_ids"] = h5["input_ids"]
@@ -265,11 +277,11 @@ class ShardDataset(_ViewMixin, Dataset):
         shard = self._starts.searchsorted(idx, side="right") - 1
         with handles.lock:
             if table.live < self._nonempty and table.missing(shard).size:  # some shard is not mapped yet
-                needed = np.unique(shard)
+                needed = _distinct(shard)
                 if needed.size > handles.max_open:
                     return None
                 handles.touch(needed.tolist())  # open batch members are evicted last
-                for s in np.unique(table.missing(shard)).tolist():
+                for s in _distinct(table.missing(shard)).tolist():
                     handles.get(s)
                 if table.missing(shard).size:
                     return None

@@ -189,6 +189,7 @@ def test_corrupt_value_refused_by_every_path(corrupt: Path) -> None:
     _assert_names_row(e.value, corrupt)
 
 
+@pytest.mark.slow
 def test_corrupt_label_advice_repairs(tmp_path: Path) -> None:
     """The commands the error names work: verify finds the shard, --resume re-converts it."""
     from convert.cli import main as convert_main
@@ -243,6 +244,7 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return base, base / "ids.npy"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit,copies", [(320, 5), (64, 2)], ids=["5x64-shards-at-320", "2x64-shards-at-64"])
 def test_datasets_beyond_descriptor_limit_read_correctly(many: tuple[Path, Path], limit: int, copies: int) -> None:
     base, ids = many
