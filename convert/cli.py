@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", metavar="val=F[,test=G]", help="write DIR/train, DIR/val (and DIR/test) from the "
                    "inputs, each row by its fragment hash: both mates always on the same side, the same for any --jobs")
     p.add_argument("--seed", type=int, default=0, help="seed of --split (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion: keep verified shards, redo the rest")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion (an interrupted --overwrite too): keep verified shards, redo the rest; "
+                   "on a complete dataset, check it and re-convert damaged shards. Inputs and given options must match "
+                   "the dataset's (or the unfinished conversion's): a difference is an error naming it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new one is complete) or discard an unfinished conversion")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
