@@ -672,13 +672,25 @@ def _stage_and_finish(opts: ConvertOptions, out: Path, staging: Path, lm: LabelM
 REPLACES = "replaces-out"
 
 
+_PLAN_NAMES = {"mapping_sha256": "the --mapping file's sha256", "tokenizer_sha256": "the tokenizer's sha256",
+               "split": "--split/--seed"}
+
+
+def _short(value: Any) -> str:
+    """A plan value for a message: hashes shortened to 12 hex digits."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]
+    return repr(value)
+
+
 def _plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Each setting or input in which ``new`` differs from the staged plan ``old``, in words."""
     out = []
     for key in new:
         if key == "inputs" or new[key] == old.get(key):
             continue
-        out.append(f"{key} is {new[key]!r} now, {old.get(key)!r} in the unfinished conversion")
+        name = _PLAN_NAMES.get(key, "--" + key.replace("_", "-"))
+        out.append(f"{name} is {_short(new[key])} now, {_short(old.get(key))} in the unfinished conversion")
     was, now = old.get("inputs", []), new["inputs"]
     if [i.get("path") for i in was] != [i["path"] for i in now]:
         out.append(f"the inputs are {[i['path'] for i in now]} now, {[i.get('path') for i in was]} in the unfinished conversion")

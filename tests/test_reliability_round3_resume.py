@@ -217,8 +217,8 @@ def _staged(data, out: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> di
 
 @pytest.mark.parametrize(
     "flags, needles",
-    [(["--reads-per-shard", "250"], ["reads_per_shard is 250 now, 500 in the unfinished"]),
-     (["--tokenizer", "char", "--max-length", "64"], ["tokenizer is 'char' now", "max_length is 64 now"]),
+    [(["--reads-per-shard", "250"], ["--reads-per-shard is 250 now, 500 in the unfinished"]),
+     (["--tokenizer", "char", "--max-length", "64"], ["--tokenizer is 'char' now", "--max-length is 64 now"]),
      (["OTHER"], ["the inputs are", "o.fa"])],
     ids=["shard-size", "tokenizer-and-L", "other-input"],
 )
