@@ -9,7 +9,6 @@ command is taken from the message and run.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
