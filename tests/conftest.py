@@ -250,6 +250,13 @@ def after_make_convert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def big_converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(reads, mapping, reference dataset): 10,000 reads in 20 shards of 500, for the tests that
+    interrupt a conversion and compare what --resume finishes with this uninterrupted one."""
+    return converted_reads(tmp_path_factory.mktemp("big"), n_per_class=2500, classes=4, reads_per_shard=500)
+
+
 @pytest.fixture
 def reads(tmp_path: Path) -> tuple[Path, Path]:
     """A small labeled FASTA (4 real genomes, 200 reads each) and its mapping."""

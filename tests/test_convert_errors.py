@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, convert_cli, run_convert
+from conftest import DATA, UNREADABLE_INPUTS, convert_cli, run_convert
 
 MAPPING = DATA / "mapping.tsv"
 
@@ -65,15 +65,7 @@ def test_on_bad_record_error_names_file_and_line(tmp_path: Path, parallel: list[
 
 
 @pytest.mark.parametrize(
-    "name, message",
-    [
-        ("empty.fa", "empty"),
-        ("whitespace_only.fa", "empty"),
-        ("not_fasta.txt", "not FASTA or FASTQ"),
-        ("binary.bin", "binary"),
-        ("truncated.fa.gz", "gzip"),
-        ("missing.fa", "no such file"),
-    ],
+    "name, message", UNREADABLE_INPUTS + [("truncated.fa.gz", "gzip"), ("missing.fa", "no such file")]
 )
 def test_fatal_inputs(tmp_path: Path, name: str, message: str) -> None:
     out = tmp_path / "out"

@@ -14,32 +14,22 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from _loader_helpers import build_dataset
-from loaders import ReadBatch, ShardDataset, collate_batch
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return build_dataset(tmp_path_factory.mktemp("defcol") / "ds", shard_sizes=(300, 0, 411, 89), seed=17)
-
-
-@pytest.fixture(scope="module")
-def ds(built):
-    return ShardDataset(built.path)
+from _loader_helpers import tiny_trainer
+from loaders import ReadBatch, collate_batch
 
 
 def _row_key(ids: np.ndarray) -> bytes:
     return np.asarray(ids, dtype=np.int64).tobytes()
 
 
-def _check_batch(out: dict, built) -> None:
+def _check_batch(out: dict, four_shards) -> None:
     """Every row is a dataset row (full width, int64) with its own mask and label."""
-    a = built.arrays
+    a = four_shards.arrays
     by_row = {_row_key(r): k for k, r in enumerate(a["input_ids"])}
     assert set(out) == {"input_ids", "attention_mask", "labels"}
     for key in out:
         assert out[key].dtype == torch.int64, key
-    assert out["input_ids"].shape[1] == out["attention_mask"].shape[1] == built.max_length
+    assert out["input_ids"].shape[1] == out["attention_mask"].shape[1] == four_shards.max_length
     for row, mask, label in zip(out["input_ids"].numpy(), out["attention_mask"].numpy(), out["labels"].numpy()):
         k = by_row[_row_key(row)]
         assert int(mask.sum()) == int(a["lengths"][k]) and mask[: a["lengths"][k]].all()
@@ -47,37 +37,37 @@ def _check_batch(out: dict, built) -> None:
 
 
 @pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), (2, "spawn")])
-def test_plain_dataloader_default_collate(ds, built, workers, context) -> None:
-    loader = DataLoader(ds, batch_size=256, shuffle=True, num_workers=workers, multiprocessing_context=context)
+def test_plain_dataloader_default_collate(four_ds, four_shards, workers, context) -> None:
+    loader = DataLoader(four_ds, batch_size=256, shuffle=True, num_workers=workers, multiprocessing_context=context)
     seen = []
     for out in loader:
-        _check_batch(out, built)
+        _check_batch(out, four_shards)
         seen.append(out["labels"].numpy())
     labels = np.concatenate(seen)
-    assert labels.size == len(ds)
-    np.testing.assert_array_equal(np.sort(labels), np.sort(built.arrays["labels"]))
+    assert labels.size == len(four_ds)
+    np.testing.assert_array_equal(np.sort(labels), np.sort(four_shards.arrays["labels"]))
 
 
-def test_plain_dataloader_in_order(ds, built) -> None:
-    out = next(iter(DataLoader(ds, batch_size=64)))
-    a = built.arrays
+def test_plain_dataloader_in_order(four_ds, four_shards) -> None:
+    out = next(iter(DataLoader(four_ds, batch_size=64)))
+    a = four_shards.arrays
     np.testing.assert_array_equal(out["input_ids"].numpy(), a["input_ids"][:64])
     np.testing.assert_array_equal(out["attention_mask"].numpy().sum(1), a["lengths"][:64])
     np.testing.assert_array_equal(out["labels"].numpy(), a["labels"][:64])
 
 
-def test_read_batch_is_a_list_of_items_and_a_dict_of_arrays(ds, built) -> None:
+def test_read_batch_is_a_list_of_items_and_a_dict_of_arrays(four_ds, four_shards) -> None:
     idx = np.array([3, 700, 799, 0])
-    batch = ds.__getitems__(idx)
+    batch = four_ds.__getitems__(idx)
     assert isinstance(batch, ReadBatch) and len(batch) == 4
     assert batch["input_ids"].dtype == np.int16 and set(dict(batch)) == {"input_ids", "lengths", "labels"}
     for k, item in enumerate(batch):
-        want = ds[int(idx[k])]
+        want = four_ds[int(idx[k])]
         assert item.keys() == want.keys()
         np.testing.assert_array_equal(item["input_ids"], want["input_ids"])
         np.testing.assert_array_equal(item["attention_mask"], want["attention_mask"])
         assert item["labels"] == want["labels"] == batch[k]["labels"]
-    assert batch[-1]["labels"] == ds[0]["labels"]
+    assert batch[-1]["labels"] == four_ds[0]["labels"]
     with pytest.raises(IndexError):
         batch[4]
     with pytest.raises(TypeError):
@@ -89,17 +79,10 @@ def test_read_batch_is_a_list_of_items_and_a_dict_of_arrays(ds, built) -> None:
     assert all(torch.equal(fast[k], slow[k]) for k in fast)
 
 
-def test_hf_trainer_default_collator(ds, built, tmp_path) -> None:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(vocab_size=1024, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=64, num_labels=ds.num_classes,
-                                     pad_token_id=ds.pad_id)
-    model = transformers.BertForSequenceClassification(config)
-    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=16,
-                                          report_to=[], use_cpu=True, dataloader_num_workers=0, save_strategy="no",
-                                          logging_steps=1)
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=ds)  # every default
+def test_hf_trainer_default_collator(four_ds, four_shards, tmp_path) -> None:
+    pytest.importorskip("transformers")
+    trainer = tiny_trainer(four_ds, tmp_path / "out")  # every default
     batch = next(iter(trainer.get_train_dataloader()))
-    _check_batch({k: batch[k] for k in ("input_ids", "attention_mask", "labels")}, built)
+    _check_batch({k: batch[k] for k in ("input_ids", "attention_mask", "labels")}, four_shards)
     result = trainer.train()
     assert result.global_step == 3 and np.isfinite(result.training_loss)

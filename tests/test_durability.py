@@ -59,22 +59,11 @@ def test_every_shard_is_fsynced_by_the_converter_before_publishing(
     assert all(order.index(s) < manifest for s in shards)
 
 
-@pytest.fixture(scope="module")
-def crash_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(reads, mapping, their uninterrupted conversion): the reference every damaged run must match."""
-    tmp = tmp_path_factory.mktemp("durability")
-    inp, mapping = write_reads(tmp / "r.fa", n_per_class=2500, classes=4)
-    ref = tmp / "ref"
-    res = convert_cli(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", "500", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    return inp, mapping, ref
-
-
 @pytest.mark.parametrize("damage", ["shard emptied", "shard cut short", "unit record emptied"])
-def test_unsynced_writes_lost_after_a_crash_are_redone(crash_input: tuple[Path, Path, Path], tmp_path: Path,
+def test_unsynced_writes_lost_after_a_crash_are_redone(big_converted: tuple[Path, Path, Path], tmp_path: Path,
                                                        damage: str) -> None:
     """As after a power loss: files a killed run wrote (and nobody synced) lose their data."""
-    inp, mapping, ref = crash_input
+    inp, mapping, ref = big_converted
     out = tmp_path / "out"
     proc = start_convert(inp, mapping, out, "--jobs", "2")
     staging = staging_dir(out)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _strategies import fasta_records
 from convert.fastx import Unit
 from convert.labels import DEFAULT_HEADER_REGEX, LabelMap
 from convert.unit import _rows_default, _rows_regex, _Settings
@@ -42,19 +43,8 @@ _seq = st.one_of(
 _eol = st.sampled_from(["\n", "\r\n"])
 
 
-@st.composite
-def fasta(draw) -> bytes:
-    out = []
-    for _ in range(draw(st.integers(1, 10))):
-        seq = draw(_seq)
-        width = draw(st.sampled_from([0, 0, 7]))
-        lines = [seq[i : i + width] for i in range(0, len(seq), width)] if width else [seq]
-        out.append(">" + draw(_header) + draw(_eol) + draw(st.sampled_from(["", "\n", "\r\n"]))
-                   + "".join(x + draw(_eol) for x in lines))
-    text = "".join(out)
-    if draw(st.booleans()):
-        text = text.rstrip("\r\n")
-    return text.encode("latin-1")
+def fasta() -> st.SearchStrategy[bytes]:
+    return fasta_records(_header, _seq, _eol, records=st.integers(1, 10), widths=[0, 0, 7], blanks=["", "\n", "\r\n"])
 
 
 @st.composite

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import DATA, UNREADABLE_INPUTS
 from convert.fastx import InputError, iter_units, parse_unit, sniff, unit_bytes
 
-DATA = Path(__file__).resolve().parent / "data"
 A = "ACGTACGTTGCAACGGTACCGTAGCTAGCTAGGCTTAACG"
 
 
@@ -92,16 +92,7 @@ def test_fastq_units(tmp_path: Path) -> None:
     assert b"".join(unit_bytes(u) for u in units) == text
 
 
-@pytest.mark.parametrize(
-    "name, message",
-    [
-        ("empty.fa", "empty"),
-        ("whitespace_only.fa", "empty"),
-        ("not_fasta.txt", "not FASTA or FASTQ"),
-        ("binary.bin", "binary"),
-        ("does_not_exist.fa", "no such file"),
-    ],
-)
+@pytest.mark.parametrize("name, message", UNREADABLE_INPUTS + [("does_not_exist.fa", "no such file")])
 def test_sniff_rejects(name: str, message: str) -> None:
     with pytest.raises(InputError) as info:
         sniff(DATA / name)

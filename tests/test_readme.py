@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
 
@@ -32,29 +32,6 @@ BLOCKS = readme_python_blocks((REPO / "README.md").read_text())
 
 def test_readme_has_python_blocks() -> None:
     assert BLOCKS, "README.md has no ```python block: this test would check nothing"
-
-
-@pytest.fixture(scope="module")
-def after_make_convert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding ``data/sample/{train,val}`` made by ``make convert`` itself."""
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
-    root = tmp_path_factory.mktemp("after-make-convert")
-    # `make convert` needs the venv's install stamp; point VENV at a stamp newer than
-    # pyproject.toml so make runs only the sample recipes, with this interpreter as $(PY).
-    venv = root / "venv-stamp"
-    venv.mkdir()
-    (venv / ".installed").touch()
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run(
-        ["make", "-C", str(REPO), "convert", f"PY={sys.executable}", f"VENV={venv}",
-         f"SAMPLE={root / 'data' / 'sample'}"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert (root / "data" / "sample" / "train" / "manifest.json").is_file()
-    return root
 
 
 @pytest.mark.slow

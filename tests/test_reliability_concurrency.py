@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_convert, write_reads
+from conftest import REPO, convert_cli, converted_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert import pipeline
@@ -27,11 +27,7 @@ CLEAR = ("another converter", "already exists")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    d = tmp_path_factory.mktemp("conc")
-    inp, mapping = write_reads(d / "in" / "r.fa", n_per_class=500, classes=4)
-    ref = d / "ref"
-    assert run_convert(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", RPS, "--no-progress").returncode == 0
-    return inp, mapping, ref
+    return converted_reads(tmp_path_factory.mktemp("conc"), n_per_class=500, classes=4, reads_per_shard=RPS)
 
 
 def _popen(inp: Path, mapping: Path, out: Path, jobs: str) -> subprocess.Popen:
@@ -79,7 +75,7 @@ def test_running_converter_is_not_called_unfinished(data, tmp_path: Path) -> Non
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, b"424242")
         for extra in ([], ["--resume"]):
-            res = run_convert(inp, "--mapping", mapping, "--out", out, "--no-progress", *extra)
+            res = convert_cli(inp, "--mapping", mapping, "--out", out, "--no-progress", *extra)
             assert res.returncode == 2 and "another converter (pid 424242)" in res.stderr, res.stderr
     finally:
         os.close(fd)

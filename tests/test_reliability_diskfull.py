@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import convert_cli, write_reads
+from conftest import convert_cli, converted_reads
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert.pipeline import ConvertError, staging_dir
@@ -25,11 +25,7 @@ RPS = 250
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    d = tmp_path_factory.mktemp("diskfull")
-    inp, mapping = write_reads(d / "in" / "r.fa", n_per_class=500, classes=4)
-    ref = d / "ref"
-    assert convert_cli(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", RPS, "--no-progress").returncode == 0
-    return inp, mapping, ref
+    return converted_reads(tmp_path_factory.mktemp("diskfull"), n_per_class=500, classes=4, reads_per_shard=RPS)
 
 
 def _opts(inp: Path, mapping: Path, out: Path, **kw) -> ConvertOptions:

@@ -12,8 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from conftest import Ran, convert_cli, write_reads
-from convert import ConvertOptions, convert
+from conftest import Ran, convert_cli, converted_reads
 from convert import format as fmt
 from convert.tokenizers import load_tokenizer
 from convert.verify import verify_dataset
@@ -22,11 +21,7 @@ from loaders import ShardDataset
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("drift")
-    inp, mapping = write_reads(d / "in" / "r.fa", n_per_class=60, classes=2)
-    convert(ConvertOptions(inputs=[str(inp)], out=str(d / "ds"), mapping=str(mapping), reads_per_shard=50,
-                           progress=False))
-    return d / "ds"
+    return converted_reads(tmp_path_factory.mktemp("drift"), n_per_class=60, classes=2, reads_per_shard=50)[2]
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA, run_convert
+from _strategies import fasta_records
+from conftest import DATA, convert_cli
 from convert import ConvertOptions, convert
 from convert import fastx
 from convert.fastx import InputError, iter_units, parse_unit
@@ -48,20 +49,9 @@ _seq = st.one_of(_bases, _bases, st.text("ACGT!1*.- \t\x00é", max_size=40))
 _eol = st.sampled_from(["\n", "\r\n"])
 
 
-@st.composite
-def fasta_text(draw) -> bytes:
-    out = []
-    for _ in range(draw(st.integers(0, 12))):
-        seq = draw(_seq)
-        width = draw(st.sampled_from([0, 0, 7, 60]))
-        lines = [seq[i : i + width] for i in range(0, len(seq), width)] if width else [seq]
-        body = "".join(line + draw(_eol) for line in lines)
-        blank = draw(st.sampled_from(["", "", "\n", "\r\n\n"]))
-        out.append(">" + draw(_header) + draw(_eol) + blank + body)
-    text = "".join(out)
-    if text and draw(st.booleans()):
-        text = text.rstrip("\r\n")  # no trailing newline
-    return text.encode("latin-1")
+def fasta_text() -> st.SearchStrategy[bytes]:
+    return fasta_records(_header, _seq, _eol, records=st.integers(0, 12), widths=[0, 0, 7, 60],
+                         blanks=["", "", "\n", "\r\n\n"])
 
 
 @st.composite
@@ -156,23 +146,27 @@ def _check_convert(path: Path, out: Path, **kw) -> None:
     assert (out / "manifest.json").is_file()
 
 
+def _input(tmp_path_factory: pytest.TempPathFactory, prefix: str, data: bytes) -> Path:
+    """``data`` as ``in.fa`` in a new directory (hypothesis examples share the test's fixtures)."""
+    path = tmp_path_factory.mktemp(prefix) / "in.fa"
+    path.write_bytes(data)
+    return path
+
+
 @FUZZ
 @given(data=input_bytes(), rps=st.sampled_from([1, 3, 1000]), tok=st.sampled_from(["char", "metagene-1"]),
        max_length=st.sampled_from(["auto", 16, 256]))
 def test_converter_reconciles_or_raises_typed(tmp_path_factory: pytest.TempPathFactory, data: bytes, rps: int,
                                               tok: str, max_length) -> None:
-    d = tmp_path_factory.mktemp("c")
-    path = d / "in.fa"
-    path.write_bytes(data)
-    _check_convert(path, d / "out", reads_per_shard=rps, tokenizer=tok, max_length=max_length)
+    path = _input(tmp_path_factory, "c", data)
+    _check_convert(path, path.parent / "out", reads_per_shard=rps, tokenizer=tok, max_length=max_length)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=input_bytes())
 def test_on_bad_record_error_names_file_and_line(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
-    d = tmp_path_factory.mktemp("e")
-    path = d / "in.fa"
-    path.write_bytes(data)
+    path = _input(tmp_path_factory, "e", data)
+    d = path.parent
     try:
         report = convert(ConvertOptions(inputs=[str(path)], out=str(d / "out"), mapping=str(MAPPING),
                                         progress=False, tokenizer="char", max_length=64, on_bad_record="error"))
@@ -187,10 +181,9 @@ def test_on_bad_record_error_names_file_and_line(tmp_path_factory: pytest.TempPa
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=input_bytes())
 def test_cli_never_prints_a_traceback(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
-    d = tmp_path_factory.mktemp("cli")
-    path = d / "in.fa"
-    path.write_bytes(data)
-    res = run_convert(path, "--mapping", MAPPING, "--out", d / "out", "--jobs", "2", "--reads-per-shard", "3",
+    path = _input(tmp_path_factory, "cli", data)
+    d = path.parent
+    res = convert_cli(path, "--mapping", MAPPING, "--out", d / "out", "--jobs", "2", "--reads-per-shard", "3",
                       "--tokenizer", "char", "--max-length", "64", "--no-progress")
     assert "Traceback" not in res.stderr, res.stderr
     assert res.returncode in (0, 2), res.stderr

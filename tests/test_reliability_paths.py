@@ -1,6 +1,6 @@
 """--out, --overwrite, staging, lock and trash never destroy what the converter did not create.
 
-Each case runs the real CLI in a subprocess on real files and checks exit code 2, one
+Each case runs the CLI's main (in-process) on real files and checks exit code 2, one
 paragraph naming the path, no traceback, and that nothing at all changed on disk.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -30,13 +31,18 @@ def _dataset(inp: Path, mapping: Path, out: Path) -> None:
     assert res.returncode == 0, res.stderr
 
 
+def _refused_untouched(root: Path, args: tuple, *needles: str) -> None:
+    """``python -m convert ARGS`` is refused (exit 2, one paragraph naming ``needles``) and nothing
+    under ``root`` changed."""
+    before = snapshot(root)
+    assert_refused(convert_cli(*args), *needles)
+    assert snapshot(root) == before
+
+
 def test_overwrite_refuses_the_inputs_directory(small: tuple[Path, Path], tmp_path: Path) -> None:
     inp, mapping = small
     (inp.parent / "notes.txt").write_text("my notes\n")
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", inp.parent, "--overwrite", *FAST)
-    assert_refused(res, str(inp))
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", inp.parent, "--overwrite", *FAST), str(inp))
 
 
 def test_overwrite_refuses_a_directory_that_is_not_a_dataset(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -45,10 +51,8 @@ def test_overwrite_refuses_a_directory_that_is_not_a_dataset(small: tuple[Path, 
     other.mkdir()
     (other / "figure.png").write_bytes(b"\x89PNG")
     (other / "manifest.json").write_text('{"name": "a web app manifest"}')
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", other, "--overwrite", *FAST)
-    assert_refused(res, str(other), "not a readshard dataset", "figure.png")
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", other, "--overwrite", *FAST),
+                       str(other), "not a readshard dataset", "figure.png")
 
 
 def test_overwrite_replaces_a_dataset_or_an_empty_directory(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -69,10 +73,8 @@ def test_overwrite_refuses_a_dataset_holding_an_input(small: tuple[Path, Path], 
     _dataset(inp, mapping, out)
     moved = out / "reads.fa"
     inp.rename(moved)
-    before = snapshot(tmp_path)
-    res = convert_cli(moved, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
-    assert_refused(res, str(moved), "inside --out")
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (moved, "--mapping", mapping, "--out", out, "--overwrite", *FAST),
+                       str(moved), "inside --out")
 
 
 def test_overwrite_refuses_a_mapping_inside_out(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -81,10 +83,7 @@ def test_overwrite_refuses_a_mapping_inside_out(small: tuple[Path, Path], tmp_pa
     _dataset(inp, mapping, out)
     inner = out / "mapping.tsv"
     inner.write_bytes(mapping.read_bytes())
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", inner, "--out", out, "--overwrite", *FAST)
-    assert_refused(res, str(inner))
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", inner, "--out", out, "--overwrite", *FAST), str(inner))
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -92,10 +91,8 @@ def test_out_that_is_a_regular_file_is_refused(small: tuple[Path, Path], tmp_pat
     inp, mapping = small
     out = tmp_path / "thesis.txt"
     out.write_text("four years of work\n")
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", out, *FAST, *(["--overwrite"] if overwrite else []))
-    assert_refused(res, str(out), "regular file")
-    assert snapshot(tmp_path) == before
+    flags = ["--overwrite"] if overwrite else []
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", out, *FAST, *flags), str(out), "regular file")
 
 
 @pytest.mark.parametrize("target", ["missing", "dataset"])
@@ -106,10 +103,8 @@ def test_out_that_is_a_symlink_is_refused(small: tuple[Path, Path], tmp_path: Pa
         _dataset(inp, mapping, dest)
     link = tmp_path / "link"
     link.symlink_to(dest)
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", link, "--overwrite", *FAST)
-    assert_refused(res, str(link), "symbolic link")
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", link, "--overwrite", *FAST),
+                       str(link), "symbolic link")
 
 
 @pytest.mark.parametrize("mode", ["--resume", "--overwrite"])
@@ -121,10 +116,8 @@ def test_staging_symlink_is_refused(small: tuple[Path, Path], tmp_path: Path, mo
     out = tmp_path / "out"
     staging = tmp_path / ".out.readshard-partial"
     staging.symlink_to(victim)
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", out, mode, *FAST)
-    assert_refused(res, str(staging), "symbolic link")
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", out, mode, *FAST),
+                       str(staging), "symbolic link")
 
 
 @pytest.mark.parametrize("entry", [".lock", ".units", ".units/.workers.lock", "plan.json", ".shard-00000.h5.tmp"])
@@ -142,10 +135,8 @@ def test_symlink_inside_staging_is_refused(small: tuple[Path, Path], tmp_path: P
         (staging / ".units").symlink_to(tmp_path / "udir")
     else:
         (staging / entry).symlink_to(user_file)
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
-    assert_refused(res, str(staging / entry), "symbolic link")
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST),
+                       str(staging / entry), "symbolic link")
 
 
 def test_hardlinked_lock_is_refused(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -155,10 +146,8 @@ def test_hardlinked_lock_is_refused(small: tuple[Path, Path], tmp_path: Path) ->
     staging = tmp_path / ".out.readshard-partial"
     staging.mkdir()
     os.link(user_file, staging / ".lock")
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST)
-    assert_refused(res, str(staging / ".lock"), "hard-linked")
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", tmp_path / "out", "--resume", *FAST),
+                       str(staging / ".lock"), "hard-linked")
 
 
 def test_staging_not_made_by_the_converter_is_refused(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -166,10 +155,8 @@ def test_staging_not_made_by_the_converter_is_refused(small: tuple[Path, Path], 
     staging = tmp_path / ".out.readshard-partial"
     staging.mkdir()
     (staging / "mine.txt").write_text("not the converter's\n")
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", tmp_path / "out", "--overwrite", *FAST)
-    assert_refused(res, str(staging), "mine.txt")
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", tmp_path / "out", "--overwrite", *FAST),
+                       str(staging), "mine.txt")
 
 
 @pytest.mark.parametrize("kind", ["symlink", "user_dir"])
@@ -185,10 +172,7 @@ def test_trash_that_is_not_ours_is_refused(small: tuple[Path, Path], tmp_path: P
     else:
         trash.mkdir()
         (trash / "precious.txt").write_text("keep me\n")
-    before = snapshot(tmp_path)
-    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST)
-    assert_refused(res, str(trash))
-    assert snapshot(tmp_path) == before
+    _refused_untouched(tmp_path, (inp, "--mapping", mapping, "--out", out, "--overwrite", *FAST), str(trash))
 
 
 def test_leftover_trash_dataset_is_cleaned(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -202,33 +186,9 @@ def test_leftover_trash_dataset_is_cleaned(small: tuple[Path, Path], tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 
-@pytest.mark.parametrize("name", [".units/q-00000.fa.tmp", ".units/q-00000.tsv.tmp", ".units/q-00000.ends.tmp",
-                                  ".shard-00000.h5.tmp", ".units/.u-00000.json.tmp"])
-def test_worker_never_writes_through_a_link_planted_in_staging(tmp_path: Path, name: str) -> None:
-    """A link that appears in staging during a run (after the start-up check) is not followed."""
-    from convert.fastx import Unit
-    from convert.labels import read_mapping
-    from convert.unit import Settings, convert_unit
-
-    inp, mapping = write_reads(tmp_path / "r.fa", n_per_class=5)
-    staging = tmp_path / ".out.readshard-partial"
-    (staging / ".units").mkdir(parents=True)
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me\n")
-    (staging / name).symlink_to(victim)
-    data = inp.read_bytes()
-    unit = Unit(str(inp), 0, 0, 1, 0, data, "fasta")
-    s = Settings(tokenizer="char", max_length=16, header_regex=DEFAULT_HEADER_REGEX, label_map=read_mapping(str(mapping)),
-                 layout="mmap", compression="gzip", on_bad_record="skip", staging=str(staging), dataset_id="ab" * 16)
-    with pytest.raises(OSError, match="symbolic link"):
-        convert_unit(unit, 0, s)
-    assert victim.read_text() == "keep me\n"
-
-
-@pytest.mark.parametrize("name", ["shard-00000.h5", ".units/q-00000.fa", ".units/q-00000.tsv", ".units/q-00000.ends",
-                                  ".units/u-00000.json"])
-def test_rename_replaces_a_link_planted_at_a_final_name(tmp_path: Path, name: str) -> None:
-    """A link planted where a unit's file is renamed to is replaced by the file, never written through."""
+def _unit_with_a_planted_link(tmp_path: Path, name: str) -> tuple[Callable[[], object], Path, Path]:
+    """(convert the unit, staging, victim): a unit of small reads whose staging has a link to ``victim``
+    at ``name``, planted as if during a run (after the start-up check)."""
     from convert.fastx import Unit
     from convert.labels import read_mapping
     from convert.unit import Settings, convert_unit
@@ -242,6 +202,24 @@ def test_rename_replaces_a_link_planted_at_a_final_name(tmp_path: Path, name: st
     unit = Unit(str(inp), 0, 0, 1, 0, inp.read_bytes(), "fasta")
     s = Settings(tokenizer="char", max_length=16, header_regex=DEFAULT_HEADER_REGEX, label_map=read_mapping(str(mapping)),
                  layout="mmap", compression="gzip", on_bad_record="skip", staging=str(staging), dataset_id="ab" * 16)
-    convert_unit(unit, 0, s)
+    return (lambda: convert_unit(unit, 0, s)), staging, victim
+
+
+@pytest.mark.parametrize("name", [".units/q-00000.fa.tmp", ".units/q-00000.tsv.tmp", ".units/q-00000.ends.tmp",
+                                  ".shard-00000.h5.tmp", ".units/.u-00000.json.tmp"])
+def test_worker_never_writes_through_a_link_planted_in_staging(tmp_path: Path, name: str) -> None:
+    """A link that appears in staging during a run (after the start-up check) is not followed."""
+    run_unit, _, victim = _unit_with_a_planted_link(tmp_path, name)
+    with pytest.raises(OSError, match="symbolic link"):
+        run_unit()
+    assert victim.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("name", ["shard-00000.h5", ".units/q-00000.fa", ".units/q-00000.tsv", ".units/q-00000.ends",
+                                  ".units/u-00000.json"])
+def test_rename_replaces_a_link_planted_at_a_final_name(tmp_path: Path, name: str) -> None:
+    """A link planted where a unit's file is renamed to is replaced by the file, never written through."""
+    run_unit, staging, victim = _unit_with_a_planted_link(tmp_path, name)
+    run_unit()
     assert victim.read_text() == "keep me\n"
     assert not (staging / name).is_symlink() and (staging / name).is_file()

@@ -9,24 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_convert, shard_hashes as _hashes, start_convert as _start, wait_for_shards, write_reads
+from conftest import convert_cli, shard_hashes as _hashes, start_convert as _start, wait_for_shards
 from convert.pipeline import staging_dir
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    d = tmp_path_factory.mktemp("big")
-    inp, mapping = write_reads(d / "r.fa", n_per_class=2500, classes=4)
-    ref = d / "ref"
-    assert run_convert(inp, "--mapping", mapping, "--out", ref, "--reads-per-shard", "500", "--no-progress").returncode == 0
-    return inp, mapping, ref
 
 
 @pytest.mark.parametrize("jobs, parallel, wait_shards", [("1", "auto", 3), ("2", "processes", 5), ("2", "threads", 5)])
 def test_kill_then_resume_gives_same_bytes(
-    big: tuple[Path, Path, Path], tmp_path: Path, jobs: str, parallel: str, wait_shards: int
+    big_converted: tuple[Path, Path, Path], tmp_path: Path, jobs: str, parallel: str, wait_shards: int
 ) -> None:
-    inp, mapping, ref = big
+    inp, mapping, ref = big_converted
     out = tmp_path / "out"
     proc = _start(inp, mapping, out, "--jobs", jobs, "--parallel", parallel)
     staging = staging_dir(out)
@@ -37,9 +28,9 @@ def test_kill_then_resume_gives_same_bytes(
     assert 0 < len(list(staging.glob("shard-*.h5"))) < 20
     kept = {p.name: p.stat().st_mtime_ns for p in staging.glob("shard-*.h5")}
     # Without --resume the unfinished conversion is not silently discarded.
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500")
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500")
     assert res.returncode == 2 and "--resume" in res.stderr
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--jobs", jobs, "--no-progress")
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--jobs", jobs, "--no-progress")
     assert res.returncode == 0, res.stderr
     assert _hashes(out) == _hashes(ref)
     assert (out / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes()
@@ -50,29 +41,29 @@ def test_kill_then_resume_gives_same_bytes(
     assert not staging.exists()
 
 
-def test_resume_with_other_settings_is_refused(big: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    inp, mapping, _ = big
+def test_resume_with_other_settings_is_refused(big_converted: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    inp, mapping, _ = big_converted
     out = tmp_path / "out"
     proc = _start(inp, mapping, out)
     staging = staging_dir(out)
     wait_for_shards(staging, 1, proc, timeout=60)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--tokenizer", "char")
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--tokenizer", "char")
     assert res.returncode == 2 and "other settings" in res.stderr and "tokenizer" in res.stderr
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--overwrite", "--tokenizer", "char", "--no-progress")
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--overwrite", "--tokenizer", "char", "--no-progress")
     assert res.returncode == 0, res.stderr
 
 
-def test_second_converter_is_locked_out(big: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    inp, mapping, ref = big
+def test_second_converter_is_locked_out(big_converted: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    inp, mapping, ref = big_converted
     out = tmp_path / "out"
     proc = _start(inp, mapping, out)
     staging = staging_dir(out)
     deadline = time.time() + 60
     while time.time() < deadline and not (staging / ".lock").exists():
         time.sleep(0.01)
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume")
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume")
     first_rc = proc.wait(timeout=120)
     assert res.returncode == 2 and "another converter" in res.stderr, res.stderr
     assert first_rc == 0
@@ -81,11 +72,11 @@ def test_second_converter_is_locked_out(big: tuple[Path, Path, Path], tmp_path: 
 
 @pytest.mark.parametrize("parallel", ["threads", "processes"])
 def test_ctrl_c_stops_cleanly_then_resume_gives_same_bytes(
-    big: tuple[Path, Path, Path], tmp_path: Path, parallel: str
+    big_converted: tuple[Path, Path, Path], tmp_path: Path, parallel: str
 ) -> None:
     """SIGINT (Ctrl-C) mid-run: exit 130 with one line and no traceback, nothing published;
     ``--resume`` then gives the reference bytes."""
-    inp, mapping, ref = big
+    inp, mapping, ref = big_converted
     out = tmp_path / "out"
     proc = _start(inp, mapping, out, "--jobs", "2", "--parallel", parallel)
     staging = staging_dir(out)
@@ -98,7 +89,7 @@ def test_ctrl_c_stops_cleanly_then_resume_gives_same_bytes(
     assert proc.returncode == 130, err
     assert "interrupted: nothing was published; rerun with --resume" in err and "Traceback" not in err, err
     assert not out.exists()
-    res = run_convert(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--jobs", "2",
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--jobs", "2",
                       "--no-progress")
     assert res.returncode == 0, res.stderr
     assert _hashes(out) == _hashes(ref)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import pyfastx
 import pytest
 
+from conftest import REPO, in_process
 from convert.simulate import (
     ASSET_GENOMES,
     READ_MAX,
@@ -27,7 +26,6 @@ SEED_REGEX = re.compile(
     r"^lbl\|(?P<class_id>\d+)\|(?P<tax_id>\d+)?\|(?P<readlen>\d+)?\|(?P<name>[^/\s]+)(?:/(?P<mate>\d+))?$"
 )
 FPS = 200  # fragments per species in the shared fixtures: 25 species -> 10,000 reads
-REPO = Path(__file__).resolve().parent.parent
 COMP = str.maketrans("ACGTRYKMBVDHN", "TGCAYRMKVBHDN")
 
 
@@ -407,19 +405,18 @@ def test_bad_arguments(tmp_path, kwargs, message):
 
 
 def test_cli(tmp_path):
-    env_py = [sys.executable, "-m", "convert.simulate"]
-    done = subprocess.run(
-        env_py + ["--out", str(tmp_path / "o"), "--fragments-per-species", "5", "--format", "fastq", "--gzip"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )
+    """``python -m convert.simulate``'s main in-process (make convert runs it as a real process)."""
+    from convert.simulate import main
+
+    done = in_process(main, ["--out", tmp_path / "o", "--fragments-per-species", "5", "--format", "fastq", "--gzip"], REPO)
+    assert done.returncode == 0, done.stderr
     assert "25 species" in done.stdout
     assert (tmp_path / "o" / "train.fq.gz").is_file() and (tmp_path / "o" / "val.fq.gz").is_file()
-    bad = subprocess.run(
-        env_py + ["--out", str(tmp_path / "p"), "--genomes", str(tmp_path / "nothing")],
-        cwd=REPO, capture_output=True, text=True,
-    )
+    bad = in_process(main, ["--out", tmp_path / "p", "--genomes", tmp_path / "nothing"], REPO)
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr and "Traceback" not in bad.stderr
-    helptext = subprocess.run(env_py + ["--help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    shown = in_process(main, ["--help"], REPO)
+    assert shown.returncode == 0
+    helptext = shown.stdout
     for flag in ("--fragments-per-species", "--seed", "--val-fraction", "--format", "--gzip", "--error-rate", "--line-width", "--genomes"):
         assert flag in helptext

@@ -4,24 +4,17 @@ beats chance and writes metrics.json with the model and the 6-mer baseline side 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from _train_helpers import build_split
+from _train_helpers import TINY
 from train.config import TrainConfig, config_from_dict
 from train.loop import run
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+from conftest import REPO, train_cli
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_split(tmp_path_factory.mktemp("run"), num_classes=4, train_per_class=300, val_per_class=60)
+SPLIT = dict(num_classes=4, train_per_class=300, val_per_class=60)  # conftest's split fixture builds it once
 
 
 def tiny_config(train: Path, val: Path, out: Path, **train_kw: object) -> TrainConfig:
@@ -63,21 +56,16 @@ def test_cli_overrides_and_bad_input(split: tuple[Path, Path], tmp_path: Path) -
         f"model: {{arch: bert, config: {json.dumps(TINY)}}}\n"
         "train: {batch_size: 16, max_steps: 1000, progress: false, baseline: false, threads: 1}\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     train, val = split
     out = tmp_path / "out"
-    ok = subprocess.run([sys.executable, "-m", "train", "--config", str(cfg), "--train", str(train), "--val", str(val),
-                         "--out", str(out), "--max-steps", "3"], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=300)
+    ok = train_cli("--config", cfg, "--train", train, "--val", val, "--out", out, "--max-steps", "3", cwd=REPO)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((out / "metrics.json").read_text())["steps"] == 3
     # A dataset directory without a manifest: one clear line, exit code 2, no traceback.
-    bad = subprocess.run([sys.executable, "-m", "train", "--config", str(cfg), "--out", str(tmp_path / "o2")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    bad = train_cli("--config", cfg, "--out", tmp_path / "o2", cwd=REPO)
     assert bad.returncode == 2 and "manifest.json" in bad.stderr and "Traceback" not in bad.stderr
-    big = subprocess.run([sys.executable, "-m", "train", "--config", str(cfg), "--train", str(train), "--val", str(val),
-                          "--out", str(tmp_path / "o3"), "--batch-size", "100000"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    big = train_cli("--config", cfg, "--train", train, "--val", val, "--out", tmp_path / "o3", "--batch-size", "100000",
+                    cwd=REPO)
     assert big.returncode == 2 and "batch_size" in big.stderr
 
 
@@ -101,8 +89,6 @@ def test_config_tokenizer_mismatch_is_refused(split: tuple[Path, Path], tmp_path
         f"model: {{arch: llama, config: {json.dumps(TINY)}}}\n"
         "train: {batch_size: 16, max_steps: 2, progress: false, baseline: false, threads: 1}\n"
     )
-    res = subprocess.run([sys.executable, "-m", "train", "--config", str(cfg), "--out", str(tmp_path / "o")],
-                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                         timeout=300)
+    res = train_cli("--config", cfg, "--out", tmp_path / "o", cwd=REPO)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "metagene-1" in res.stderr and "dnabert-2" in res.stderr and "Re-convert" in res.stderr
