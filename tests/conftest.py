@@ -114,13 +114,15 @@ def wait_for_shards(staging: Path, n: int, proc: subprocess.Popen | None = None,
     return len(list(Path(staging).glob("shard-*.h5")))
 
 
-def start_convert(inp: Path, mapping: Path, out: Path, *extra: str) -> subprocess.Popen:
-    """Start ``python -m convert`` (500 reads per shard) in its own session, for tests that kill it."""
+def start_convert(inp: Path, mapping: Path, out: Path, *extra: str, reads_per_shard: int | str = 500,
+                  text: bool = False) -> subprocess.Popen:
+    """Start ``python -m convert`` (500 reads per shard) in its own session, for tests that kill it
+    or run two at once."""
     return subprocess.Popen(
         [sys.executable, "-m", "convert", str(inp), "--mapping", str(mapping), "--out", str(out),
-         "--reads-per-shard", "500", "--no-progress", *extra],
+         "--reads-per-shard", str(reads_per_shard), "--no-progress", *extra],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=text,
     )
 
 

@@ -9,13 +9,12 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, convert_cli, converted_reads
+from conftest import convert_cli, converted_reads, start_convert
 from convert import ConvertOptions, convert
 from convert import format as fmt
 from convert import pipeline
@@ -31,12 +30,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 
 def _popen(inp: Path, mapping: Path, out: Path, jobs: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "convert", str(inp), "--mapping", str(mapping), "--out", str(out),
-         "--reads-per-shard", RPS, "--jobs", jobs, "--no-progress"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )
+    return start_convert(inp, mapping, out, "--jobs", jobs, reads_per_shard=RPS, text=True)
 
 
 def _same_as_ref(out: Path, ref: Path) -> None:
