@@ -165,7 +165,8 @@ DATASET_DTYPES: dict[str, np.dtype] = {
 }
 DATASET_ID_BYTES = 16
 _ITEMSIZE = {name: dtype.itemsize for name, dtype in DATASET_DTYPES.items()}
-MAX_LENGTH_LIMIT = 1 << 15  # lengths are stored as int16
+# The one ceiling on L: token lengths are stored as int16, so 32,767 is the largest that fits.
+MAX_LENGTH_LIMIT = int(np.iinfo(np.int16).max)
 _MAX_COUNT = 1 << 48  # no count or byte size in a manifest is larger (a 256 TB shard)
 _SHARD_NAME = re.compile(r"shard-([0-9]{5,})\.h5")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}")

@@ -49,6 +49,7 @@ import numpy as np
 
 from . import cores
 from . import format as fmt
+from .format import MAX_LENGTH_LIMIT
 from .failfast import (
     DEFAULT_MIN_WRITTEN_FRACTION,
     PROBE_RECORDS,
@@ -106,7 +107,6 @@ __all__ = [
 ]
 
 AUTO_SAMPLE = 20000
-MAX_L = 32767  # lengths are stored as int16
 _MIN_RECORD_BYTES = 1024
 ORPHAN_WAIT_S = 600.0
 
@@ -361,7 +361,7 @@ def _auto_max_length(opts: ConvertOptions, tok, heads: list["_Rows"] | None = No
     # Only the untruncated counts matter here; a tiny L keeps the id matrix small.
     _, full = tok.encode(seqs, offsets, 8)
     # Capped: a stored length above 32767 would wrap to a negative int16.
-    return min(choose_max_length(full), MAX_L), int(full.size)
+    return min(choose_max_length(full), MAX_LENGTH_LIMIT), int(full.size)
 
 
 def _good_reads(heads: list["_Rows"], limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -557,9 +557,9 @@ def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float, c
             "--mapping TSV is required: it turns class ids into contiguous labels and names "
             "(columns class_id, tax_id, species)"
         )
-    if opts.max_length != "auto" and not (isinstance(opts.max_length, int) and 1 <= opts.max_length <= MAX_L):
+    if opts.max_length != "auto" and not (isinstance(opts.max_length, int) and 1 <= opts.max_length <= MAX_LENGTH_LIMIT):
         raise ConvertError(
-            f"--max-length must be between 1 and {MAX_L} (token lengths are stored as int16) or 'auto', "
+            f"--max-length must be between 1 and {MAX_LENGTH_LIMIT} (token lengths are stored as int16) or 'auto', "
             f"got {opts.max_length!r}"
         )
     _check_paths(opts, out, staging)

@@ -84,6 +84,8 @@ CASES = [
     ("more rows than bytes", _set(("shards", 0, "num_rows"), 100_000), r"runs past|inconsistent"),
     ("max_length zero", _set(("max_length",), 0), r"max_length is 0"),
     ("max_length huge", _set(("max_length",), 1 << 40), r"max_length is"),
+    # int16 lengths hold at most 32,767: one past it is refused, not wrapped negative.
+    ("max_length past int16", _set(("max_length",), 32768), r"max_length is 32768, expected an integer in 1\.\.32767"),
     ("num_classes string", _set(("num_classes",), "5"), r"num_classes is '5'"),
     ("shards not a list", _set(("shards",), {"file": "x"}), r"shards is not a list"),
     ("entry not an object", _set(("shards", 1), "shard-00001.h5"), r"entry is not an object"),
