@@ -215,6 +215,15 @@ def _apply_lora(model: nn.Module, mc: ModelConfig) -> nn.Module:
         raise ConfigError(f"model.lora: {exc}") from None
 
 
+def _require_transformers() -> None:
+    # transformers is the training extra, not a core dependency: converting and loading need none of it.
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        raise ConfigError("the models are built with `transformers`, which is not installed; install the training "
+                          "extra: pip install -e '.[train]' (or make install)")
+
+
 def build_model(mc: ModelConfig, spec: DataSpec) -> nn.Module:
     """Build the classifier ``mc`` describes for data ``spec``.
 
@@ -228,6 +237,7 @@ def build_model(mc: ModelConfig, spec: DataSpec) -> nn.Module:
     Raises:
         ConfigError: unknown architecture, bad overrides, or a vocabulary smaller than the data's.
     """
+    _require_transformers()
     try:
         builder = MODEL_BUILDERS[mc.arch]
     except KeyError:
