@@ -519,6 +519,10 @@ class ShardDataset(_ViewMixin, Dataset):
     def _concat(self, name: str) -> np.ndarray:
         if name not in self._vectors:
             parts = [self.read_vector(s, name) for s in range(self.num_shards)]
+            if name in ("labels", "lengths"):  # what samplers count and models index: checked once
+                for s, part in enumerate(parts):
+                    zeros = np.zeros(part.size, dtype=np.int16)
+                    self._reader.check_rows(s, 0, part if name == "lengths" else zeros, zeros if name == "lengths" else part)
             out = np.concatenate(parts) if parts else np.empty(0, dtype=ROW_VECTORS[name])
             out.flags.writeable = False
             self._vectors[name] = out

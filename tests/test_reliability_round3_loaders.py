@@ -187,6 +187,9 @@ def test_corrupt_value_refused_by_every_path(corrupt: Path) -> None:
     with pytest.raises(FormatError) as e:
         list(ds.iter_chunk_shuffled(seed=0, batch_size=32))
     _assert_names_row(e.value, corrupt)
+    with pytest.raises(FormatError) as e:  # what samplers count (BalancedSampler, class weights)
+        ds.labels, ds.lengths
+    _assert_names_row(e.value, corrupt)
 
 
 @pytest.mark.slow
