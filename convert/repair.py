@@ -26,28 +26,18 @@ checked complete.
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import stat
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import format as fmt
 from .fastx import iter_units
 from .labels import LabelMap, read_mapping
-from .paths import check_replaceable, is_dataset, trash_dir
-from .pipeline import (
-    ConvertError,
-    ConvertOptions,
-    Settings,
-    _lock_holder,
-    _locked_message,
-    advised_command,
-    convert_unit,
-    head_sha256,
-)
+from .staging import advised_command, complete, finish_publish, head_sha256, rebuild_command
 from .tokenizers import REGISTRY, load_tokenizer
+from .unit import ConvertError, Settings, convert_unit
+
+if TYPE_CHECKING:  # the pipeline calls this module: a type-only import, no import cycle
+    from .pipeline import ConvertOptions
 
 __all__ = ["damaged_shards", "resume_complete", "finish_publish", "complete"]
 
@@ -91,7 +81,7 @@ def _input_differences(opts: ConvertOptions, src: dict[str, Any]) -> list[str]:
 
 def _differences(opts: ConvertOptions, manifest: dict[str, Any]) -> list[str]:
     """Each given input or option that contradicts the dataset, in words (no tokenizer loaded)."""
-    defaults = ConvertOptions(inputs=[], out="")
+    defaults = type(opts)(inputs=[], out="")  # the options' defaults
     src = manifest.get("source", {})
     want = {
         "header_regex": src.get("header_regex"),
@@ -124,7 +114,7 @@ def _refuse(opts: ConvertOptions, out: Path, differ: list[str]) -> ConvertError:
 
 def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path, out: Path) -> Settings:
     """The conversion settings of ``manifest``; a ConvertError where ``opts`` contradicts it."""
-    defaults = ConvertOptions(inputs=[], out="")
+    defaults = type(opts)(inputs=[], out="")  # the options' defaults
     src = manifest.get("source", {})
     differ = _differences(opts, manifest)
     have_tok = manifest["tokenizer"]
@@ -160,6 +150,23 @@ def _settings(opts: ConvertOptions, manifest: dict[str, Any], staging: Path, out
     )
 
 
+def _check_manifest_describes_shards(opts: ConvertOptions, out: Path, manifest: dict[str, Any]) -> None:
+    """A ConvertError when intact shards (size and sha256 as recorded) disagree with the manifest.
+
+    Then the manifest itself was changed: --resume re-converts shards, which are fine, and
+    cannot rebuild the manifest's other records, so it must not say ``already complete``.
+    """
+    problems = [p for i, e in enumerate(manifest["shards"])
+                for p in fmt.shard_layout_problems(out / e["file"], e, manifest, i)]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConvertError(
+            f"{out / fmt.MANIFEST_NAME} disagrees with its shards, whose contents are intact (size and sha256 as "
+            f"recorded): {problems[0]}{more}. --resume re-converts damaged shards but cannot rebuild a changed "
+            f"manifest; nothing was changed. Convert the dataset anew with {rebuild_command(manifest, out, opts)}."
+        )
+
+
 def resume_complete(opts: ConvertOptions, out: Path, staging: Path) -> dict[str, Any]:
     """Check a published dataset and re-convert its damaged shards; return its report + ``resume``.
 
@@ -173,7 +180,7 @@ def resume_complete(opts: ConvertOptions, out: Path, staging: Path) -> dict[str,
         FormatError: an unreadable manifest.
     """
     manifest = fmt.read_manifest(out)
-    if _given(opts, "tokenizer", ConvertOptions(inputs=[], out="")):
+    if _given(opts, "tokenizer", type(opts)(inputs=[], out="")):
         _settings(opts, manifest, staging, out)  # compares everything, the given tokenizer too
     differ = _differences(opts, manifest)
     if differ:
@@ -181,6 +188,7 @@ def resume_complete(opts: ConvertOptions, out: Path, staging: Path) -> dict[str,
     report = _report(out)
     bad = damaged_shards(out, manifest)
     if not bad:
+        _check_manifest_describes_shards(opts, out, manifest)
         report["resume"] = f"already complete: {len(manifest['shards'])} shards verified (size and sha256)"
         return report
     (staging / ".units").mkdir(exist_ok=True)
@@ -234,143 +242,3 @@ def _report(out: Path) -> dict[str, Any]:
         return json.loads((out / fmt.REPORT_NAME).read_text())
     except (OSError, ValueError):
         return {}
-
-
-# ----------------------------------------------------------------- interrupted publishes
-
-# What a published (or half-removed) dataset directory holds: nothing else is ever removed.
-_DATASET_FILE = re.compile(
-    r"(shard-\d{5}\.h5|manifest\.json|report\.json|quarantine\.(fa|tsv)|\.lock|\.[\w.-]+\.tmp)"
-)
-
-
-def _say(message: str) -> None:
-    print(f"readshard: {message}", file=sys.stderr)
-
-
-def complete(directory: Path) -> tuple[bool, str]:
-    """Whether ``directory`` is a complete dataset: manifest, report and every shard at its size.
-
-    Cheap (no hashing): it decides whether leftovers of a publish may go, not whether the
-    shards' contents are intact (``--resume`` and ``verify`` check that).
-    """
-    if not is_dataset(directory):
-        return False, "it has no readshard manifest.json"
-    try:
-        manifest = fmt.read_manifest(directory)
-    except fmt.FormatError as exc:
-        return False, str(exc).split(". ")[0]
-    if not (directory / fmt.REPORT_NAME).is_file():
-        return False, f"{fmt.REPORT_NAME} is missing"
-    for entry in manifest["shards"]:
-        try:
-            st = os.lstat(directory / entry["file"])
-        except OSError:
-            return False, f"{entry['file']} is missing"
-        if not stat.S_ISREG(st.st_mode) or st.st_size != int(entry["bytes"]):
-            return False, f"{entry['file']} is not the size the manifest records"
-    return True, f"{len(manifest['shards'])} shards, manifest and report present"
-
-
-def _finished(staging: Path) -> bool:
-    """A staging dir whose conversion was finished and was being published (no plan, no units)."""
-    return (staging / fmt.MANIFEST_NAME).is_file() and not any(
-        os.path.lexists(staging / n) for n in ("plan.json", ".units")
-    )
-
-
-def _removable(trash: Path) -> bool:
-    """A real directory holding only a dataset's files (whole, or partly removed): ours to remove."""
-    try:
-        if not stat.S_ISDIR(os.lstat(trash).st_mode):
-            return False
-        return all(_DATASET_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False) for e in os.scandir(trash))
-    except OSError:
-        return False
-
-
-def _gib(path: Path) -> str:
-    total = sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(path))
-    return f"{total / 2**30:.2f} GiB"
-
-
-def finish_publish(out: Path, staging: Path) -> bool:
-    """Finish or undo what an interrupted publish left (the caller holds the staging's lock).
-
-    * a finished staging dir (killed while it was being renamed to ``--out``) is published:
-      rolled forward, the old dataset moved aside first;
-    * with ``--out`` missing, the old dataset moved aside is put back (rolled back);
-    * the moved-aside old dataset and a stale ``.lock`` in ``--out`` are removed, but only
-      once ``--out`` is checked complete (:func:`complete`); otherwise they are kept and the
-      user is told why. Every action is printed.
-
-    Returns:
-        True if ``staging`` was published (its lock moved with it: the caller locks again).
-
-    Raises:
-        ConvertError: a live converter is publishing ``--out`` now, or the finished staging
-            is damaged.
-    """
-    holder = _lock_holder(out)
-    if holder is not None:
-        raise ConvertError(_locked_message(holder, out))
-    trash = trash_dir(out)
-    moved = False
-    if _finished(staging):
-        ok, why = complete(staging)
-        if not ok:
-            raise ConvertError(
-                f"{staging} holds a finished conversion that was being published to {out}, but {why}; "
-                f"convert again with --overwrite (it discards {staging})"
-            )
-        if os.path.lexists(out):
-            check_replaceable(out)  # a dataset or an empty directory only, as when the run started
-            _drop_trash(trash, out)
-            os.replace(out, trash)
-        os.replace(staging, out)
-        moved = True
-        _say(f"published {out} from {staging}: the run that converted it was interrupted while publishing ({why})")
-    if os.path.lexists(trash):
-        _tidy_trash(trash, out)
-    lock = out / ".lock"
-    if os.path.isdir(out) and os.path.lexists(lock):
-        ok, why = complete(out)
-        if ok:
-            lock.unlink()
-            if not moved:
-                _say(f"removed the stale lock {lock} left by an interrupted publish ({out} is complete: {why})")
-    return moved
-
-
-def _tidy_trash(trash: Path, out: Path) -> None:
-    """Remove the old dataset moved aside by a publish, or put it back when ``--out`` is gone."""
-    if not os.path.lexists(out):
-        ok, why = complete(trash)
-        if ok:
-            os.replace(trash, out)
-            _say(f"restored the previous dataset {out} from {trash}, where an interrupted publish had moved it ({why})")
-        else:
-            _say(f"warning: {out} is missing and {trash} holds an incomplete dataset ({why}); it is kept as it is")
-        return
-    ok, why = complete(out)
-    if not ok:
-        _say(f"warning: kept {trash}, the dataset an interrupted publish replaced: {out} is not complete ({why}). "
-             f"Repair {out} with --resume; remove {trash} once you no longer need it")
-        return
-    size = _drop_trash(trash, out)
-    _say(f"removed {trash} ({size}), the previous dataset an interrupted publish had left beside {out} "
-         f"({out} is complete: {why})")
-
-
-def _drop_trash(trash: Path, out: Path) -> str:
-    """Remove the moved-aside old dataset ``trash`` (only a dataset's files); return the space freed."""
-    if not os.path.lexists(trash):
-        return "0.00 GiB"
-    if not _removable(trash):
-        raise ConvertError(
-            f"{trash} (where the converter moves the dataset that {out} replaces) holds files that are not a "
-            "dataset's; the converter does not remove them. Move them away, then rerun this command."
-        )
-    size = _gib(trash)
-    shutil.rmtree(trash)
-    return size

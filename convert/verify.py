@@ -38,6 +38,7 @@ from .fastparse import strand_hash_one
 from .labels import display_names
 from .provenance import fnv1a64_one, fragment_name
 from .reader import ShardReader
+from .staging import rebuild_command
 
 __all__ = ["verify_dataset", "dataset_stats"]
 
@@ -47,22 +48,28 @@ _IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVU"}, "\r": None, "\t"
 
 
 def _check_shard(
-    directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str], index: int
+    directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str], index: int,
+    damaged: list[int] | None = None,
 ) -> np.ndarray | None:
     """Append to ``problems`` whatever is wrong with one shard (file, layout, attributes, every read).
 
-    Returns the shard's reads per label when its rows could be read (None otherwise).
+    ``damaged`` gets ``index`` when the file itself is missing or not as recorded (size,
+    sha256): what ``--resume`` re-converts. Returns the shard's reads per label when its rows
+    could be read (None otherwise).
     """
     path = directory / entry["file"]
     if not path.is_file():
         problems.append(f"{path}: missing shard")
+        damaged is not None and damaged.append(index)
         return
     size = path.stat().st_size
     if size != entry["bytes"]:
         problems.append(f"{path}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+        damaged is not None and damaged.append(index)
         return
     digest = fmt.file_sha256(path)
     if digest != entry["sha256"]:
+        damaged is not None and damaged.append(index)
         problems.append(f"{path}: sha256 {digest[:16]}... differs from the manifest's {entry['sha256'][:16]}... (corrupt)")
     try:
         attrs = fmt.read_shard_attrs(path)
@@ -98,7 +105,7 @@ def _check_shard(
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         # Corrupt HDF5 metadata (bad checksum, wrong shape) surfaces in many types.
         problems.append(
-            f"{path}: unreadable shard content ({exc.__class__.__name__}: {fmt._first_line(exc)}); "
+            f"{path}: unreadable shard content ({exc.__class__.__name__}: {fmt.first_line(exc)}); "
             "re-convert it: `python -m convert INPUT --out DIR --resume`"
         )
         return
@@ -162,16 +169,20 @@ def verify_dataset(
         return {"ok": False, "summary": str(exc), "messages": [], "problems": [str(exc)]}
     total = 0
     per_label: np.ndarray | None = np.zeros(int(manifest["num_classes"]), dtype=np.int64)
+    damaged: list[int] = []
     with _bar(progress, sum(int(e.get("bytes", 0)) for e in manifest["shards"]), "verify shards", "B") as bar:
         for index, entry in enumerate(manifest["shards"]):
-            counts = _check_shard(directory, entry, manifest, problems, index)
+            counts = _check_shard(directory, entry, manifest, problems, index, damaged)
             per_label = None if counts is None or per_label is None else per_label + counts
             total += int(entry["num_rows"])
             bar.update(int(entry.get("bytes", 0)))
-    if problems:
+    if problems and damaged:
         problems.append(
             f"to re-convert the damaged shards from the inputs: `python -m convert INPUT --out {directory} --resume`"
         )
+    elif problems:  # every shard as recorded: the manifest was changed, which --resume cannot rebuild
+        problems.append(f"the shards are intact but the manifest disagrees with them: convert anew with "
+                        f"{rebuild_command(manifest, directory)}")
     if total != manifest["totals"]["num_rows"]:
         problems.append(f"manifest totals say {manifest['totals']['num_rows']} rows, shards hold {total}")
     messages.append(f"checked {len(manifest['shards'])} shards, {total:,} reads")
@@ -188,7 +199,7 @@ def verify_dataset(
         try:
             _check_report(directory, manifest, report, total, per_label, quarantined, side)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            side.append(f"{directory / fmt.REPORT_NAME}: malformed ({exc.__class__.__name__}: {fmt._first_line(exc)})")
+            side.append(f"{directory / fmt.REPORT_NAME}: malformed ({exc.__class__.__name__}: {fmt.first_line(exc)})")
             report = None
     if side:
         problems.extend(side)
@@ -204,7 +215,7 @@ def verify_dataset(
                                bar)
         except (fmt.FormatError, OSError, RuntimeError, KeyError, ValueError) as exc:
             # A shard already reported above as corrupt or truncated; or an unreadable source.
-            problems.append(f"source check stopped: {fmt._first_line(exc)}")
+            problems.append(f"source check stopped: {fmt.first_line(exc)}")
     ok = not problems
     summary = f"{directory}: {total:,} reads in {len(manifest['shards'])} shards" + ("" if ok else f"; {len(problems)} problem(s)")
     return {"ok": ok, "summary": summary, "messages": messages + problems, "problems": problems}
@@ -220,7 +231,7 @@ def _read_report(directory: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        problems.append(f"{path}: unreadable ({fmt._first_line(exc)})")
+        problems.append(f"{path}: unreadable ({fmt.first_line(exc)})")
         return None
     if not isinstance(report, dict):
         problems.append(f"{path}: not a JSON object")
@@ -522,8 +533,8 @@ def _has_problem(name: str, seq: str, reason: str, rx: re.Pattern[str], known: s
 
 
 def _header_fields(m: re.Match[str]) -> tuple[int, int, int, int] | None:
-    # The converter's rule for usable header fields (convert.unit._header_fields), on str.
-    from .unit import _header_fields as on_bytes
+    # The converter's rule for usable header fields (convert.unit.header_fields), on str.
+    from .unit import header_fields as on_bytes
 
     return on_bytes(re.compile(m.re.pattern.encode()).match(m.string.encode(errors="surrogateescape")))
 
