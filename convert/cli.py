@@ -14,29 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-__all__ = ["main", "run", "exit_now", "build_parser", "load_config"]
+from .options import CONFIG_KEYS, OPTIONS
+from .optiontable import add_arguments, coerce_values, fields_from_yaml, given_fields
 
-# YAML config keys (dotted) -> ConvertOptions field.
-CONFIG_KEYS = {
-    "data.header_regex": "header_regex",
-    "data.mapping": "mapping",
-    "tokenizer.name": "tokenizer",
-    "tokenizer.max_length": "max_length",
-    "output.layout": "layout",
-    "output.compression": "compression",
-    "output.reads_per_shard": "reads_per_shard",
-    "convert.jobs": "jobs",
-    "convert.parallel": "parallel",
-    "convert.scheduler": "scheduler",
-    "convert.on_bad_record": "on_bad_record",
-    "convert.max_record_bytes": "max_record_bytes",
-    "convert.min_written_fraction": "min_written_fraction",
-    "convert.quarantine_max_bytes": "quarantine_max_bytes",
-}
+__all__ = ["main", "run", "exit_now", "build_parser", "load_config", "CONFIG_KEYS"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The converter's argument parser."""
+    """The converter's argument parser (its flags come from :data:`convert.options.OPTIONS`)."""
     p = argparse.ArgumentParser(
         prog="python -m convert",
         description=(
@@ -46,77 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
             "identical sequences present in both datasets."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA/FASTQ files, plain or .gz, converted in order")
-    p.add_argument("--out", required=True, help="output dataset directory (published only when complete)")
-    p.add_argument("--config", help="YAML config; keys data.header_regex, data.mapping, tokenizer.name, "
-                   "tokenizer.max_length, output.layout, output.compression, output.reads_per_shard, "
-                   "convert.jobs, convert.parallel, convert.scheduler, convert.on_bad_record, convert.max_record_bytes, "
-                   "convert.min_written_fraction, convert.quarantine_max_bytes. Flags override it.")
-    p.add_argument("--mapping", help="TSV with columns class_id, tax_id, species: class_id -> label 0..C-1 and its name")
-    p.add_argument("--header-regex", help="regex with named groups class_id (required), tax_id, readlen, name, mate, "
-                   "matched against the record id (text before the first space); default: the lbl|... seed format")
-    p.add_argument("--tokenizer", help="metagene-1 (default), dnabert-6mer, dnabert-2, char, or a path to a "
-                   "tokenizer.json / local Hugging Face tokenizer directory")
-    p.add_argument("--max-length", help="tokens per read L, or 'auto' (default): smallest multiple of 8 covering "
-                   "99.99%% of the first 20,000 reads; longer reads are truncated, kept and counted")
-    p.add_argument("--layout", choices=("mmap", "compressed"), help="mmap (default): contiguous, memory-mappable; "
-                   "compressed: chunked + shuffle + gzip/lzf, read by whole chunks")
-    p.add_argument("--compression", choices=("gzip", "lzf"), help="codec for --layout compressed (default gzip); an error without --layout compressed")
-    p.add_argument("--reads-per-shard", type=int, help="records per unit of work = per shard (default 65536)")
-    p.add_argument("--jobs", type=int, help="units converted at once (default: the usable CPU cores); output is identical for any value")
-    p.add_argument("--parallel", choices=("auto", "threads", "processes"), help="how --jobs runs: auto (default) uses "
-                   "threads when the default header format and the fast BPE encoder run without the GIL, else worker "
-                   "processes; processes isolates each unit in its own process")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run the units on a dask.distributed cluster, e.g. "
-                   "tcp://host:8786 (needs the cluster extra; inputs and --out on a filesystem all workers share); "
-                   "output is identical to --jobs 1")
-    p.add_argument("--on-bad-record", choices=("skip", "error"), help="skip (default): quarantine and count bad "
-                   "records; error: stop at the first one, naming file and line")
-    p.add_argument("--max-record-bytes", type=int, help="records longer than this many bytes (header + sequence; "
-                   "default 4 MiB) are quarantined as too_long without being held in memory")
-    p.add_argument("--min-written-fraction", type=float, help="stop (exit 2) when fewer than this fraction of the "
-                   "records would be written: checked on the first 10,000 records of each input before converting "
-                   "(seconds) and on all records before publishing (default 0.5; 0 allows any)")
-    p.add_argument("--quarantine-max-bytes", type=_byte_size, help="quarantine.fa keeps skipped records up to this "
-                   "size (e.g. 500M, 2G; default 1G); the rest are listed in quarantine.tsv and counted in the report")
-    p.add_argument("--split", metavar="val=F[,test=G]", help="write DIR/train, DIR/val (and DIR/test) from the "
-                   "inputs, each row by its fragment hash: both mates always on the same side, the same for any --jobs")
-    p.add_argument("--seed", type=int, default=0, help="seed of --split (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion (an interrupted --overwrite too): keep verified shards, redo the rest; "
-                   "on a complete dataset, check it and re-convert damaged shards. Inputs and given options must match "
-                   "the dataset's (or the unfinished conversion's): a difference is an error naming it")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new one is complete) or discard an unfinished conversion")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p, OPTIONS)
     return p
-
-
-# Config key -> (accepted types, what the error says is expected).
-_KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "data.header_regex": ((str,), "a regular expression string"),
-    "data.mapping": ((str,), "a path to the mapping TSV"),
-    "tokenizer.name": ((str,), "a tokenizer name or path"),
-    "tokenizer.max_length": ((int, str), "an integer or 'auto'"),
-    "output.layout": ((str,), "mmap or compressed"),
-    "output.compression": ((str,), "gzip or lzf"),
-    "output.reads_per_shard": ((int,), "an integer"),
-    "convert.jobs": ((int,), "an integer"),
-    "convert.parallel": ((str,), "auto, threads or processes"),
-    "convert.scheduler": ((str,), "a dask scheduler address (tcp://host:8786)"),
-    "convert.on_bad_record": ((str,), "skip or error"),
-    "convert.max_record_bytes": ((int,), "an integer (bytes)"),
-    "convert.min_written_fraction": ((int, float), "a fraction between 0 and 1"),
-    "convert.quarantine_max_bytes": ((int, str), "bytes, e.g. 1000000 or 2G"),
-}
-
-
-def _byte_size(text: str) -> int:
-    """``123``, ``500K``, ``20M``, ``1G`` -> bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1000000, 500M or 2G)") from None
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -128,29 +44,36 @@ def load_config(path: str) -> dict[str, Any]:
     """
     from .safeyaml import load_yaml
 
-    raw = load_yaml(path)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of sections (data:, tokenizer:, ...), got a {type(raw).__name__}")
-    flat: dict[str, Any] = {}
+    return fields_from_yaml(load_yaml(path), OPTIONS, path)
 
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            flat[prefix] = node
 
-    walk("", raw)
-    unknown = sorted(k for k in flat if k not in CONFIG_KEYS)
-    if unknown:
-        raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(CONFIG_KEYS)}")
-    for key, value in flat.items():
-        types, expected = _KEY_TYPES.get(key, ((object,), ""))
-        if not isinstance(value, types) or isinstance(value, bool) or (isinstance(value, str) and int in types and value != "auto"):
-            raise ValueError(f"{path}: {key}: expected {expected}, got {value!r}")
-    return {CONFIG_KEYS[k]: v for k, v in flat.items()}
+def _option_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given in --config and as flags (flags win), in their fields' types.
+
+    Raises:
+        ValueError: naming the config file and key, or the flag.
+    """
+    fields: dict[str, Any] = load_config(args.config) if args.config else {}
+    flags = given_fields(args, OPTIONS)
+    fields.update(flags)
+    try:
+        coerce_values(fields, OPTIONS)
+    except ValueError as exc:
+        from_file = getattr(exc, "field", None) not in flags
+        raise ValueError(f"{args.config}: {exc}" if from_file else str(exc)) from None
+    return fields
+
+
+def _scheduler_error(args: argparse.Namespace) -> str | None:
+    """Why ``--scheduler`` cannot run here (``--jobs`` given too, or dask.distributed missing)."""
+    from importlib.util import find_spec
+
+    if args.jobs is not None:
+        return ("--jobs is the local path; with --scheduler the cluster's workers set the parallelism. "
+                "Drop one of them.")
+    if find_spec("distributed") is None:
+        return "--scheduler needs dask.distributed: pip install 'readshard[cluster]'"
+    return None
 
 
 def _convert_main(argv: Sequence[str]) -> int:
@@ -161,42 +84,15 @@ def _convert_main(argv: Sequence[str]) -> int:
     gc.freeze()
 
     args = build_parser().parse_args(argv)
-    fields: dict[str, Any] = {}
     try:
-        if args.config:
-            fields.update(load_config(args.config))
+        fields = _option_fields(args)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name in ("mapping", "header_regex", "tokenizer", "max_length", "layout", "compression", "reads_per_shard", "jobs",
-                 "parallel", "scheduler", "on_bad_record", "max_record_bytes", "min_written_fraction", "quarantine_max_bytes"):
-        value = getattr(args, name)
-        if value is not None:
-            fields[name] = value
-    try:
-        if "quarantine_max_bytes" in fields:
-            fields["quarantine_max_bytes"] = _byte_size(fields["quarantine_max_bytes"])
-        if "min_written_fraction" in fields:
-            fields["min_written_fraction"] = float(fields["min_written_fraction"])
-    except (argparse.ArgumentTypeError, ValueError) as exc:
-        print(f"error: {args.config}: {exc}", file=sys.stderr)
+    error = _scheduler_error(args) if fields.get("scheduler") else None
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    if "max_length" in fields and str(fields["max_length"]) != "auto":
-        try:
-            fields["max_length"] = int(fields["max_length"])
-        except ValueError:
-            print(f"error: --max-length must be an integer or 'auto', got {fields['max_length']!r}", file=sys.stderr)
-            return 2
-    if fields.get("scheduler"):
-        from importlib.util import find_spec
-
-        if args.jobs is not None:
-            print("error: --jobs is the local path; with --scheduler the cluster's workers set the parallelism. "
-                  "Drop one of them.", file=sys.stderr)
-            return 2
-        if find_spec("distributed") is None:
-            print("error: --scheduler needs dask.distributed: pip install 'readshard[cluster]'", file=sys.stderr)
-            return 2
     opts = ConvertOptions(inputs=list(args.inputs), out=args.out, resume=args.resume, overwrite=args.overwrite,
                           progress=not args.no_progress, given=frozenset(fields), command=list(argv), **fields)
     try:

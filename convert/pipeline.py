@@ -50,6 +50,7 @@ import numpy as np
 from . import cores
 from . import format as fmt
 from .format import MAX_LENGTH_LIMIT
+from .options import validate as validate_options
 from .failfast import (
     DEFAULT_MIN_WRITTEN_FRACTION,
     PROBE_RECORDS,
@@ -88,7 +89,7 @@ from .unit import (
     convert_unit,
     peak_rss_mb as _peak_rss_mb,
 )
-from .executors import PARALLEL_MODES, choose_parallel, run_processes, run_serial, run_threads
+from .executors import choose_parallel, run_processes, run_serial, run_threads
 from .tokenizers import TokenizerError, choose_max_length, load_tokenizer
 
 __all__ = [
@@ -107,7 +108,6 @@ __all__ = [
 ]
 
 AUTO_SAMPLE = 20000
-_MIN_RECORD_BYTES = 1024
 ORPHAN_WAIT_S = 600.0
 
 
@@ -450,25 +450,10 @@ def convert(opts: ConvertOptions) -> dict[str, Any]:
 
 def _check_options(opts: ConvertOptions) -> None:
     """Refuse option values that are wrong whatever is on disk (before anything is looked at)."""
-    if opts.layout not in fmt.LAYOUTS:
-        raise ConvertError(f"--layout must be one of {', '.join(fmt.LAYOUTS)}, got {opts.layout!r}")
-    if opts.compression is not None and opts.compression not in fmt.COMPRESSIONS:
-        raise ConvertError(f"--compression must be one of {', '.join(fmt.COMPRESSIONS)}, got {opts.compression!r}")
-    if opts.compression is not None and opts.layout != "compressed":
-        raise ConvertError(
-            f"--compression {opts.compression} applies only to --layout compressed (the {opts.layout} layout is "
-            f"uncompressed): add --layout compressed, or drop --compression"
-        )
-    if opts.on_bad_record not in ("skip", "error"):
-        raise ConvertError(f"--on-bad-record must be skip or error, got {opts.on_bad_record!r}")
-    if opts.reads_per_shard < 1:
-        raise ConvertError("--reads-per-shard must be at least 1")
-    if opts.parallel not in PARALLEL_MODES:
-        raise ConvertError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {opts.parallel!r}")
-    if not (isinstance(opts.max_record_bytes, int) and opts.max_record_bytes >= _MIN_RECORD_BYTES):
-        raise ConvertError(f"--max-record-bytes must be an integer of at least {_MIN_RECORD_BYTES}, got {opts.max_record_bytes!r}")
-    if not opts.inputs:
-        raise ConvertError("no input files given")
+    try:
+        validate_options(opts)  # the one place: convert.options, from its option table
+    except ValueError as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def _convert(opts: ConvertOptions) -> dict[str, Any]:
@@ -557,11 +542,6 @@ def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float, c
             "--mapping TSV is required: it turns class ids into contiguous labels and names "
             "(columns class_id, tax_id, species)"
         )
-    if opts.max_length != "auto" and not (isinstance(opts.max_length, int) and 1 <= opts.max_length <= MAX_LENGTH_LIMIT):
-        raise ConvertError(
-            f"--max-length must be between 1 and {MAX_LENGTH_LIMIT} (token lengths are stored as int16) or 'auto', "
-            f"got {opts.max_length!r}"
-        )
     _check_paths(opts, out, staging)
     # An earlier run's staging with anything in it (a plan, or a start a kill or full disk cut short).
     unfinished = _staged(staging) or (not created and bool(set(os.listdir(staging)) - {".lock"}))
@@ -575,10 +555,6 @@ def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float, c
         _check_plan_early(opts, staging, lm)  # before reading any input: other inputs or settings stop here
     for path in opts.inputs:
         sniff(path)  # fail fast on missing, empty, binary or non-FASTA/FASTQ inputs
-    if not 0 <= float(opts.min_written_fraction) <= 1:
-        raise ConvertError(f"--min-written-fraction must be between 0 and 1, got {opts.min_written_fraction}")
-    if int(opts.quarantine_max_bytes) < 0:
-        raise ConvertError(f"--quarantine-max-bytes must be >= 0, got {opts.quarantine_max_bytes}")
     rx = compile_header_regex(opts.header_regex)
     tok = load_tokenizer(opts.tokenizer)
     note = getattr(tok, "encoder_note", None)  # e.g. numba missing: say once, in the parent
