@@ -118,6 +118,7 @@ def test_state_starts_at_a_line_start() -> None:
     assert boundaries.last_unit(boundaries.new_state(), 0) is None  # no record start seen
 
 
+@pytest.mark.slow  # a converter process without numba
 def test_without_numba_the_conversion_is_the_same(tmp_path: Path, reads) -> None:
     """numba that cannot be imported: the streaming scan, the regex parse and Hugging Face
     take over, and the shards hold the same rows."""

@@ -52,6 +52,7 @@ def test_an_error_keeps_its_exit_code_and_message(reads: tuple[Path, Path], tmp_
     assert _MARK not in r.stderr
 
 
+@pytest.mark.slow  # a converter process with a process pool
 def test_a_run_with_worker_processes_exits_normally(reads: tuple[Path, Path], tmp_path: Path) -> None:
     # The process pool outlives the conversion; its own exit hooks must run to shut it down.
     fa, mapping = reads

@@ -78,6 +78,7 @@ def test_dataloader_worker_reports_replacement(tmp_path: Path) -> None:
         next(iter(loader))
 
 
+@pytest.mark.slow  # real conversions
 def test_converter_writes_one_identity(tmp_path: Path) -> None:
     inp, mapping = write_reads(tmp_path / "r.fa", n_per_class=40, classes=3)
     opts = dict(inputs=[str(inp)], mapping=str(mapping), reads_per_shard=50, progress=False)

@@ -36,7 +36,7 @@ def _check_batch(out: dict, four_shards) -> None:
         assert label == a["labels"][k]
 
 
-@pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), (2, "spawn")])
+@pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), pytest.param(2, "spawn", marks=pytest.mark.slow)])
 def test_plain_dataloader_default_collate(four_ds, four_shards, workers, context) -> None:
     loader = DataLoader(four_ds, batch_size=256, shuffle=True, num_workers=workers, multiprocessing_context=context)
     seen = []

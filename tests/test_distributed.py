@@ -18,6 +18,7 @@ from loaders.sampler import permutation_block
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
+@pytest.mark.slow  # torchrun with two ranks
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed next to the interpreter")
 def test_torchrun_two_ranks(tmp_path):
     built = build_dataset(tmp_path / "ds", shard_sizes=(400, 0, 533, 70), seed=23)

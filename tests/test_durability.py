@@ -59,6 +59,7 @@ def test_every_shard_is_fsynced_by_the_converter_before_publishing(
     assert all(order.index(s) < manifest for s in shards)
 
 
+@pytest.mark.slow  # killed converter processes
 @pytest.mark.parametrize("damage", ["shard emptied", "shard cut short", "unit record emptied"])
 def test_unsynced_writes_lost_after_a_crash_are_redone(big_converted: tuple[Path, Path, Path], tmp_path: Path,
                                                        damage: str) -> None:

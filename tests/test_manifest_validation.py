@@ -155,6 +155,7 @@ def test_shard_index_refuses_other_names(name: str) -> None:
         fmt.shard_index_from_name(name)
 
 
+@pytest.mark.slow  # 100,000 shard links
 def test_more_than_99999_shards(tmp_path: Path) -> None:
     # 100,000 empty shards (hard links of one real empty shard) and a real last one: the
     # index of row k comes from the manifest's order, and the 100,001st shard is read.

@@ -24,7 +24,7 @@ def test_halves_compose_to_collate_batch(ds):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), (2, "spawn")])
+@pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), pytest.param(2, "spawn", marks=pytest.mark.slow)])
 def test_same_batches_as_plain_loader(ds, workers, context):
     ds[0]  # touched in the parent first: workers must open their own maps
     sampler = ShuffleBatchSampler(len(ds), 64, seed=5)

@@ -40,6 +40,7 @@ def _same_as_ref(out: Path, ref: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
 
 
+@pytest.mark.slow  # two converter processes per case
 @pytest.mark.parametrize("stagger_s, jobs", [(0.0, "1"), (0.0, "2"), (0.4, "1")])
 def test_two_converters_started_together(data, tmp_path: Path, stagger_s: float, jobs: str) -> None:
     inp, mapping, ref = data

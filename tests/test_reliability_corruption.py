@@ -80,6 +80,7 @@ def test_flipped_byte_found_by_verify_and_dataset(ds: Path, region: str) -> None
     assert "sha256" in str(err.value) and "re-convert" in str(err.value)
 
 
+@pytest.mark.slow  # one verify per flipped byte
 def test_every_flipped_byte_is_named_never_crashes(ds: Path) -> None:
     """Sweep byte positions over a whole shard: always a named failure, never another exception."""
     e = _entry(ds, 0)

@@ -13,6 +13,7 @@ from conftest import convert_cli, shard_hashes as _hashes, start_convert as _sta
 from convert.pipeline import staging_dir
 
 
+@pytest.mark.slow  # killed converter processes
 @pytest.mark.parametrize("jobs, parallel, wait_shards", [("1", "auto", 3), ("2", "processes", 5), ("2", "threads", 5)])
 def test_kill_then_resume_gives_same_bytes(
     big_converted: tuple[Path, Path, Path], tmp_path: Path, jobs: str, parallel: str, wait_shards: int
@@ -70,6 +71,7 @@ def test_second_converter_is_locked_out(big_converted: tuple[Path, Path, Path], 
     assert _hashes(out) == _hashes(ref)
 
 
+@pytest.mark.slow  # interrupted converter processes
 @pytest.mark.parametrize("parallel", ["threads", "processes"])
 def test_ctrl_c_stops_cleanly_then_resume_gives_same_bytes(
     big_converted: tuple[Path, Path, Path], tmp_path: Path, parallel: str

@@ -22,6 +22,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     return build_dataset(tmp_path_factory.mktemp("threads") / "ds", shard_sizes=(300, 0, 250, 400, 120, 333), seed=9)
 
 
+@pytest.mark.slow  # a child process per case
 @pytest.mark.parametrize("max_open, threads", [(1, 4), (1, 8), (2, 8), (None, 8)])
 def test_threads_with_eviction(built, max_open: int | None, threads: int) -> None:
     cmd = [sys.executable, str(REPO / "tests" / "_threads_child.py"), str(built.path),

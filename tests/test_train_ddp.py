@@ -32,6 +32,7 @@ def write_config(path: Path, train: Path, val: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # torchrun with two gloo ranks
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside the interpreter")
 def test_two_gloo_ranks_see_the_single_process_batches(split: tuple[Path, Path], tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "ddp.yaml", *split)

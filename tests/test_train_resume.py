@@ -42,6 +42,7 @@ def full_run(split: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.mark.slow  # three interrupted runs replayed
 @pytest.mark.parametrize("stop", [5, 18, 19])
 def test_resume_replays_the_uninterrupted_run(split: tuple[Path, Path], full_run: Path, tmp_path: Path,
                                               stop: int) -> None:
