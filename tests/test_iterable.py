@@ -117,7 +117,7 @@ def test_chunk_shuffle_quality_between_sorted_and_full(built):
     assert shuffle_quality(ds.labels, 32)["ratio"] < q1 < q8 <= 1.05
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_persistent_workers_see_each_epoch(built, context):
     # set_epoch on the main object must reach workers that persist across epochs.
     def epochs(persistent: bool, context: str) -> list[np.ndarray]:
