@@ -21,6 +21,7 @@ def _crash_resume():
     return mod
 
 
+@pytest.mark.slow  # many killed converter processes
 def test_random_kills_then_resume_equal_reference(tmp_path: Path) -> None:
     cr = _crash_resume()
     lines: list[str] = []
