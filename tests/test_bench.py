@@ -16,6 +16,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # one whole quick bench (all competitors) for the module
+
 COMPETITORS = (
     "readshard",
     "readshard_batched",
