@@ -160,3 +160,38 @@ def test_markdown_table_rows() -> None:
     table = markdown_table([Option("a", "--a", metavar="N", doc="x"), Option("b", "--b", doc=None),
                             Option("c", "--c", choices=("p", "q"), doc="y")])
     assert table == "| option | meaning |\n|---|---|\n| `--a N` | x |\n| `--c p\\|q` | y |\n"
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _train_options() -> tuple[Option, ...]:
+    from train.cli import OPTIONS as TRAIN_OPTIONS
+
+    return TRAIN_OPTIONS
+
+
+def test_training_flags_are_listed_once_and_override_real_keys() -> None:
+    from train.config import TrainConfig
+
+    options = _train_options()
+    for attr in ("field", "flag", "key"):
+        names = [getattr(o, attr) for o in options if getattr(o, attr)]
+        assert len(names) == len(set(names)), attr
+    config = TrainConfig().to_dict()
+    for o in options:
+        if o.key:
+            node = config
+            for part in o.key.split("."):
+                assert isinstance(node, dict) and part in node, o.key
+                node = node[part]
+
+
+@pytest.mark.parametrize("opt", [o for o in _train_options() if o.key], ids=lambda o: o.field)
+def test_training_flag_sets_its_key(opt: Option) -> None:
+    from train.cli import build_parser, overrides
+
+    text = [] if opt.action else [str(opt.choices[-1]) if opt.choices else ("3" if opt.type in (int, float) else "x")]
+    given = overrides(build_parser().parse_args(["--config", "c.yaml", opt.flag, *text]))
+    assert {k: v for k, v in given.items() if v is not None} == {
+        opt.key: (opt.action == "store_true") if opt.action else (opt.type or str)(text[0])}
