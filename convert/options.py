@@ -48,14 +48,6 @@ def _check_max_length(v: Any) -> str | None:
             f"got {v!r}")
 
 
-def _one_of(flag: str, allowed: tuple[str, ...], *, optional: bool = False) -> Any:
-    def check(v: Any) -> str | None:
-        if (optional and v is None) or v in allowed:
-            return None
-        return f"{flag} must be one of {', '.join(allowed)}, got {v!r}"
-    return check
-
-
 def _check_record_bytes(v: Any) -> str | None:
     if isinstance(v, int) and v >= MIN_RECORD_BYTES:
         return None
@@ -86,13 +78,11 @@ _CONVERT_OPTIONS = (
            doc="tokens per read, 1..32,767 (lengths are int16); `auto` = smallest multiple of 8 covering 99.99% of "
            "the first 20,000 reads, capped at 32,767. Longer reads are truncated (closing special token kept), kept "
            "and counted"),
-    Option("layout", "--layout", "output.layout", choices=LAYOUTS, expected="mmap or compressed",
-           check=_one_of("--layout", LAYOUTS),
+    Option("layout", "--layout", "output.layout", choices=LAYOUTS,
            help="mmap (default): contiguous, memory-mappable; compressed: chunked + shuffle + gzip/lzf, read by whole "
            "chunks",
            doc="`mmap` (default): contiguous, memory-mapped by the loader; `compressed`: chunked + shuffle + gzip/lzf"),
-    Option("compression", "--compression", "output.compression", choices=COMPRESSIONS, expected="gzip or lzf",
-           check=_one_of("--compression", COMPRESSIONS, optional=True),
+    Option("compression", "--compression", "output.compression", choices=COMPRESSIONS, nullable=True,
            help="codec for --layout compressed (default gzip); an error without --layout compressed",
            doc="codec of `--layout compressed` (default gzip); an error with the mmap layout"),
     Option("reads_per_shard", "--reads-per-shard", "output.reads_per_shard", type=int, metavar="N", yaml_types=(int,),
@@ -104,8 +94,7 @@ _CONVERT_OPTIONS = (
            help="units converted at once (default: the usable CPU cores); output is identical for any value",
            doc="units converted at once (default: the usable cores, `len(os.sched_getaffinity(0))`); the output is "
            "byte-identical for any N"),
-    Option("parallel", "--parallel", "convert.parallel", choices=PARALLEL_MODES, expected="auto, threads or processes",
-           check=_one_of("--parallel", PARALLEL_MODES),
+    Option("parallel", "--parallel", "convert.parallel", choices=PARALLEL_MODES,
            help="how --jobs runs: auto (default) uses threads when the default header format and the fast BPE "
            "encoder run without the GIL, else worker processes; processes isolates each unit in its own process",
            doc="how `--jobs` runs: `auto` (default) uses N threads of this process when a unit's hot path runs "
@@ -120,8 +109,6 @@ _CONVERT_OPTIONS = (
            doc="run the units on a dask.distributed cluster (`tcp://host:8786`) instead of local processes; same "
            "bytes as `--jobs 1` (see [Beyond one machine](#beyond-one-machine---scheduler))"),
     Option("on_bad_record", "--on-bad-record", "convert.on_bad_record", choices=("skip", "error"),
-           expected="skip or error",
-           check=lambda v: None if v in ("skip", "error") else f"--on-bad-record must be skip or error, got {v!r}",
            help="skip (default): quarantine and count bad records; error: stop at the first one, naming file and line",
            doc="`skip` (default) quarantines and counts; `error` stops at the first, naming file and line"),
     Option("max_record_bytes", "--max-record-bytes", "convert.max_record_bytes", type=int, metavar="N",

@@ -37,10 +37,12 @@ class Option:
         required: argparse ``required``.
         positional: a positional argument (``nargs="+"``) named by ``metavar``.
         yaml_types: the YAML value types accepted under ``key`` (``bool`` never is).
-        expected: what a wrong YAML value's error says is expected.
+        expected: what a wrong YAML value's error says is expected (default: the choices).
+        nullable: ``None`` passes the choices check (an unset option with no default value).
         coerce: turns a value from the flag or the config file into the field's type
             (raises ``ValueError`` or ``argparse.ArgumentTypeError`` naming what is wrong).
-        check: ``check(value)`` -> an error message naming the flag, or ``None`` when valid.
+        check: ``check(value)`` -> an error message naming the flag, or ``None`` when valid
+            (default, with ``choices``: the value must be one of them).
     """
 
     field: str
@@ -58,8 +60,23 @@ class Option:
     positional: bool = False
     yaml_types: tuple[type, ...] = (str,)
     expected: str = ""
+    nullable: bool = False
     coerce: Callable[[Any], Any] | None = None
     check: Callable[[Any], str | None] | None = None
+
+    def expects(self) -> str:
+        """What a config value must be, in words (``mmap or compressed``)."""
+        if self.expected or not self.choices:
+            return self.expected
+        return ", ".join(self.choices[:-1]) + " or " + self.choices[-1]
+
+    def error(self, value: Any) -> str | None:
+        """Why ``value`` is not valid for this option (naming its flag), or ``None``."""
+        if self.check is not None:
+            return self.check(value)
+        if self.choices is None or value in self.choices or (self.nullable and value is None):
+            return None
+        return f"{self.flag} must be one of {', '.join(self.choices)}, got {value!r}"
 
     def cell(self) -> str:
         """The README table's option cell: ``--flag METAVAR`` (or the explicit label)."""
@@ -115,7 +132,7 @@ def fields_from_yaml(raw: Any, options: Sequence[Option], path: str) -> dict[str
         raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(by_key)}")
     for key, value in flat.items():
         if not _yaml_value_ok(by_key[key], value):
-            raise ValueError(f"{path}: {key}: expected {by_key[key].expected}, got {value!r}")
+            raise ValueError(f"{path}: {key}: expected {by_key[key].expects()}, got {value!r}")
     return {by_key[k].field: v for k, v in flat.items()}
 
 
@@ -151,12 +168,11 @@ def markdown_table(options: Iterable[Option]) -> str:
 
 
 def check_values(values: Mapping[str, Any], options: Iterable[Option]) -> None:
-    """Run each option's ``check`` on ``values[field]``; the first failure raises ``ValueError``."""
+    """Check each option's ``values[field]`` (:meth:`Option.error`); the first failure raises ``ValueError``."""
     for o in options:
-        if o.check is not None and o.field in values:
-            error = o.check(values[o.field])
-            if error:
-                raise ValueError(error)
+        error = o.error(values[o.field]) if o.field in values else None
+        if error:
+            raise ValueError(error)
 
 
 def coerce_values(values: dict[str, Any], options: Iterable[Option]) -> None:
