@@ -5,7 +5,7 @@ exactly the rules of :func:`convert.fastx.parse_unit` (record boundaries, line n
 ``empty_header``, ``empty_sequence``, ``non_nucleotide``, ``malformed_fastq``, upper-casing
 and IUPAC -> N) and of the default ``--header-regex``
 (:data:`convert.labels.DEFAULT_HEADER_REGEX`, ``lbl|<class_id>|<tax_id>|<readlen>|<name>[/<mate>]``
-with the same range limits as ``convert.unit._header_fields``) to the record id (the header up
+with the same range limits as ``convert.unit.header_fields``) to the record id (the header up
 to its first whitespace), and looks the class id up among the mapping's. A custom
 ``--header-regex`` keeps the per-record regex path in the pipeline.
 ``tests/test_fastparse.py`` checks it against that path on fuzzed input.

@@ -120,6 +120,7 @@ __all__ = [
     "write_json_atomic",
     "fsync_file",
     "create_file",
+    "first_line",
     "write_manifest",
     "read_manifest",
     "check_compatible",
@@ -323,58 +324,13 @@ def write_shard(
         path, "w", libver="v110", track_order=False, driver="core", backing_store=False,
         alignment_threshold=1, alignment_interval=8,
     ) as f:
-        if layout == "compressed" and n > 0:
-            comp = compression or "gzip"
-            if comp not in COMPRESSIONS:
-                raise FormatError(f"unknown compression {comp!r}; choose {', '.join(COMPRESSIONS)}")
-            f.create_dataset(
-                "input_ids",
-                data=input_ids,
-                chunks=(min(CHUNK_ROWS, n), max_length),
-                shuffle=True,
-                compression=comp,
-                compression_opts=4 if comp == "gzip" else None,
-                track_times=False,
-            )
-        else:
-            f.create_dataset("input_ids", data=input_ids, track_times=False)
-        for name, dtype in ROW_VECTORS.items():
-            data = rows if name == "class_rows" else np.asarray(vectors[name], dtype=dtype)
-            if data.shape != (n,):
-                raise FormatError(f"vector {name} has shape {data.shape}, expected ({n},)")
-            f.create_dataset(name, data=data, track_times=False)
-        f.create_dataset("class_offsets", data=offsets_csr, track_times=False)
-        if dataset_id is not None:
-            f.create_dataset("dataset_id", data=_id_bytes(dataset_id), track_times=False)
-        for name, dtype in OPTIONAL_VECTORS.items():
-            if name in vectors:
-                data = np.asarray(vectors[name], dtype=dtype)
-                if data.shape != (n,):
-                    raise FormatError(f"vector {name} has shape {data.shape}, expected ({n},)")
-                f.create_dataset(name, data=data, track_times=False)
-        attrs = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "layout": layout,
-            "compression": compression if layout == "compressed" else "none",
-            "max_length": int(max_length),
-            "num_rows": int(n),
-            "num_classes": int(num_classes),
-            "shard_index": int(shard_index),
-            "tokenizer": json.dumps(dict(tokenizer), sort_keys=True),
-        }
-        if dataset_id is not None:
-            attrs["dataset_id"] = dataset_id
-        for key, value in (extra_attrs or {}).items():
-            attrs[key] = json.dumps(value, sort_keys=True)
+        _write_columns(f, input_ids, vectors, rows, offsets_csr, layout, compression, dataset_id)
+        attrs = _shard_attrs(
+            layout, compression, max_length, n, num_classes, shard_index, tokenizer, dataset_id, extra_attrs
+        )
         for key, value in attrs.items():
             f.attrs[key] = value
-        offsets = {}
-        for name in DATASET_DTYPES:
-            if name not in f:
-                continue
-            off = f[name].id.get_offset()
-            offsets[name] = None if off is None else int(off)
+        offsets = _dataset_offsets(f)
         f.flush()
         image = f.id.get_file_image()
     _write_file(path, image, sync=sync)
@@ -384,6 +340,77 @@ def write_shard(
         "bytes": len(image),
         "sha256": hashlib.sha256(image).hexdigest(),
     }
+
+
+def _write_columns(
+    f: Any, input_ids: np.ndarray, vectors: Mapping[str, np.ndarray], rows: np.ndarray, offsets_csr: np.ndarray,
+    layout: str, compression: str | None, dataset_id: str | None,
+) -> None:
+    """Create the shard's datasets in :func:`write_shard`'s order (the order fixes the bytes)."""
+    n, max_length = input_ids.shape
+    if layout == "compressed" and n > 0:
+        comp = compression or "gzip"
+        if comp not in COMPRESSIONS:
+            raise FormatError(f"unknown compression {comp!r}; choose {', '.join(COMPRESSIONS)}")
+        f.create_dataset(
+            "input_ids",
+            data=input_ids,
+            chunks=(min(CHUNK_ROWS, n), max_length),
+            shuffle=True,
+            compression=comp,
+            compression_opts=4 if comp == "gzip" else None,
+            track_times=False,
+        )
+    else:
+        f.create_dataset("input_ids", data=input_ids, track_times=False)
+    for name, dtype in ROW_VECTORS.items():
+        data = rows if name == "class_rows" else np.asarray(vectors[name], dtype=dtype)
+        if data.shape != (n,):
+            raise FormatError(f"vector {name} has shape {data.shape}, expected ({n},)")
+        f.create_dataset(name, data=data, track_times=False)
+    f.create_dataset("class_offsets", data=offsets_csr, track_times=False)
+    if dataset_id is not None:
+        f.create_dataset("dataset_id", data=_id_bytes(dataset_id), track_times=False)
+    for name, dtype in OPTIONAL_VECTORS.items():
+        if name in vectors:
+            data = np.asarray(vectors[name], dtype=dtype)
+            if data.shape != (n,):
+                raise FormatError(f"vector {name} has shape {data.shape}, expected ({n},)")
+            f.create_dataset(name, data=data, track_times=False)
+
+
+def _shard_attrs(
+    layout: str, compression: str | None, max_length: int, n: int, num_classes: int, shard_index: int,
+    tokenizer: Mapping[str, Any], dataset_id: str | None, extra_attrs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The shard's HDF5 attributes, in the order they are written."""
+    attrs: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "layout": layout,
+        "compression": compression if layout == "compressed" else "none",
+        "max_length": int(max_length),
+        "num_rows": int(n),
+        "num_classes": int(num_classes),
+        "shard_index": int(shard_index),
+        "tokenizer": json.dumps(dict(tokenizer), sort_keys=True),
+    }
+    if dataset_id is not None:
+        attrs["dataset_id"] = dataset_id
+    for key, value in (extra_attrs or {}).items():
+        attrs[key] = json.dumps(value, sort_keys=True)
+    return attrs
+
+
+def _dataset_offsets(f: Any) -> dict[str, int | None]:
+    """File offset of each contiguous dataset (None when chunked): the manifest's ``offsets``."""
+    offsets = {}
+    for name in DATASET_DTYPES:
+        if name not in f:
+            continue
+        off = f[name].id.get_offset()
+        offsets[name] = None if off is None else int(off)
+    return offsets
 
 
 def _id_bytes(dataset_id: str) -> np.ndarray:
@@ -406,7 +433,7 @@ def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, RuntimeError, KeyError, ValueError, UnicodeDecodeError) as exc:
         # h5py reports corrupt metadata as OSError, RuntimeError or KeyError (checksums).
         raise FormatError(
-            f"{path}: not a readable HDF5 shard ({_first_line(exc)}); the file is truncated or corrupt: "
+            f"{path}: not a readable HDF5 shard ({first_line(exc)}); the file is truncated or corrupt: "
             "run `python -m convert verify` on the dataset and re-convert with --resume"
         ) from None
     if attrs.get("format") != FORMAT_NAME:
@@ -417,7 +444,7 @@ def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
             attrs[key] = int(attrs[key])
     except (KeyError, ValueError, TypeError) as exc:
         raise FormatError(
-            f"{path}: corrupt shard attributes ({exc.__class__.__name__}: {_first_line(exc)}); "
+            f"{path}: corrupt shard attributes ({exc.__class__.__name__}: {first_line(exc)}); "
             "re-convert it: `python -m convert INPUT --out DIR --resume`"
         ) from None
     return attrs
@@ -468,7 +495,7 @@ def shard_layout_problems(
                     out.append(f"{path}: dataset {name} is chunked/filtered in the file; the {layout} layout needs it contiguous")
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-        return [f"{path}: unreadable HDF5 metadata ({_first_line(exc)}); the shard is corrupt: {_REPAIR}"]
+        return [f"{path}: unreadable HDF5 metadata ({first_line(exc)}); the shard is corrupt: {_REPAIR}"]
     if attrs.get("layout") != layout:
         out.append(f"{path}: layout attribute {attrs.get('layout')!r}, the manifest says {layout!r}")
     got = attrs.get("shard_index")
@@ -478,7 +505,8 @@ def shard_layout_problems(
     return out
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when empty), for one-paragraph errors."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
 
@@ -613,7 +641,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, OSError, RecursionError) as exc:
-        raise FormatError(f"{path}: unreadable manifest ({_first_line(exc)}); {_REPAIR}") from None
+        raise FormatError(f"{path}: unreadable manifest ({first_line(exc)}); {_REPAIR}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: not a readshard manifest")
     version = manifest.get("format_version")

@@ -80,16 +80,17 @@ from .unit import (
     SKIP_REASONS,
     BadRecordError,
     ConvertError,
+    Rows,
     Settings,
-    _CACHE,
-    _classify,
-    _rows_default,
-    _Rows,
-    _Settings,
+    classify,
     convert_unit,
     peak_rss_mb as _peak_rss_mb,
+    remember_tokenizer,
+    rows_default,
 )
 from .executors import choose_parallel, run_processes, run_serial, run_threads
+from .repair import resume_complete
+from .staging import advised_command, finish_publish, head_sha256, hold_staging, lock_staging, staging_dir
 from .tokenizers import TokenizerError, choose_max_length, load_tokenizer
 
 __all__ = [
@@ -157,12 +158,6 @@ class ConvertOptions:
     command: list[str] | None = None
 
 
-def staging_dir(out: str | os.PathLike[str]) -> Path:
-    """The staging directory used for ``--out OUT``."""
-    out = Path(out).resolve()
-    return out.parent / f".{out.name}.readshard-partial"
-
-
 # ----------------------------------------------------------------------------- parent side
 
 
@@ -183,115 +178,6 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     if shard.stat().st_size != entry["bytes"] or fmt.file_sha256(shard) != entry["sha256"]:
         return None
     return record
-
-
-def advised_command(opts: ConvertOptions, *, add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> str:
-    """The command the user ran with flags dropped and added, quoted: ``"`python -m convert r.fa ... --resume`"``.
-
-    Without ``opts.command`` (a library call) it says so in words.
-    """
-    if opts.command is None:
-        words = " and ".join(f"without {d}" for d in drop) + (" and " if drop and add else "")
-        return f"the same command {words}{' with ' + ' '.join(add) if add else ''}".rstrip()
-    import shlex
-
-    argv = [a for a in opts.command if a not in drop and a not in add]
-    return "`" + shlex.join(["python", "-m", "convert", *argv, *add]) + "`"
-
-
-def _holder_text(raw: bytes) -> str:
-    """``pid 123, started 2026-12-07 05:12:03 UTC`` from a lock's ``pid start-time`` text."""
-    pid, _, started = raw.decode(errors="replace").strip().partition(" ")
-    return f"pid {pid or '?'}" + (f", started {started.strip()}" if started.strip() else "")
-
-
-def _locked_message(holder: str, staging: Path) -> str:
-    return (
-        f"another converter ({holder}) holds {staging}: it is converting, repairing or publishing the same "
-        "--out now. Wait for it to finish (or stop it), then rerun this command."
-    )
-
-
-def _read_holder(fd: int) -> str:
-    """The holder of a lock this process could not take (its text is written just after the lock)."""
-    deadline = time.monotonic() + 1.0
-    while True:
-        raw = os.pread(fd, 256, 0)
-        if raw.strip() or time.monotonic() > deadline:
-            return _holder_text(raw)
-        time.sleep(0.02)
-
-
-def _lock_holder(directory: Path) -> str | None:
-    """Who holds ``directory/.lock`` (``pid N, started T``) if a live converter does, else None."""
-    try:
-        fd = os.open(directory / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        return _read_holder(fd)
-    finally:
-        os.close(fd)  # also drops the probe's shared lock
-
-
-def _lock(staging: Path) -> int:
-    """Lock ``staging/.lock`` (exclusive, not waiting) and write ``pid start-time`` into it."""
-    fd = open_lock(staging / ".lock")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read_holder(fd)
-        os.close(fd)
-        raise ConvertError(_locked_message(holder, staging)) from None
-    os.ftruncate(fd, 0)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    os.pwrite(fd, f"{os.getpid()} {started}".encode(), 0)
-    return fd
-
-
-lock_staging = _lock  # public name
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    here = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
-
-
-def hold_staging(staging: Path) -> tuple[int, bool]:
-    """Create ``staging`` if absent and lock it; return (lock fd, whether this call created it).
-
-    Every converter run (convert, resume, repair) takes this lock before it looks at
-    ``--out``, staging or trash, so two runs never decide on the same state. A lock won on a
-    file that is no longer the staging's lock (its holder published or removed that staging
-    meanwhile) is worthless: look again.
-
-    Raises:
-        ConvertError: another converter holds it (naming its pid and start time).
-        UnsafePathError: ``staging`` or its lock is a link or another odd file.
-    """
-    for _ in range(50):
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.mkdir(staging)
-            created = True
-        except FileExistsError:
-            make_dir(staging)  # refuses a link or a file there
-            created = False
-        try:
-            fd = _lock(staging)
-        except FileNotFoundError:  # removed by its holder between mkdir and open
-            continue
-        if _same_file(fd, staging / ".lock"):
-            return fd, created
-        os.close(fd)
-    raise ConvertError(f"could not lock {staging}: other converters keep replacing it; rerun this command")
 
 
 def _drop_staging(staging: Path) -> None:
@@ -348,7 +234,7 @@ def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: L
     }
 
 
-def _auto_max_length(opts: ConvertOptions, tok, heads: list["_Rows"] | None = None) -> tuple[int, int]:
+def _auto_max_length(opts: ConvertOptions, tok, heads: list["Rows"] | None = None) -> tuple[int, int]:
     """Tokenize the first AUTO_SAMPLE good reads of the inputs and pick L (deterministic).
 
     ``heads``: the inputs' first records parsed by numba (:func:`_head_rows`, default header
@@ -364,7 +250,7 @@ def _auto_max_length(opts: ConvertOptions, tok, heads: list["_Rows"] | None = No
     return min(choose_max_length(full), MAX_LENGTH_LIMIT), int(full.size)
 
 
-def _good_reads(heads: list["_Rows"], limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _good_reads(heads: list["Rows"], limit: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``limit`` written reads of the inputs' heads, as (bases, offsets).
 
     The bases are a writable uint8 array, as the units' are: the encoder's compiled code for
@@ -401,23 +287,23 @@ def _good_reads_slow(opts: ConvertOptions) -> tuple[bytes, np.ndarray]:
     return bytes(parts), np.asarray(offs, dtype=np.int64)
 
 
-def _head_rows(opts: ConvertOptions, lm: LabelMap) -> list["_Rows"] | None:
+def _head_rows(opts: ConvertOptions, lm: LabelMap) -> list["Rows"] | None:
     """Each input's first ``max(PROBE_RECORDS, AUTO_SAMPLE)`` records parsed and labeled by
     numba, as the workers will (default header format only; else None)."""
     if opts.header_regex != DEFAULT_HEADER_REGEX or not FASTPARSE_AVAILABLE:
         return None
-    s = _Settings(tokenizer=opts.tokenizer, max_length=1, header_regex=opts.header_regex, label_map=lm,
+    s = Settings(tokenizer=opts.tokenizer, max_length=1, header_regex=opts.header_regex, label_map=lm,
                   layout=opts.layout, compression="gzip", on_bad_record="skip", staging="",
                   max_record_bytes=opts.max_record_bytes)
     heads = []
     for i, path in enumerate(opts.inputs):
         for unit in iter_units(path, i, max(PROBE_RECORDS, AUTO_SAMPLE), max_record_bytes=opts.max_record_bytes):
-            heads.append(_rows_default(unit, unit_bytes(unit), s))
+            heads.append(rows_default(unit, unit_bytes(unit), s))
             break
     return heads
 
 
-def _probe_rows(opts: ConvertOptions, heads: list["_Rows"]) -> list[Probe]:
+def _probe_rows(opts: ConvertOptions, heads: list["Rows"]) -> list[Probe]:
     """:func:`convert.failfast.probe` from parsed heads: the first PROBE_RECORDS records of each input."""
     probes = []
     for path, rows in zip(opts.inputs, heads):
@@ -472,8 +358,6 @@ def _convert(opts: ConvertOptions) -> dict[str, Any]:
         except OSError as exc:  # read-only or full filesystem, no permission, parent is a file
             raise _io_error(exc, out, staging, started=False) from None
         try:
-            from .repair import finish_publish, resume_complete
-
             if finish_publish(out, staging):
                 continue  # the staging was published; its lock went with it: lock afresh
             if opts.resume and not opts.overwrite and (out / fmt.MANIFEST_NAME).is_file() and not _staged(staging):
@@ -567,7 +451,7 @@ def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float, c
         if heads is not None:
             probes = _probe_rows(opts, heads)
         else:
-            probes = probe(opts.inputs, lambda rec: _classify(rec, rx, lm.label_of),
+            probes = probe(opts.inputs, lambda rec: classify(rec, rx, lm.label_of),
                            max_record_bytes=opts.max_record_bytes)
         check_probe(probes, float(opts.min_written_fraction), opts.header_regex, opts.mapping, lm.class_ids)
     try:
@@ -579,7 +463,7 @@ def _convert_locked(opts: ConvertOptions, out: Path, staging: Path, t0: float, c
 
 
 def _stage_and_finish(opts: ConvertOptions, out: Path, staging: Path, lm: LabelMap, tok: Any,
-                      heads: list["_Rows"] | None, t0: float) -> dict[str, Any]:
+                      heads: list["Rows"] | None, t0: float) -> dict[str, Any]:
     make_dir(staging / ".units")
     _wait_for_orphans(staging)
     if not opts.scheduler:
@@ -605,7 +489,7 @@ def _stage_and_finish(opts: ConvertOptions, out: Path, staging: Path, lm: LabelM
         if old != plan:
             raise ConvertError(_plan_differs(opts, staging, _plan_differences(old, plan)))
     fmt.write_json_atomic(plan_path, plan)
-    settings = _Settings(
+    settings = Settings(
         tokenizer=opts.tokenizer,
         max_length=max_length,
         header_regex=opts.header_regex,
@@ -788,11 +672,11 @@ def _parallel_mode(opts: ConvertOptions, tok: Any) -> str:
     )
     mode = choose_parallel(opts.parallel, jobs, gil_free)
     if mode != "processes":
-        _CACHE[f"tok:{opts.tokenizer}"] = tok  # this process's units reuse the parent's tables (this file's)
+        remember_tokenizer(opts.tokenizer, tok)  # this process's units reuse the parent's tables (this file's)
     return mode
 
 
-def _run_units(opts: ConvertOptions, settings: _Settings, staging: Path) -> list[dict[str, Any]]:
+def _run_units(opts: ConvertOptions, settings: Settings, staging: Path) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
     total_bytes = sum(os.path.getsize(p) for p in opts.inputs)
@@ -872,11 +756,12 @@ def _finish(
     out: Path,
     staging: Path,
     records: list[dict[str, Any]],
-    s: _Settings,
+    s: Settings,
     lm: LabelMap,
     t0: float,
     sampled: int,
 ) -> dict[str, Any]:
+    """All units are done: merge their parts, write report and manifest, publish ``--out``."""
     if [fmt.shard_index_from_name(r["shard"]["file"]) for r in records] != list(range(len(records))):
         raise ConvertError(f"internal error: missing units in {staging}; rerun with --resume")
     by_reason: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
@@ -885,11 +770,35 @@ def _finish(
             by_reason[k] += v
     check_written_fraction(sum(r["records_in"] - r.get("other_split", 0) for r in records),
                            sum(r["written"] for r in records), by_reason, float(opts.min_written_fraction), out)
+    q_kept = _merge_quarantine(opts, staging, len(records))
+    sums = _sum_records(records, lm)
+    if sums.totals["records_in"] != sums.totals["written"] + sums.n_skipped + sums.totals["other_split"]:
+        raise ConvertError(
+            f"internal error: records in ({sums.totals['records_in']}) != written ({sums.totals['written']}) "
+            f"+ skipped ({sums.n_skipped}) + other split side ({sums.totals['other_split']}); the dataset was not "
+            "published"
+        )
+    report = _build_report(opts, records, s, lm, sums, q_kept, (staging / fmt.QUARANTINE_NAME).stat().st_size, t0, sampled)
+    manifest = _build_manifest(opts, records, s, lm, sums)
+    fmt.write_json_atomic(staging / fmt.REPORT_NAME, report)
+    fmt.write_manifest(staging, manifest)
+    shutil.rmtree(staging / ".units")
+    (staging / "plan.json").unlink()
+    publish(staging, out)
+    (out / ".lock").unlink(missing_ok=True)
+    if os.path.lexists(trash_dir(out)):  # publish could not remove the replaced dataset
+        print(f"warning: the replaced dataset is still in {trash_dir(out)}; the next run of the converter on "
+              f"{out} removes it, or remove it yourself", file=sys.stderr)
+    return report
+
+
+def _merge_quarantine(opts: ConvertOptions, staging: Path, units: int) -> int:
+    """Join the units' quarantine parts (FASTA capped at ``--quarantine-max-bytes``); return records kept."""
     q_kept = 0
     with fmt.create_file(staging / fmt.QUARANTINE_NAME, "wb") as qfa, \
             fmt.create_file(staging / "quarantine.tsv", "w") as qtsv:
         qtsv.write("file\tline\trecord\treason\n")
-        for i in range(len(records)):
+        for i in range(units):
             with open(staging / ".units" / f"q-{i:05d}.fa", "rb") as part:
                 ends = np.fromfile(staging / ".units" / f"q-{i:05d}.ends", dtype=np.int64)
                 q_kept += _copy_capped(part, qfa, ends, int(opts.quarantine_max_bytes) - qfa.tell())
@@ -897,38 +806,60 @@ def _finish(
                 shutil.copyfileobj(part, qtsv)
         qfa.flush()
         os.fsync(qfa.fileno())
-    skipped = dict.fromkeys(SKIP_REASONS, 0)
-    totals = dict.fromkeys(("records_in", "written", "other_split", "truncated", "iupac_reads", "iupac_bases", "readlen_mismatch", "tokens", "bytes_in"), 0)
-    class_counts = np.zeros(lm.num_classes, dtype=np.int64)
-    tax_conflicts = np.zeros(lm.num_classes, dtype=np.int64)
-    taxa: dict[str, set[int]] = {}
+    return q_kept
+
+
+@dataclass
+class _Sums:
+    """The unit records added up (what the report and the manifest count)."""
+
+    totals: dict[str, int]
+    skipped: dict[str, int]
+    class_counts: np.ndarray
+    tax_conflicts: np.ndarray
+    taxa: dict[str, set[int]]
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+def _sum_records(records: list[dict[str, Any]], lm: LabelMap) -> _Sums:
+    """Add up the unit records' counts (one record per shard, so no per-read loop)."""
+    sums = _Sums(
+        totals=dict.fromkeys(("records_in", "written", "other_split", "truncated", "iupac_reads", "iupac_bases",
+                              "readlen_mismatch", "tokens", "bytes_in"), 0),
+        skipped=dict.fromkeys(SKIP_REASONS, 0),
+        class_counts=np.zeros(lm.num_classes, dtype=np.int64),
+        tax_conflicts=np.zeros(lm.num_classes, dtype=np.int64),
+        taxa={},
+    )
     for r in records:
-        for k in totals:
-            totals[k] += r[k]
+        for k in sums.totals:
+            sums.totals[k] += r[k]
         for k, v in r["skipped"].items():
-            skipped[k] += v
-        class_counts += np.asarray(r["class_counts"], dtype=np.int64)
-        tax_conflicts += np.asarray(r["tax_conflicts"], dtype=np.int64)
+            sums.skipped[k] += v
+        sums.class_counts += np.asarray(r["class_counts"], dtype=np.int64)
+        sums.tax_conflicts += np.asarray(r["tax_conflicts"], dtype=np.int64)
         for c, t in r["taxa"].items():
-            taxa.setdefault(c, set()).update(t)
-    n_skipped = sum(skipped.values())
-    q_bytes = (staging / fmt.QUARANTINE_NAME).stat().st_size
-    if totals["records_in"] != totals["written"] + n_skipped + totals["other_split"]:
-        raise ConvertError(
-            f"internal error: records in ({totals['records_in']}) != written ({totals['written']}) "
-            f"+ skipped ({n_skipped}) + other split side ({totals['other_split']}); the dataset was not published"
-        )
-    per_input = [0] * len(opts.inputs)
-    for r in records:
-        per_input[int(r["shard"]["input"])] += int(r["records_in"])
+            sums.taxa.setdefault(c, set()).update(t)
+    return sums
+
+
+def _build_report(
+    opts: ConvertOptions, records: list[dict[str, Any]], s: Settings, lm: LabelMap, sums: _Sums, q_kept: int,
+    q_bytes: int, t0: float, sampled: int,
+) -> dict[str, Any]:
+    """``report.json``: counts, skips by reason, quarantine, tax id conflicts, speed and memory."""
+    totals, tax_conflicts, taxa, n_skipped = sums.totals, sums.tax_conflicts, sums.taxa, sums.n_skipped
     elapsed = time.time() - t0
     worker_rss = max([r.get("worker_peak_rss_mb", 0.0) for r in records] or [0.0])
-    report = {
+    return {
         "records_in": totals["records_in"],
         "written": totals["written"],
         "skipped": n_skipped,
         "other_split": totals["other_split"],
-        "skipped_by_reason": skipped,
+        "skipped_by_reason": sums.skipped,
         "truncated": totals["truncated"],
         "quarantine": {"records_kept": q_kept, "records_not_kept": n_skipped - q_kept, "bytes": q_bytes,
                        "max_bytes": int(opts.quarantine_max_bytes)},
@@ -944,7 +875,7 @@ def _finish(
             },
         },
         "classes_with_several_tax_ids": {c: sorted(t) for c, t in sorted(taxa.items(), key=lambda kv: int(kv[0])) if len(t) > 1},
-        "per_class": {lm.display_names[i]: int(class_counts[i]) for i in range(lm.num_classes)},
+        "per_class": {lm.display_names[i]: int(sums.class_counts[i]) for i in range(lm.num_classes)},
         "max_length": s.max_length,
         "max_length_sampled_reads": sampled,
         "tokens": totals["tokens"],
@@ -956,7 +887,16 @@ def _finish(
         "parallel": s.parallel,
         "peak_rss_mb": {"parent": round(_peak_rss_mb(), 1), "worker_max": round(worker_rss, 1)},
     }
-    manifest = fmt.build_manifest(
+
+
+def _build_manifest(
+    opts: ConvertOptions, records: list[dict[str, Any]], s: Settings, lm: LabelMap, sums: _Sums
+) -> dict[str, Any]:
+    """``manifest.json``: the shards, the label table, the settings and the source that made them."""
+    per_input = [0] * len(opts.inputs)
+    for r in records:
+        per_input[int(r["shard"]["input"])] += int(r["records_in"])
+    return fmt.build_manifest(
         tokenizer=s.tokenizer_info,
         max_length=s.max_length,
         layout=s.layout,
@@ -967,7 +907,7 @@ def _finish(
         label_tax_ids=lm.tax_ids,
         shards=[r["shard"] for r in records],
         dataset_id=s.dataset_id,
-        num_tokens=totals["tokens"],
+        num_tokens=sums.totals["tokens"],
         source={
             "inputs": [os.path.basename(p) for p in opts.inputs],
             # What --resume on the finished dataset compares the given inputs with (convert.repair).
@@ -976,34 +916,13 @@ def _finish(
             "header_regex": opts.header_regex,
             "mapping_sha256": lm.sha256,
             "reads_per_shard": opts.reads_per_shard,
-            "records_in": totals["records_in"],
+            "records_in": sums.totals["records_in"],
             "records_per_input": per_input,
-            "skipped": n_skipped,
-            "other_split": totals["other_split"],
+            "skipped": sums.n_skipped,
+            "other_split": sums.totals["other_split"],
             "split": opts.split,
         },
     )
-    fmt.write_json_atomic(staging / fmt.REPORT_NAME, report)
-    fmt.write_manifest(staging, manifest)
-    shutil.rmtree(staging / ".units")
-    (staging / "plan.json").unlink()
-    publish(staging, out)
-    (out / ".lock").unlink(missing_ok=True)
-    if os.path.lexists(trash_dir(out)):  # publish could not remove the replaced dataset
-        print(f"warning: the replaced dataset is still in {trash_dir(out)}; the next run of the converter on "
-              f"{out} removes it, or remove it yourself", file=sys.stderr)
-    return report
-
-
-HEAD_BYTES = 1 << 20
-
-
-def head_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's first MiB: with its size, a cheap check that an input is the same file."""
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read(HEAD_BYTES)).hexdigest()
 
 
 def _copy_capped(src: Any, dst: Any, ends: np.ndarray, room: int) -> int:

@@ -38,6 +38,11 @@ __all__ = [
     "QUARANTINE_MAX_BYTES",
     "convert_unit",
     "peak_rss_mb",
+    "Rows",
+    "rows_default",
+    "classify",
+    "header_fields",
+    "remember_tokenizer",
 ]
 
 SKIP_REASONS = (
@@ -63,7 +68,7 @@ class BadRecordError(Exception):
 
 
 @dataclass
-class _Settings:
+class Settings:
     """What a worker needs (small and picklable)."""
 
     tokenizer: str
@@ -90,11 +95,14 @@ class _Settings:
     strand_hashes: bool = True
 
 
-Settings = _Settings  # public name for convert.repair
-
 
 
 _CACHE: dict[str, Any] = {}
+
+
+def remember_tokenizer(spec: str, tok: Any) -> None:
+    """Serve ``tok`` (already loaded by the converter) to this process's units of ``spec``."""
+    _CACHE[f"tok:{spec}"] = tok
 
 
 def _worker_tokenizer(spec: str, sha256: str | None = None):
@@ -125,7 +133,7 @@ _FIELD_LIMITS = {"tax_id": (-1, 2**31 - 1), "mate": (0, 127), "readlen": (-1, 2*
 _INT32_MAX = 2**31 - 1
 
 
-def _header_fields(m: re.Match[bytes]) -> tuple[int, int, int, int] | None:
+def header_fields(m: re.Match[bytes]) -> tuple[int, int, int, int] | None:
     """``(class_id, tax_id, mate, readlen)`` from a header match; None if a field is unusable.
 
     A custom ``--header-regex`` may capture non-digits, and digits may not fit the int32/int8
@@ -149,13 +157,13 @@ def _header_fields(m: re.Match[bytes]) -> tuple[int, int, int, int] | None:
     return out[0], out[1], out[2], out[3]
 
 
-def _classify(rec: ParsedRecord, rx: re.Pattern[bytes], label_of: dict[int, int]) -> str | None:
+def classify(rec: ParsedRecord, rx: re.Pattern[bytes], label_of: dict[int, int]) -> str | None:
     """The skip reason of a record as the worker decides it (None: written)."""
     if rec.problem is not None:
         return rec.problem
     rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
     m = None if b"\0" in rec.header else rx.match(rid)  # NUL: as convert.fastparse
-    fields = None if m is None else _header_fields(m)
+    fields = None if m is None else header_fields(m)
     if fields is None:
         return "header_mismatch"
     return None if fields[0] in label_of else "unknown_class"
@@ -191,7 +199,7 @@ def _tax_conflicts(labels: np.ndarray, tax_ids: np.ndarray, lm: LabelMap) -> lis
     return np.bincount(labels[bad], minlength=lm.num_classes).tolist()
 
 
-def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
+def convert_unit(unit: Unit, shard_index: int, s: Settings) -> dict[str, Any]:
     """Convert one unit into ``shard-<shard_index>.h5`` plus its quarantine part and unit record.
 
     The worker holds a shared lock on ``.units/.workers.lock`` while it writes, and first
@@ -218,7 +226,7 @@ def convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
 
 
 @dataclass
-class _Rows:
+class Rows:
     """A unit's records after parsing and labeling: the written rows' columns and bases,
     the skipped records, and the unit's record count."""
 
@@ -237,7 +245,7 @@ class _Rows:
     # skipped records in order: (index in unit, line, problem, verbatim bytes, header)
     bad: list[tuple[int, int, str, bytes, bytes]]
 
-    def select(self, rows: np.ndarray) -> "_Rows":
+    def select(self, rows: np.ndarray) -> "Rows":
         """Only ``rows`` (sorted indices) of the written rows; ``bad`` and counts unchanged."""
         lens = np.diff(self.offsets)
         keep = np.zeros(lens.size, dtype=bool)
@@ -247,7 +255,7 @@ class _Rows:
         seqs = np.frombuffer(self.seqs, dtype=np.uint8)[np.repeat(keep, lens)].tobytes()
         cols = {k: getattr(self, k)[rows] for k in ("labels", "class_ids", "tax_ids", "mates", "read_lengths",
                                                       "record_index", "fragment_hashes", "iupac", "readlen_bad")}
-        return _Rows(**cols, seqs=seqs, offsets=offsets, records_in=self.records_in, bad=self.bad)
+        return Rows(**cols, seqs=seqs, offsets=offsets, records_in=self.records_in, bad=self.bad)
 
 
 _PROBLEM_NAMES = (*PROBLEMS, "too_long")
@@ -269,7 +277,7 @@ def _too_long_default(p: ParsedUnit, limit: int) -> ParsedUnit:
     return dataclasses.replace(p, problem=problem, seqs=seqs, offsets=offsets)
 
 
-def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
+def rows_default(unit: Unit, data: bytes, s: Settings) -> Rows:
     """The default header format, parsed and labeled by numba (no Python per record)."""
     lm = s.label_map
     known = np.sort(np.asarray(lm.class_ids, dtype=np.int64))
@@ -288,7 +296,7 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
         r0, r1 = p.raw[i]
         h0, h1 = p.header[i]
         bad.append((i, int(p.line[i]), _PROBLEM_NAMES[p.problem[i]], data[r0:r1], data[h0:h1]))
-    return _Rows(
+    return Rows(
         labels=labels,
         class_ids=cids.astype(np.int32),
         tax_ids=tax.astype(np.int32),
@@ -305,7 +313,7 @@ def _rows_default(unit: Unit, data: bytes, s: _Settings) -> _Rows:
     )
 
 
-def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
+def _rows_regex(unit: Unit, data: bytes, s: Settings) -> Rows:
     """A custom ``--header-regex``: records parsed and matched one by one."""
     rx = compile_header_regex(s.header_regex)
     label_of = s.label_map.label_of
@@ -333,7 +341,7 @@ def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
         if problem is None:
             rid = rec.header.split(None, 1)[0] if rec.header.strip() else b""
             m = None if b"\0" in rec.header else rx.match(rid)  # NUL: as convert.fastparse
-            fields = None if m is None else _header_fields(m)
+            fields = None if m is None else header_fields(m)
             if fields is None:
                 problem = "header_mismatch"
             else:
@@ -360,15 +368,15 @@ def _rows_regex(unit: Unit, data: bytes, s: _Settings) -> _Rows:
         seqs += seq
         n += 1
         offsets[n] = len(seqs)
-    return _Rows(labels[:n], class_ids[:n], tax_ids[:n], mates[:n], read_lengths[:n], record_index[:n],
+    return Rows(labels[:n], class_ids[:n], tax_ids[:n], mates[:n], read_lengths[:n], record_index[:n],
                  hash_names(fragments), iupac[:n], readlen_bad[:n], bytes(seqs), offsets[: n + 1], records_in, bad)
 
 
-def _convert_unit(unit: Unit, shard_index: int, s: _Settings) -> dict[str, Any]:
+def _convert_unit(unit: Unit, shard_index: int, s: Settings) -> dict[str, Any]:
     tok = _worker_tokenizer(s.tokenizer, s.tokenizer_info.get("sha256"))
     data = unit_bytes(unit)  # a plain file's range is read here, in the worker
     if s.header_regex == DEFAULT_HEADER_REGEX and FASTPARSE_AVAILABLE:
-        rows = _rows_default(unit, data, s)
+        rows = rows_default(unit, data, s)
     else:
         rows = _rows_regex(unit, data, s)
     if rows.bad and s.on_bad_record == "error":

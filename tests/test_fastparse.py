@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from _strategies import fasta_records
 from convert.fastx import Unit
 from convert.labels import DEFAULT_HEADER_REGEX, LabelMap
-from convert.unit import _rows_default, _rows_regex, _Settings
+from convert.unit import rows_default, _rows_regex, Settings
 
 LM = LabelMap(class_ids=[42, 7, 0], names=["a", "b", "c"], tax_ids=[-1, 11, 5], sha256="x")
-SETTINGS = _Settings(tokenizer="char", max_length=8, header_regex=DEFAULT_HEADER_REGEX, label_map=LM,
+SETTINGS = Settings(tokenizer="char", max_length=8, header_regex=DEFAULT_HEADER_REGEX, label_map=LM,
                      layout="mmap", compression="gzip", on_bad_record="skip", staging="/nonexistent")
 
 _num = st.one_of(st.sampled_from(["", "0", "7", "42", "007", "11", "127", "128", "2147483647", "2147483648",
@@ -77,12 +77,12 @@ def _same_rows(fast, slow) -> None:
 
 def _compare(data: bytes, kind: str) -> None:
     unit = Unit("in", 0, 0, 3, 0, data, kind)
-    fast, slow = _rows_default(unit, data, SETTINGS), _rows_regex(unit, data, SETTINGS)
+    fast, slow = rows_default(unit, data, SETTINGS), _rows_regex(unit, data, SETTINGS)
     _same_rows(fast, slow)
     # The scan's record count is only a capacity hint: exact, too small (the parser retries
     # with a bound from the bytes) or too large, the rows are the same.
     for hint in (fast.records_in, 0, max(fast.records_in - 1, 0), fast.records_in + 5):
-        _same_rows(_rows_default(dataclasses.replace(unit, records=hint), data, SETTINGS), slow)
+        _same_rows(rows_default(dataclasses.replace(unit, records=hint), data, SETTINGS), slow)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -132,7 +132,7 @@ def test_fastq_equals_regex_path(data: bytes) -> None:
 def test_header_table(header: str, problem: str | None) -> None:
     data = f">{header}\nACGT\n".encode()
     _compare(data, "fasta")
-    rows = _rows_default(Unit("in", 0, 0, 1, 0, data, "fasta"), data, SETTINGS)
+    rows = rows_default(Unit("in", 0, 0, 1, 0, data, "fasta"), data, SETTINGS)
     assert [b[2] for b in rows.bad] == ([] if problem is None else [problem])
 
 
@@ -143,6 +143,6 @@ def test_class_ids_beyond_the_lookup_table(class_id: int, problem: str | None) -
     lm = LabelMap(class_ids=[3_000_000, 5], names=["a", "b"], tax_ids=[-1, -1], sha256="x")
     s = dataclasses.replace(SETTINGS, label_map=lm)
     data = f">lbl|{class_id}|||r/1\nACGT\n".encode()
-    rows = _rows_default(Unit("in", 0, 0, 1, 0, data, "fasta"), data, s)
+    rows = rows_default(Unit("in", 0, 0, 1, 0, data, "fasta"), data, s)
     assert [b[2] for b in rows.bad] == ([] if problem is None else [problem])
     assert rows.class_ids.tolist() == ([] if problem else [class_id])

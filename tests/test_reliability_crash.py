@@ -140,12 +140,12 @@ def test_new_converter_waits_for_orphaned_workers(tmp_path: Path) -> None:
 def test_orphaned_worker_refuses_to_write(tmp_path: Path) -> None:
     """A pool worker whose converter is gone (it is no longer its parent) writes nothing."""
     from convert.fastx import Unit
-    from convert.unit import ConvertError, _Settings, convert_unit
+    from convert.unit import ConvertError, Settings, convert_unit
 
     (tmp_path / ".units").mkdir()
     unit = Unit(file="x.fa", file_index=0, index_in_file=0, first_line=1, first_record=0, data=b">a\nACGT\n", fmt="fasta")
     gone = 2**22 + 12345  # neither this process nor its parent
-    s = _Settings(tokenizer="char", max_length=8, header_regex="(?P<class_id>.*)", label_map=None, layout="mmap",
+    s = Settings(tokenizer="char", max_length=8, header_regex="(?P<class_id>.*)", label_map=None, layout="mmap",
                   compression="gzip", on_bad_record="skip", staging=str(tmp_path), parent_pid=gone)
     with pytest.raises(ConvertError, match="is gone"):
         convert_unit(unit, 0, s)

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from convert.safeyaml import ConfigFileError, load_yaml
 
 __all__ = [
+    "ARCHS",
     "ConfigError",
     "DataConfig",
     "LoraConfig",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "bf16", "fp32")
+# The architectures train.model can build (its MODEL_BUILDERS keys, checked there): named here so
+# that validating a config needs neither train.model nor torch.
+ARCHS = ("bert", "dnabert2", "llama")
 
 
 class ConfigError(ValueError):
@@ -232,8 +236,6 @@ def _check_number(where: str, value: Any, *, kind: type, minimum: float | None =
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types and ranges of every field; returns ``cfg`` or raises :class:`ConfigError`."""
-    from train.model import MODEL_BUILDERS  # late import: model pulls in transformers
-
     t, o, d, m = cfg.train, cfg.optim, cfg.data, cfg.model
     for name, minimum in (("batch_size", 1), ("grad_accum", 1), ("max_steps", 1), ("eval_batch_size", 1),
                           ("eval_every", 0), ("checkpoint_every", 0), ("log_every", 1), ("seed", 0)):
@@ -257,8 +259,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         value = getattr(d, name)
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(f"data.{name}: expected a dataset directory path")
-    if m.arch not in MODEL_BUILDERS:
-        raise ConfigError(f"model.arch: {m.arch!r}; choose one of {', '.join(sorted(MODEL_BUILDERS))}")
+    if m.arch not in ARCHS:
+        raise ConfigError(f"model.arch: {m.arch!r}; choose one of {', '.join(sorted(ARCHS))}")
     if not isinstance(m.config, Mapping):
         raise ConfigError("model.config: expected a mapping of transformers config overrides")
     if m.load_dtype not in (None, "bfloat16", "float16", "float32"):

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from train.config import ConfigError, ModelConfig
+from train.config import ARCHS, ConfigError, ModelConfig
 
 __all__ = [
     "DataSpec",
@@ -180,6 +180,8 @@ MODEL_BUILDERS: dict[str, Callable[[ModelConfig, DataSpec], nn.Module]] = {
     "dnabert2": _build_bert_family({"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
                                     "intermediate_size": 3072, "type_vocab_size": 2, "max_position_embeddings": 512}),
 }
+if set(MODEL_BUILDERS) != set(ARCHS):  # the config validates against ARCHS without importing this module
+    raise ImportError(f"train.config.ARCHS {ARCHS} differs from train.model.MODEL_BUILDERS {sorted(MODEL_BUILDERS)}")
 
 # Tiny configs of each architecture: what `smoke_model_config` builds instead of a download.
 SMOKE_CONFIGS: dict[str, dict[str, Any]] = {
