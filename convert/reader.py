@@ -10,7 +10,7 @@ manifest's; otherwise :class:`convert.format.DatasetChangedError` says the datas
 and to reopen it. Item sizes come from :data:`convert.format.DATASET_DTYPES`.
 
 Users: ``loaders.ShardDataset`` (random rows, via the per-process LRU in
-``loaders._shardio``), the chunk reader and ``IterableShardDataset`` (``read_rows``),
+``loaders.handles``), the chunk reader and ``IterableShardDataset`` (``read_rows``),
 ``python -m convert verify`` and ``stats``.
 """
 

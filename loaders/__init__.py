@@ -11,18 +11,23 @@ Public API:
   so default collators work too).
 * :func:`collate_batch`: the fast DataLoader / Hugging Face Trainer collate function;
   :class:`ReadLoader`: the fast multi-worker loader (numpy in workers, tensors in the main process).
-* :func:`shuffle_quality`: how close chunk-shuffled batches come to a full shuffle.
+* :func:`chunk_shuffle_labels`: labels in the chunk-shuffled order (no tokens read).
+* :mod:`loaders.orders`: the orders themselves, pure functions of (sizes, seed, epoch).
+
+Measuring (``shuffle_quality``, throughput) is the benchmark's job: ``python -m loaders.bench``
+runs :mod:`readshard_bench`, which ``import loaders`` never imports.
 """
 
 from convert.format import FormatError
 from loaders.balanced import BalancedSampler
 from loaders.batch import ReadBatch
-from loaders.chunks import batch_class_entropy, chunk_shuffle_labels, shuffle_quality
+from loaders.chunks import chunk_shuffle_labels
 from loaders.collate import collate_batch, to_tensors, trim_batch
-from loaders.dataset import ShardDataset, ShardSubset
+from loaders.dataset import ShardDataset
 from loaders.iterable import IterableShardDataset
 from loaders.loader import ReadLoader
 from loaders.sampler import ShuffleBatchSampler, ShuffleSampler, permutation_block, rank_indices
+from loaders.views import ShardSubset
 
 __all__ = [
     "BalancedSampler",
@@ -34,12 +39,10 @@ __all__ = [
     "ShardSubset",
     "ShuffleBatchSampler",
     "ShuffleSampler",
-    "batch_class_entropy",
     "chunk_shuffle_labels",
     "collate_batch",
     "permutation_block",
     "rank_indices",
-    "shuffle_quality",
     "to_tensors",
     "trim_batch",
 ]

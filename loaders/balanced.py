@@ -17,46 +17,13 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from loaders.dataset import ShardDataset, ShardSubset
-from loaders.sampler import BLOCK, _ShuffleState
+from loaders.orders.balanced import balanced_draws
+from loaders.sampler import ShuffleState
 
 __all__ = ["BalancedSampler", "balanced_draws"]
 
 
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) % (1 << 64) for k in key])))
-
-
-def balanced_draws(
-    class_counts: np.ndarray, probs_cdf: np.ndarray, seed: int, epoch: int, positions: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(class, position within class) drawn at global ``positions`` of an epoch.
-
-    Args:
-        class_counts: (C,) reads per class.
-        probs_cdf: (C,) cumulative class probabilities (last entry 1).
-        seed: sampler seed.
-        epoch: epoch.
-        positions: int64 global positions.
-
-    Returns:
-        ``(classes, positions_in_class)``, int64 arrays like ``positions``.
-    """
-    positions = np.asarray(positions, dtype=np.int64)
-    cls = np.empty(positions.size, dtype=np.int64)
-    within = np.empty(positions.size, dtype=np.int64)
-    blocks = positions // BLOCK
-    for b in np.unique(blocks).tolist():  # one stream per 65,536 positions
-        rng = _rng(seed, epoch, 0xBA1, b)
-        c = np.searchsorted(probs_cdf, rng.random(BLOCK), side="right")
-        np.minimum(c, probs_cdf.size - 1, out=c)
-        u = rng.integers(0, class_counts[c])
-        sel = np.flatnonzero(blocks == b)
-        off = positions[sel] - b * BLOCK
-        cls[sel], within[sel] = c[off], u[off]
-    return cls, within
-
-
-class BalancedSampler(_ShuffleState, Sampler[int]):
+class BalancedSampler(ShuffleState, Sampler[int]):
     """Two-stage class-balanced sampler (with replacement), deterministic per (seed, epoch).
 
     Args:
@@ -80,7 +47,7 @@ class BalancedSampler(_ShuffleState, Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        _ShuffleState.__init__(self, num_samples, seed, rank, world_size, drop_last=False)
+        ShuffleState.__init__(self, num_samples, seed, rank, world_size, drop_last=False)
         self._ds: ShardDataset | None = None
         self._subset_order: np.ndarray | None = None
         source = ds_or_class_counts

@@ -75,7 +75,8 @@ def _common_notes(cfg: BenchConfig) -> list[str]:
 
 def run_side_by_side(cfg: BenchConfig) -> dict[str, Any]:
     """The default (and ``--quick``) run: every competitor on the sample, one process."""
-    from loaders import ShardDataset, shuffle_quality
+    from loaders import ShardDataset
+    from readshard_bench.quality import shuffle_quality
 
     machine = machine_info()
     paths = prepare_sample(cfg)
@@ -187,7 +188,8 @@ def measure_open(path: Path) -> dict[str, Any]:
 
 def run_scale(cfg: BenchConfig) -> dict[str, Any]:
     """``--reads N``: open cost, warm and cold random access on a synthetic N-read dataset."""
-    from loaders import ShardDataset, chunk_shuffle_labels, shuffle_quality
+    from loaders import ShardDataset, chunk_shuffle_labels
+    from readshard_bench.quality import shuffle_quality
 
     machine = machine_info()
     N = int(cfg.reads or 0)

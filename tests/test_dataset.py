@@ -50,8 +50,8 @@ def test_items_equal_written(built):
 ])
 def test_getitems_equal_written(built, indices, path):
     ds = ShardDataset(built.path)
-    ds._span_gather = path != "per_shard"
-    ds._span_kernel = path == "span"  # the compiled pass (when numba imports) or the table's numpy path
+    ds.gather.span = path != "per_shard"
+    ds.gather.kernel = path == "span"  # the compiled pass (when numba imports) or the table's numpy path
     rng = np.random.default_rng(0)
     idx = {
         "random": rng.integers(0, 2513, 256),
@@ -132,11 +132,11 @@ def test_lru_bounds_open_shards(built, max_open):
     for _ in range(8):
         idx = rng.integers(0, len(ds), 100)
         np.testing.assert_array_equal(ds.__getitems__(idx)["input_ids"], built.arrays["input_ids"][idx])
-        assert len(ds._handles) <= max_open
+        assert len(ds.gather.handles) <= max_open
         one = rng.integers(0, len(ds))
         np.testing.assert_array_equal(ds.__getitems__([one])["input_ids"][0], built.arrays["input_ids"][one])
     ds.close()
-    assert len(ds._handles) == 0
+    assert len(ds.gather.handles) == 0
     assert ds[2500]["labels"] == int(built.arrays["labels"][2500])
 
 
@@ -146,13 +146,13 @@ def test_fork_child_reopens(built):
 
     ds = ShardDataset(built.path)
     ds[0]
-    parent_handles = ds._handles._open
+    parent_handles = ds.gather.handles._open
     ctx = mp.get_context("fork")
     q = ctx.Queue()
 
     def child():
         item = ds[2000]
-        q.put((os.getpid() == ds._handles._pid, ds._handles._open is not parent_handles, item["labels"]))
+        q.put((os.getpid() == ds.gather.handles._pid, ds.gather.handles._open is not parent_handles, item["labels"]))
 
     p = ctx.Process(target=child)
     p.start()

@@ -7,8 +7,9 @@ import pytest
 from torch.utils.data import DataLoader
 
 from _loader_helpers import build_dataset
-from loaders import IterableShardDataset, ShardDataset, chunk_shuffle_labels, collate_batch, shuffle_quality
-from loaders.chunks import batch_class_entropy, chunk_shuffle_groups, group_indices, sequential_groups
+from loaders import IterableShardDataset, ShardDataset, chunk_shuffle_labels, collate_batch
+from loaders.orders.chunks import chunk_shuffle_groups, group_indices, sequential_groups
+from readshard_bench.quality import batch_class_entropy, shuffle_quality
 
 
 # Real shards use 4096-row chunks; 64-row units give these small datasets many units.

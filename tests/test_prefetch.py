@@ -18,7 +18,7 @@ import pytest
 
 from _loader_helpers import build_dataset
 from loaders import ShardDataset
-from loaders._span import SpanTable
+from loaders.span import SpanTable
 
 needs_prefetch = pytest.mark.skipif(
     not SpanTable(np.array([0, 1]), 1).can_prefetch, reason="no numba or no madvise/mincore on this platform"

@@ -52,7 +52,8 @@ def _run_child(code: str, *args: str, timeout: float = HARD_TIMEOUT_S) -> dict[s
 _RACE_CHILD = r"""
 import json, os, sys, threading, time
 import numpy as np
-from loaders import ShardDataset, _span
+from loaders import ShardDataset
+from loaders import span as _span
 
 path, trials = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)
@@ -168,13 +169,13 @@ def test_corrupt_value_refused_by_every_path(corrupt: Path) -> None:
     _assert_names_row(e.value, corrupt)
     assert ds[_BAD_GLOBAL - 1]["labels"] in range(5)  # its neighbours still read
     for span, kernel in ((True, True), (True, False), (False, False)):
-        ds._span_gather, ds._span_kernel = span, kernel
+        ds.gather.span, ds.gather.kernel = span, kernel
         with pytest.raises(FormatError) as e:
             ds.__getitems__(batch)
         _assert_names_row(e.value, corrupt)
         ok = ds.__getitems__(np.array([5, 301, 640]))
         assert ok["labels"].shape == (3,)
-    ds._span_gather = ds._span_kernel = True
+    ds.gather.span = ds.gather.kernel = True
     sub = ds.select(np.arange(290, 330))
     with pytest.raises(FormatError):
         sub.__getitems__(np.arange(40))

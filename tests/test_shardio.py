@@ -13,7 +13,7 @@ def test_budget_raises_soft_limit_and_caps_at_hard() -> None:
     code = textwrap.dedent(
         """
         import resource
-        from loaders._shardio import open_shard_budget
+        from loaders.handles import open_shard_budget
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
         print(open_shard_budget(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loaders._span import SpanTable
+from loaders.span import SpanTable
 
 L = 6
 

@@ -92,7 +92,8 @@ def bench_items(ds: Any, seconds: float) -> Measurement:
 
 def bench_compressed(path: Path, seconds: float) -> tuple[Measurement, dict[str, float]]:
     """``readshard_compressed``: chunk-shuffled batches; plus its shuffle quality."""
-    from loaders import ShardDataset, chunk_shuffle_labels, shuffle_quality
+    from loaders import ShardDataset, chunk_shuffle_labels
+    from readshard_bench.quality import shuffle_quality
 
     ds = ShardDataset(path)
     it = cycle(lambda e: ds.iter_chunk_shuffled(seed=0, epoch=e, batch_size=BATCH_SIZE))
