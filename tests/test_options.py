@@ -7,12 +7,13 @@ check that each of them agrees with it (in-process: no interpreter start-up).
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from convert import cli
-from convert.options import OPTIONS, readme_table, validate
+from convert.options import OPTIONS, byte_size, readme_table, validate
 from convert.optiontable import Option, markdown_table
 from convert.pipeline import ConvertOptions
 
@@ -127,6 +128,16 @@ def test_table_and_convert_options_agree() -> None:
     internal = {"inputs", "out", "resume", "overwrite", "progress", "split", "given", "command"}
     assert {o.field for o in KEYED} == fields - internal
     assert {o.field for o in OPTIONS} >= {"inputs", "out", "resume", "overwrite", "split"}
+
+
+@pytest.mark.parametrize("field", ["tokenizer", "max_length", "layout", "reads_per_shard", "parallel", "on_bad_record",
+                                   "max_record_bytes", "min_written_fraction", "quarantine_max_bytes"])
+def test_help_states_the_real_default(field: str) -> None:
+    opt = next(o for o in OPTIONS if o.field == field)
+    default = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}[field]
+    word = re.search(r"'?([\w.-]+)'? \(default\)", opt.help)
+    stated = word.group(1) if word else re.search(r"default (\d[\d.]*(?: ?MiB|G)?)", opt.help).group(1)
+    assert stated == str(default) or (isinstance(default, int) and byte_size(stated) == default), (stated, default)
 
 
 @pytest.mark.parametrize(
