@@ -183,13 +183,13 @@ def _train_options() -> tuple[Option, ...]:
 
 
 def test_training_flags_are_listed_once_and_override_real_keys() -> None:
-    from train.config import TrainConfig
+    from train.config import LoraConfig, ModelConfig, TrainConfig
 
     options = _train_options()
     for attr in ("field", "flag", "key"):
         names = [getattr(o, attr) for o in options if getattr(o, attr)]
         assert len(names) == len(set(names)), attr
-    config = TrainConfig().to_dict()
+    config = TrainConfig(model=ModelConfig(lora=LoraConfig())).to_dict()
     for o in options:
         if o.key:
             node = config
@@ -198,7 +198,7 @@ def test_training_flags_are_listed_once_and_override_real_keys() -> None:
                 node = node[part]
 
 
-@pytest.mark.parametrize("opt", [o for o in _train_options() if o.key], ids=lambda o: o.field)
+@pytest.mark.parametrize("opt", [o for o in _train_options() if o.key and o.flag], ids=lambda o: o.field)
 def test_training_flag_sets_its_key(opt: Option) -> None:
     from train.cli import build_parser, overrides
 
@@ -206,3 +206,23 @@ def test_training_flag_sets_its_key(opt: Option) -> None:
     given = overrides(build_parser().parse_args(["--config", "c.yaml", opt.flag, *text]))
     assert {k: v for k, v in given.items() if v is not None} == {
         opt.key: (opt.action == "store_true") if opt.action else (opt.type or str)(text[0])}
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("train.batch_size", 0, "train.batch_size: must be >= 1, got 0"),
+        ("train.max_minutes", "9", "train.max_minutes: expected float, got '9'"),
+        ("train.device", "tpu", "train.device: 'tpu'; choose auto, cpu or cuda"),
+        ("optim.min_lr_ratio", 2.0, "optim.min_lr_ratio: must be <= 1, got 2.0"),
+        ("model.arch", "gpt", "model.arch: 'gpt'; choose one of bert, dnabert2, llama"),
+        ("model.lora", {"r": 0}, "model.lora.r: must be >= 1, got 0"),
+        ("data.val", "", "data.val: expected a dataset directory path"),
+    ],
+)
+def test_training_config_checks_name_the_key(key: str, value: object, message: str) -> None:
+    from train.config import ConfigError, config_from_dict
+
+    section, _, leaf = key.rpartition(".")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({"model": {}, section: {leaf: value}} if section != "model" else {"model": {leaf: value}})

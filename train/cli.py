@@ -8,52 +8,14 @@ from typing import Sequence
 
 from convert.format import FormatError
 from convert.optiontable import Option, add_arguments
-from train.config import PRECISIONS, ConfigError, apply_overrides, load_config
+from train.config import OPTIONS as CONFIG_OPTIONS
+from train.config import ConfigError, apply_overrides, load_config
 
 __all__ = ["OPTIONS", "build_parser", "overrides", "main"]
 
-# Every flag once: its destination, the dotted config key it overrides, its help.
-OPTIONS: tuple[Option, ...] = (
-    Option("config", "--config", required=True, help="YAML config (see configs/)"),
-    Option("train_dir", "--train", "data.train", help="training dataset directory"),
-    Option("val_dir", "--val", "data.val", help="validation dataset directory"),
-    Option("out", "--out", "out", help="output directory (checkpoint, metrics.json, confusion.png, log.jsonl)"),
-    Option("resume", "--resume", "resume", action="store_true",
-           help="continue from OUT/checkpoint.pt exactly where it stopped"),
-    Option("overwrite", "--overwrite", "overwrite", action="store_true",
-           help="replace the results of an earlier run in OUT (an OUT that is not empty is refused "
-           "without --resume or --overwrite)"),
-    Option("max_steps", "--max-steps", "train.max_steps", type=int,
-           help="optimizer steps of the run (and of the LR schedule)"),
-    Option("max_minutes", "--max-minutes", "train.max_minutes", type=float,
-           help="stop, checkpoint and evaluate after this many minutes "
-           "(the learning-rate decay ends then if the steps would not fit)"),
-    Option("stop_at_step", "--stop-at-step", "train.stop_at_step", type=int,
-           help="stop after this step as if interrupted (checkpoint only)"),
-    Option("seed", "--seed", "train.seed", type=int),
-    Option("batch_size", "--batch-size", "train.batch_size", type=int, help="reads per micro-batch per process"),
-    Option("grad_accum", "--grad-accum", "train.grad_accum", type=int, help="micro-batches per optimizer step"),
-    Option("lr", "--lr", "optim.lr", type=float),
-    Option("warmup_steps", "--warmup-steps", "optim.warmup_steps", type=int),
-    Option("eval_every", "--eval-every", "train.eval_every", type=int, help="evaluate every N steps (0: only at the end)"),
-    Option("eval_max_reads", "--eval-max-reads", "data.eval_max_reads", type=int,
-           help="reads used by the periodic evaluations"),
-    Option("checkpoint_every", "--checkpoint-every", "train.checkpoint_every", type=int,
-           help="checkpoint every N steps (0: only at the end)"),
-    Option("num_workers", "--num-workers", "data.num_workers", type=int, help="DataLoader workers per process"),
-    Option("device", "--device", "train.device", choices=("auto", "cpu", "cuda")),
-    Option("precision", "--precision", "train.precision", choices=PRECISIONS),
-    Option("threads", "--threads", "train.threads", type=int, help="torch threads per process"),
-    Option("pretrained", "--pretrained", "model.pretrained",
-           help="hub id or local path of pretrained weights (overrides model.pretrained)"),
-    Option("log_batches", "--log-batches", "train.log_batches", action="store_true",
-           help="write every micro-batch's read indices to OUT/batches-rank{r}.jsonl"),
-    Option("progress", "--no-progress", "train.progress", action="store_false", help="no progress bar"),
-    Option("baseline", "--no-baseline", "train.baseline", action="store_false",
-           help="skip the 6-mer naive Bayes comparison at the end"),
-    Option("baseline_max_reads", "--baseline-max-reads", "train.baseline_max_reads", type=int,
-           help="reads the baseline samples from each of train and val (default 200,000; 0 = all)"),
-)
+# The flags: --config, then every flag of train.config.OPTIONS (each with the config key it overrides).
+OPTIONS: tuple[Option, ...] = (Option("config", "--config", required=True, help="YAML config (see configs/)"),
+                               *CONFIG_OPTIONS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides(args: argparse.Namespace) -> dict[str, object]:
     """Dotted config key -> the flag's value (``None``: not given, the config's value stays)."""
-    return {o.key: getattr(args, o.field) for o in OPTIONS if o.key}
+    return {o.key: getattr(args, o.field) for o in OPTIONS if o.key and o.flag}
 
 
 # subcommand -> module whose main(argv) -> int runs it (imported only when used)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from convert.optiontable import Option
 from convert.safeyaml import ConfigFileError, load_yaml
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "LoopConfig",
     "TrainConfig",
     "PRECISIONS",
+    "DEVICES",
+    "OPTIONS",
+    "validate",
     "load_config",
     "config_from_dict",
     "require_datasets",
@@ -38,6 +42,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
 # The architectures train.model can build (its MODEL_BUILDERS keys, checked there): named here so
 # that validating a config needs neither train.model nor torch.
 ARCHS = ("bert", "dnabert2", "llama")
@@ -221,54 +226,115 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def _check_number(where: str, value: Any, *, kind: type, minimum: float | None = None,
-                  allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok:
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{where}: must be >= {minimum}, got {value!r}")
+def _number(kind: type, minimum: float | None = None, *, maximum: float | None = None,
+            allow_none: bool = False) -> Callable[[Any], str | None]:
+    """A check: an ``int`` (``float`` also takes ints; never a bool) within the bounds."""
+    def check(value: Any) -> str | None:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+            return f"expected {kind.__name__}, got {value!r}"
+        if minimum is not None and value < minimum:
+            return f"must be >= {minimum}, got {value!r}"
+        if maximum is not None and value > maximum:
+            return f"must be <= {maximum}, got {value}"
+        return None
+    return check
+
+
+def _num(field: str, flag: str | None, key: str, kind: type, minimum: float | None = None, *,
+         maximum: float | None = None, allow_none: bool = False, help: str = "") -> Option:
+    """A number option: the flag parses ``kind`` and the config value is checked as one."""
+    return Option(field, flag, key, help=help, type=kind if flag else None,
+                  check=_number(kind, minimum, maximum=maximum, allow_none=allow_none))
+
+
+def _choice(choices: tuple[str | None, ...], words: str) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"{value!r}; choose {words}"
+
+
+def _path(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, str) and value) else "expected a dataset directory path"
+
+
+#: Every checked config key once: its flag (if any), help, type and limits. ``python -m train``'s
+#: parser and overrides and :func:`validate` come from it (the flags in ``--help`` order).
+OPTIONS: tuple[Option, ...] = (
+    Option("train_dir", "--train", "data.train", help="training dataset directory", check=_path),
+    Option("val_dir", "--val", "data.val", help="validation dataset directory", check=_path),
+    Option("out", "--out", "out", help="output directory (checkpoint, metrics.json, confusion.png, log.jsonl)"),
+    Option("resume", "--resume", "resume", action="store_true",
+           help="continue from OUT/checkpoint.pt exactly where it stopped"),
+    Option("overwrite", "--overwrite", "overwrite", action="store_true",
+           help="replace the results of an earlier run in OUT (an OUT that is not empty is refused "
+           "without --resume or --overwrite)"),
+    _num("max_steps", "--max-steps", "train.max_steps", int, 1,
+         help="optimizer steps of the run (and of the LR schedule)"),
+    _num("max_minutes", "--max-minutes", "train.max_minutes", float, 0, allow_none=True,
+         help="stop, checkpoint and evaluate after this many minutes "
+         "(the learning-rate decay ends then if the steps would not fit)"),
+    _num("stop_at_step", "--stop-at-step", "train.stop_at_step", int, 1, allow_none=True,
+         help="stop after this step as if interrupted (checkpoint only)"),
+    _num("seed", "--seed", "train.seed", int, 0),
+    _num("batch_size", "--batch-size", "train.batch_size", int, 1, help="reads per micro-batch per process"),
+    _num("grad_accum", "--grad-accum", "train.grad_accum", int, 1, help="micro-batches per optimizer step"),
+    _num("lr", "--lr", "optim.lr", float, 0),
+    _num("warmup_steps", "--warmup-steps", "optim.warmup_steps", int, 0),
+    _num("eval_every", "--eval-every", "train.eval_every", int, 0, help="evaluate every N steps (0: only at the end)"),
+    _num("eval_max_reads", "--eval-max-reads", "data.eval_max_reads", int, 1, allow_none=True,
+         help="reads used by the periodic evaluations"),
+    _num("checkpoint_every", "--checkpoint-every", "train.checkpoint_every", int, 0,
+         help="checkpoint every N steps (0: only at the end)"),
+    _num("num_workers", "--num-workers", "data.num_workers", int, 0, help="DataLoader workers per process"),
+    Option("device", "--device", "train.device", choices=DEVICES, check=_choice(DEVICES, "auto, cpu or cuda")),
+    Option("precision", "--precision", "train.precision", choices=PRECISIONS,
+           check=_choice(PRECISIONS, f"one of {', '.join(PRECISIONS)}")),
+    _num("threads", "--threads", "train.threads", int, 1, allow_none=True, help="torch threads per process"),
+    Option("pretrained", "--pretrained", "model.pretrained",
+           help="hub id or local path of pretrained weights (overrides model.pretrained)"),
+    Option("log_batches", "--log-batches", "train.log_batches", action="store_true",
+           help="write every micro-batch's read indices to OUT/batches-rank{r}.jsonl"),
+    Option("progress", "--no-progress", "train.progress", action="store_false", help="no progress bar"),
+    Option("baseline", "--no-baseline", "train.baseline", action="store_false",
+           help="skip the 6-mer naive Bayes comparison at the end"),
+    _num("baseline_max_reads", "--baseline-max-reads", "train.baseline_max_reads", int, 0, allow_none=True,
+         help="reads the baseline samples from each of train and val (default 200,000; 0 = all)"),
+    # Config only (no flag).
+    _num("eval_batch_size", None, "train.eval_batch_size", int, 1),
+    _num("log_every", None, "train.log_every", int, 1),
+    *(_num(name, None, f"optim.{name}", float, 0) for name in ("eps", "grad_clip", "weight_decay", "label_smoothing")),
+    _num("min_lr_ratio", None, "optim.min_lr_ratio", float, 0, maximum=1),
+    Option("arch", None, "model.arch", check=_choice(ARCHS, f"one of {', '.join(sorted(ARCHS))}")),
+    Option("model_config", None, "model.config",
+           check=lambda v: None if isinstance(v, Mapping) else "expected a mapping of transformers config overrides"),
+    Option("load_dtype", None, "model.load_dtype",
+           check=_choice((None, "bfloat16", "float16", "float32"), "bfloat16, float16 or float32")),
+    _num("lora_r", None, "model.lora.r", int, 1),
+    Option("lora_target_modules", None, "model.lora.target_modules",
+           check=lambda v: None if v else "name at least one module"),
+)
+
+
+def _value(cfg: TrainConfig, key: str) -> Any:
+    """``cfg``'s value under a dotted key; ``_ABSENT`` below an unset section (``model.lora``)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if node is None:
+            return _ABSENT
+        node = getattr(node, part)
+    return node
+
+
+_ABSENT = object()
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check types and ranges of every field; returns ``cfg`` or raises :class:`ConfigError`."""
-    t, o, d, m = cfg.train, cfg.optim, cfg.data, cfg.model
-    for name, minimum in (("batch_size", 1), ("grad_accum", 1), ("max_steps", 1), ("eval_batch_size", 1),
-                          ("eval_every", 0), ("checkpoint_every", 0), ("log_every", 1), ("seed", 0)):
-        _check_number(f"train.{name}", getattr(t, name), kind=int, minimum=minimum)
-    _check_number("train.max_minutes", t.max_minutes, kind=float, minimum=0, allow_none=True)
-    _check_number("train.stop_at_step", t.stop_at_step, kind=int, minimum=1, allow_none=True)
-    _check_number("train.threads", t.threads, kind=int, minimum=1, allow_none=True)
-    if t.precision not in PRECISIONS:
-        raise ConfigError(f"train.precision: {t.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if t.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"train.device: {t.device!r}; choose auto, cpu or cuda")
-    for name in ("lr", "eps", "grad_clip", "weight_decay", "min_lr_ratio", "label_smoothing"):
-        _check_number(f"optim.{name}", getattr(o, name), kind=float, minimum=0)
-    _check_number("optim.warmup_steps", o.warmup_steps, kind=int, minimum=0)
-    if o.min_lr_ratio > 1:
-        raise ConfigError(f"optim.min_lr_ratio: must be <= 1, got {o.min_lr_ratio}")
-    _check_number("data.num_workers", d.num_workers, kind=int, minimum=0)
-    _check_number("data.eval_max_reads", d.eval_max_reads, kind=int, minimum=1, allow_none=True)
-    _check_number("train.baseline_max_reads", t.baseline_max_reads, kind=int, minimum=0, allow_none=True)
-    for name in ("train", "val"):
-        value = getattr(d, name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"data.{name}: expected a dataset directory path")
-    if m.arch not in ARCHS:
-        raise ConfigError(f"model.arch: {m.arch!r}; choose one of {', '.join(sorted(ARCHS))}")
-    if not isinstance(m.config, Mapping):
-        raise ConfigError("model.config: expected a mapping of transformers config overrides")
-    if m.load_dtype not in (None, "bfloat16", "float16", "float32"):
-        raise ConfigError(f"model.load_dtype: {m.load_dtype!r}; choose bfloat16, float16 or float32")
-    if m.lora is not None:
-        _check_number("model.lora.r", m.lora.r, kind=int, minimum=1)
-        if not m.lora.target_modules:
-            raise ConfigError("model.lora.target_modules: name at least one module")
+    """Check types and ranges of every field (:data:`OPTIONS`); returns ``cfg`` or raises :class:`ConfigError`."""
+    for o in OPTIONS:
+        value = _value(cfg, o.key) if o.check and o.key else _ABSENT
+        error = None if value is _ABSENT else o.check(value)  # type: ignore[misc]
+        if error:
+            raise ConfigError(f"{o.key}: {error}")
     return cfg
 
 
