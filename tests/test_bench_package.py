@@ -46,6 +46,7 @@ def test_on_the_fly_competitor_never_runs_out_of_reads(tmp_path: Path, bench) ->
     assert m.samples >= 256 and m.extra["index_build_s"] >= 0
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_import_loaders_does_not_import_the_bench() -> None:
     code = "import sys, loaders; print(sorted(m for m in sys.modules if m.startswith('readshard_bench')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -65,6 +65,7 @@ def test_convert_bench_removes_only_a_dataset_at_its_output(tmp_path: Path, case
     assert (out / "notes.txt").read_text() == "keep"
 
 
+@pytest.mark.slow  # two converter bench runs
 def test_convert_bench_replaces_its_earlier_dataset(tmp_path: Path) -> None:
     from conftest import write_reads
     from readshard_bench.convert_bench import run_readshard

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # real converter processes
+
 _MARK = "normal-interpreter-exit"
 # The converter's own entry point, with a hook that only a normal exit runs.
 _CHILD = (
@@ -54,7 +56,6 @@ def test_an_error_keeps_its_exit_code_and_message(reads: tuple[Path, Path], tmp_
     assert _MARK not in r.stderr
 
 
-@pytest.mark.slow  # a converter process with a process pool
 def test_a_run_with_worker_processes_exits_normally(reads: tuple[Path, Path], tmp_path: Path) -> None:
     # The process pool outlives the conversion; its own exit hooks must run to shut it down.
     fa, mapping = reads

@@ -24,6 +24,8 @@ from _cluster import SubprocessCluster  # noqa: E402
 from conftest import REPO, convert_cli, wait_for_shards, write_reads  # noqa: E402
 from convert.pipeline import staging_dir  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real dask scheduler and workers
+
 RPS = "50"  # small units: many of them, so a kill lands mid-run
 
 

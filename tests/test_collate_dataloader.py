@@ -47,7 +47,7 @@ def test_helpful_error_for_split_batch(bad):
 LOADERS = [
     pytest.param(0, None, id="0-workers"),
     pytest.param(2, "fork", id="2-fork"),
-    pytest.param(2, "spawn", id="2-spawn"),
+    pytest.param(2, "spawn", id="2-spawn", marks=pytest.mark.slow),
 ]
 
 

@@ -50,7 +50,8 @@ def test_fastq_bad_record(tmp_path: Path) -> None:
     assert report["skipped_by_reason"]["malformed_fastq"] == 1 and report["written"] == 2
 
 
-@pytest.mark.parametrize("parallel", [[], ["--jobs", "2", "--parallel", "threads"], ["--jobs", "2", "--parallel", "processes"]])
+@pytest.mark.parametrize("parallel", [[], ["--jobs", "2", "--parallel", "threads"],
+                                      pytest.param(["--jobs", "2", "--parallel", "processes"], marks=pytest.mark.slow)])
 def test_on_bad_record_error_names_file_and_line(tmp_path: Path, parallel: list[str]) -> None:
     out = tmp_path / "out"
     # A process pool is not forked from the test process: that case runs as a real process.

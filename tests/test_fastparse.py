@@ -85,12 +85,14 @@ def _compare(data: bytes, kind: str) -> None:
         _same_rows(rows_default(dataclasses.replace(unit, records=hint), data, SETTINGS), slow)
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=fasta())
 def test_fasta_equals_regex_path(data: bytes) -> None:
     _compare(data, "fasta")
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=fastq())
 def test_fastq_equals_regex_path(data: bytes) -> None:

@@ -117,6 +117,7 @@ def test_bad_input_exits_2_without_a_traceback(args: list[str], message: str, gp
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a real process importing torch
 def test_without_a_gpu_it_says_to_use_tiny(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -27,7 +27,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return converted_reads(tmp_path_factory.mktemp("workers"), n_per_class=300, classes=4, reads_per_shard=200)[2]
 
 
-@pytest.mark.parametrize("method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a child process with DataLoader workers
+@pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_killed_worker_raises_in_main_process(dataset: Path, method: str) -> None:
     rc, out, err = run_child([sys.executable, REPO / "tests" / "_reliab_loader_child.py", dataset, method],
                              HARD_TIMEOUT_S, "the DataLoader hung after a worker was killed")

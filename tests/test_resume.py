@@ -56,6 +56,7 @@ def test_resume_with_other_settings_is_refused(big_converted: tuple[Path, Path, 
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow  # a converter process running beside
 def test_second_converter_is_locked_out(big_converted: tuple[Path, Path, Path], tmp_path: Path) -> None:
     inp, mapping, ref = big_converted
     out = tmp_path / "out"

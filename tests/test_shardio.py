@@ -6,9 +6,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow  # a child process
 def test_budget_raises_soft_limit_and_caps_at_hard() -> None:
     code = textwrap.dedent(
         """
