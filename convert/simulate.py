@@ -445,40 +445,9 @@ def _write_mapping(path: Path, genomes: Sequence[Genome]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def simulate(
-    out_dir: str | os.PathLike[str],
-    *,
-    fragments_per_species: int = 1000,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    fmt: str = "fasta",
-    compress: bool = False,
-    error_rate: float = 0.002,
-    line_width: int = 0,
-    genomes_dir: str | os.PathLike[str] | None = None,
-    progress: bool | None = None,
-) -> dict[str, Any]:
-    """Write simulated train/val reads and mapping.tsv into ``out_dir``.
-
-    Args:
-        out_dir: output directory (created).
-        fragments_per_species: read pairs per species (split between train and val).
-        seed: random seed; same arguments give the same bytes.
-        val_fraction: probability that a fragment (both mates) goes to val.
-        fmt: ``"fasta"`` or ``"fastq"``.
-        compress: gzip the read files (``.gz`` suffix, deterministic header).
-        error_rate: per-base substitution probability.
-        line_width: FASTA bases per line, 0 = one line (ignored for FASTQ).
-        genomes_dir: genome FASTA directory (default: the shipped assets).
-        progress: show a tqdm bar (default: when stderr is a terminal).
-
-    Returns:
-        Summary: ``files`` (train, val, mapping paths), ``reads`` per split,
-        ``fragments`` per split, ``species`` count, ``class_ids``, ``seed``.
-
-    Raises:
-        SimulateError: bad argument or genome input.
-    """
+def _check_args(fragments_per_species: int, val_fraction: float, fmt: str, error_rate: float, line_width: int,
+                seed: int) -> None:
+    """Refuse arguments :func:`simulate` cannot honour (before anything is written)."""
     if fmt not in ("fasta", "fastq"):
         raise SimulateError(f"--format must be fasta or fastq, not {fmt!r}")
     if fragments_per_species < 1:
@@ -492,15 +461,10 @@ def simulate(
     if seed < 0:
         raise SimulateError("--seed must be non-negative")
 
-    genomes = load_genomes(genomes_dir)
-    layout = _Layout(genomes, fastq=fmt == "fastq", line_width=line_width, max_fragment=fragments_per_species - 1)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = (".fq" if fmt == "fastq" else ".fa") + (".gz" if compress else "")
-    paths = {"train": out / f"train{suffix}", "val": out / f"val{suffix}"}
-    _write_mapping(out / "mapping.tsv", genomes)
 
-    nsp = len(genomes)
+def _write_blocks(layout: _Layout, paths: dict[str, Path], nsp: int, fragments_per_species: int, *, seed: int,
+                  error_rate: float, val_fraction: float, compress: bool, progress: bool | None) -> dict[str, int]:
+    """Generate the reads block by block and write them (one writer thread); return reads per split."""
     remaining = np.full(nsp, fragments_per_species, dtype=np.int64)
     next_fragment = np.zeros(nsp, dtype=np.int64)
     total_frag = nsp * fragments_per_species
@@ -550,6 +514,56 @@ def simulate(
         for h in handles.values():
             h.close()
         bar.close()
+    return counts
+
+
+def simulate(
+    out_dir: str | os.PathLike[str],
+    *,
+    fragments_per_species: int = 1000,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    fmt: str = "fasta",
+    compress: bool = False,
+    error_rate: float = 0.002,
+    line_width: int = 0,
+    genomes_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Write simulated train/val reads and mapping.tsv into ``out_dir``.
+
+    Args:
+        out_dir: output directory (created).
+        fragments_per_species: read pairs per species (split between train and val).
+        seed: random seed; same arguments give the same bytes.
+        val_fraction: probability that a fragment (both mates) goes to val.
+        fmt: ``"fasta"`` or ``"fastq"``.
+        compress: gzip the read files (``.gz`` suffix, deterministic header).
+        error_rate: per-base substitution probability.
+        line_width: FASTA bases per line, 0 = one line (ignored for FASTQ).
+        genomes_dir: genome FASTA directory (default: the shipped assets).
+        progress: show a tqdm bar (default: when stderr is a terminal).
+
+    Returns:
+        Summary: ``files`` (train, val, mapping paths), ``reads`` per split,
+        ``fragments`` per split, ``species`` count, ``class_ids``, ``seed``.
+
+    Raises:
+        SimulateError: bad argument or genome input.
+    """
+    _check_args(fragments_per_species, val_fraction, fmt, error_rate, line_width, seed)
+
+    genomes = load_genomes(genomes_dir)
+    layout = _Layout(genomes, fastq=fmt == "fastq", line_width=line_width, max_fragment=fragments_per_species - 1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = (".fq" if fmt == "fastq" else ".fa") + (".gz" if compress else "")
+    paths = {"train": out / f"train{suffix}", "val": out / f"val{suffix}"}
+    _write_mapping(out / "mapping.tsv", genomes)
+
+    nsp = len(genomes)
+    counts = _write_blocks(layout, paths, nsp, fragments_per_species, seed=seed, error_rate=error_rate,
+                           val_fraction=val_fraction, compress=compress, progress=progress)
     return {
         "files": {"train": str(paths["train"]), "val": str(paths["val"]), "mapping": str(out / "mapping.tsv")},
         "reads": dict(counts),

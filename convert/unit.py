@@ -375,68 +375,17 @@ def _rows_regex(unit: Unit, data: bytes, s: Settings) -> Rows:
 def _convert_unit(unit: Unit, shard_index: int, s: Settings) -> dict[str, Any]:
     tok = _worker_tokenizer(s.tokenizer, s.tokenizer_info.get("sha256"))
     data = unit_bytes(unit)  # a plain file's range is read here, in the worker
-    if s.header_regex == DEFAULT_HEADER_REGEX and FASTPARSE_AVAILABLE:
-        rows = rows_default(unit, data, s)
-    else:
-        rows = _rows_regex(unit, data, s)
-    if rows.bad and s.on_bad_record == "error":
-        _, line, problem, _, header = rows.bad[0]
-        raise BadRecordError(
-            f"{unit.file}, line {line}: bad record ({problem.replace('_', ' ')}): "
-            f"{header[:80].decode('ascii', 'replace')!r}. "
-            "Fix the input, or use --on-bad-record skip to quarantine such records."
-        )
-    other_split = 0
-    if s.split is not None:  # --split: keep this side's rows only (before tokenizing them)
-        side = assign_split(rows.fragment_hashes, s.split["fractions"], s.split["seed"])
-        mine = np.flatnonzero(side == SPLIT_SIDES.index(s.split["side"]))
-        other_split = int(rows.labels.size - mine.size)
-        rows = rows.select(mine)
-    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    rows, other_split = _parsed_rows(unit, data, s)
     staging = Path(s.staging)
     q_fa = fmt.create_file(staging / ".units" / f"q-{shard_index:05d}.fa.tmp", "wb")
     q_tsv = fmt.create_file(staging / ".units" / f"q-{shard_index:05d}.tsv.tmp", "w")
     n = int(rows.labels.size)
     labels = rows.labels
-    q_bytes = 0
-    q_ends: list[int] = []
     try:
-        for index, line, problem, raw, _ in rows.bad:
-            skipped[problem] += 1
-            if problem == "too_long":
-                raw = _first_line(raw)
-            if q_bytes < s.quarantine_max_bytes:  # the merged file is capped; a part need not hold more
-                q_bytes += q_fa.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                q_ends.append(q_bytes)
-            q_tsv.write(f"{unit.file}\t{line}\t{unit.first_record + index}\t{problem}\n")
+        skipped, q_ends = _quarantine(unit, rows, s, q_fa, q_tsv)
         ids, full = tok.encode(rows.seqs, rows.offsets, s.max_length)
-        optional = {"strand_hashes": strand_hashes(rows.seqs, rows.offsets)} if s.strand_hashes else {}
         lengths = np.minimum(full, s.max_length).astype(np.int16)
-        tmp = staging / f".{fmt.shard_name(shard_index)}.tmp"
-        entry = fmt.write_shard(
-            tmp,
-            input_ids=ids,
-            vectors={
-                "lengths": lengths,
-                "read_lengths": rows.read_lengths,
-                "labels": labels,
-                "class_ids": rows.class_ids,
-                "tax_ids": rows.tax_ids,
-                "mates": rows.mates,
-                "record_numbers": rows.record_index + unit.first_record,
-                "fragment_hashes": rows.fragment_hashes,
-                **optional,
-            },
-            num_classes=s.label_map.num_classes,
-            tokenizer=s.tokenizer_info,
-            shard_index=shard_index,
-            layout=s.layout,
-            compression=s.compression,
-            extra_attrs={"source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file}},
-            dataset_id=s.dataset_id,
-            sync=s.sync,
-        )
-        os.replace(tmp, staging / fmt.shard_name(shard_index))
+        entry = _write_unit_shard(unit, shard_index, s, rows, ids, lengths)
     finally:
         q_fa.close()
         q_tsv.close()
@@ -464,6 +413,78 @@ def _convert_unit(unit: Unit, shard_index: int, s: Settings) -> dict[str, Any]:
     }
     fmt.write_json_atomic(staging / ".units" / f"u-{shard_index:05d}.json", record, sync=s.sync)
     return record
+
+
+def _parsed_rows(unit: Unit, data: bytes, s: Settings) -> tuple[Rows, int]:
+    """The unit's rows (numba for the default header format), this --split side only; and how many went to the other."""
+    if s.header_regex == DEFAULT_HEADER_REGEX and FASTPARSE_AVAILABLE:
+        rows = rows_default(unit, data, s)
+    else:
+        rows = _rows_regex(unit, data, s)
+    if rows.bad and s.on_bad_record == "error":
+        _, line, problem, _, header = rows.bad[0]
+        raise BadRecordError(
+            f"{unit.file}, line {line}: bad record ({problem.replace('_', ' ')}): "
+            f"{header[:80].decode('ascii', 'replace')!r}. "
+            "Fix the input, or use --on-bad-record skip to quarantine such records."
+        )
+    other_split = 0
+    if s.split is not None:  # --split: keep this side's rows only (before tokenizing them)
+        side = assign_split(rows.fragment_hashes, s.split["fractions"], s.split["seed"])
+        mine = np.flatnonzero(side == SPLIT_SIDES.index(s.split["side"]))
+        other_split = int(rows.labels.size - mine.size)
+        rows = rows.select(mine)
+    return rows, other_split
+
+
+def _quarantine(unit: Unit, rows: Rows, s: Settings, q_fa: Any, q_tsv: Any) -> tuple[dict[str, int], list[int]]:
+    """Write the skipped records to the unit's quarantine parts; return skips by reason and the FASTA part's record ends."""
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    q_bytes = 0
+    q_ends: list[int] = []
+    for index, line, problem, raw, _ in rows.bad:  # skipped records only: few
+        skipped[problem] += 1
+        if problem == "too_long":
+            raw = _first_line(raw)
+        if q_bytes < s.quarantine_max_bytes:  # the merged file is capped; a part need not hold more
+            q_bytes += q_fa.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            q_ends.append(q_bytes)
+        q_tsv.write(f"{unit.file}\t{line}\t{unit.first_record + index}\t{problem}\n")
+    return skipped, q_ends
+
+
+def _write_unit_shard(unit: Unit, shard_index: int, s: Settings, rows: Rows, ids: np.ndarray,
+                      lengths: np.ndarray) -> dict[str, Any]:
+    """Write the unit's shard under a temporary name and rename it into place; return its manifest entry."""
+    staging = Path(s.staging)
+    labels = rows.labels
+    optional = {"strand_hashes": strand_hashes(rows.seqs, rows.offsets)} if s.strand_hashes else {}
+    tmp = staging / f".{fmt.shard_name(shard_index)}.tmp"
+    entry = fmt.write_shard(
+        tmp,
+        input_ids=ids,
+        vectors={
+            "lengths": lengths,
+            "read_lengths": rows.read_lengths,
+            "labels": labels,
+            "class_ids": rows.class_ids,
+            "tax_ids": rows.tax_ids,
+            "mates": rows.mates,
+            "record_numbers": rows.record_index + unit.first_record,
+            "fragment_hashes": rows.fragment_hashes,
+            **optional,
+        },
+        num_classes=s.label_map.num_classes,
+        tokenizer=s.tokenizer_info,
+        shard_index=shard_index,
+        layout=s.layout,
+        compression=s.compression,
+        extra_attrs={"source": {"file": unit.file, "first_line": unit.first_line, "unit": unit.index_in_file}},
+        dataset_id=s.dataset_id,
+        sync=s.sync,
+    )
+    os.replace(tmp, staging / fmt.shard_name(shard_index))
+    return entry
 
 
 def _first_line(raw: bytes, cap: int = 1 << 16) -> bytes:

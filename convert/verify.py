@@ -381,15 +381,7 @@ def _check_sources(
             if rng.random() < sample:
                 shard = int(np.searchsorted(counts, row, side="right") - 1)
                 if shard not in maps:
-                    entry = manifest["shards"][shard]
-                    if manifest["layout"] == "mmap":
-                        maps[shard] = reader.map(shard)[1]
-                    else:
-                        import h5py
-
-                        with h5py.File(directory / entry["file"], "r") as f:
-                            maps[shard] = {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates",
-                                                                "record_numbers", "fragment_hashes", "strand_hashes") if k in f}
+                    maps[shard] = _shard_columns(reader, directory, manifest, shard)
                 _check_row(maps[shard], row - int(counts[shard]), rec, f"{path}, record {record_index}", record_index,
                            tok, rx, L, problems)
                 n_checked += 1
@@ -400,7 +392,23 @@ def _check_sources(
         problems.append(f"{len(quarantined) - n_quarantine_seen} quarantined records were not found at their recorded positions")
     if row != counts[-1]:
         problems.append(f"the sources hold {row} good records, the dataset {counts[-1]}")
-    messages.append(
+    messages.append(_sources_message(n_records, n_checked, n_quarantine_seen, n_unseen))
+
+
+def _shard_columns(reader: ShardReader, directory: Path, manifest: dict[str, Any], shard: int) -> dict[str, np.ndarray]:
+    """The columns :func:`_check_row` compares, of one shard (mapped, or decompressed whole)."""
+    if manifest["layout"] == "mmap":
+        return reader.map(shard)[1]
+    import h5py
+
+    with h5py.File(directory / manifest["shards"][shard]["file"], "r") as f:
+        return {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates",
+                                     "record_numbers", "fragment_hashes", "strand_hashes") if k in f}
+
+
+def _sources_message(n_records: int, n_checked: int, n_quarantine_seen: int, n_unseen: int) -> str:
+    """What ``verify --source`` checked, in one line."""
+    return (
         f"sources: {n_records:,} records re-read with pyfastx (FASTQ line by line); {n_checked:,} sampled reads decoded and matched; "
         f"{n_quarantine_seen:,} quarantined records found at their positions"
         + (f" ({n_unseen:,} of them not checked: the source holds NUL bytes, which pyfastx cannot read)" if n_unseen else "")

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -377,6 +377,39 @@ def _schedule_note(log_path: Path, bar: Any, step: int, max_steps: int, max_minu
               "(at this pace the steps would not fit in time), so the run ends at the end of its schedule")
 
 
+@dataclass
+class _Run:
+    """A training run's state, shared by its stages (setup, steps, evaluation, finish)."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    out: Path
+    ckpt_path: Path
+    log_path: Path
+    batch_log: Path | None
+    train_ds: ShardDataset
+    val_ds: ShardDataset
+    model: nn.Module  # DDP-wrapped when distributed
+    raw_model: nn.Module
+    lora: bool
+    total_params: int
+    trainable: int
+    opt: torch.optim.Optimizer
+    sched: Any
+    budget: TimeBudget
+    deadline: float | None
+    sampler: ShuffleBatchSampler
+    recorder: _RecordingBatchSampler
+    loader: ReadLoader | None
+    t_start: float
+    step: int = 0
+    epoch: int = 0
+    stats: dict[str, Any] = field(default_factory=lambda: {"reads": 0, "wait_s": 0.0, "train_s": 0.0})
+    history: list[dict[str, Any]] = field(default_factory=list)
+    bar: Any = None
+    consumed: int = 0  # batches of the running iteration that were trained on
+
+
 def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     """Train (or resume) the run ``cfg`` describes; returns the metrics written to ``metrics.json``.
 
@@ -395,6 +428,15 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
         ConfigError: the config does not fit the data (e.g. a batch bigger than the dataset).
         FormatError: the datasets are missing, incompatible or corrupt.
     """
+    r = _setup(cfg)
+    stopped_by, interrupted = _train(r, on_step)
+    if interrupted:
+        return {"interrupted": True, "step": r.step}
+    return _finish(r, stopped_by)
+
+
+def _setup(cfg: TrainConfig) -> _Run:
+    """Processes, output directory, data, model, optimizer, schedule and loader (resumed if asked)."""
     t_start = time.perf_counter()
     t_budget = _clock()
     tc, oc = cfg.train, cfg.optim
@@ -407,7 +449,6 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
         # N processes on one machine: split the cores rather than oversubscribe them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))))
     out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT_NAME
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.overwrite:
@@ -424,7 +465,6 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     model = build_model(cfg.model, spec).to(info.device)
     model.train()
     total_params, trainable = count_parameters(model)
-    lora = cfg.model.lora is not None
     opt = torch.optim.AdamW(_param_groups(model, oc.weight_decay), lr=oc.lr, betas=oc.betas, eps=oc.eps)
     deadline = None if tc.max_minutes is None else t_budget + 60 * tc.max_minutes
     budget = TimeBudget(deadline, clock=_clock)
@@ -438,20 +478,35 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
                           f"{len(train_ds)} training reads; lower --batch-size")
     # Different dropout masks per rank; the weights are already identical.
     torch.manual_seed(tc.seed * 1000 + info.rank + 1)
-    step, epoch = 0, 0
-    stats = {"reads": 0, "wait_s": 0.0, "train_s": 0.0}
-    history: list[dict[str, Any]] = []
+    recorder = _RecordingBatchSampler(sampler)
+    r = _Run(cfg=cfg, info=info, out=out, ckpt_path=out / CHECKPOINT_NAME, log_path=out / LOG_NAME,
+             batch_log=out / f"batches-rank{info.rank}.jsonl" if tc.log_batches else None,
+             train_ds=train_ds, val_ds=val_ds, model=model, raw_model=model, lora=cfg.model.lora is not None,
+             total_params=total_params, trainable=trainable, opt=opt, sched=sched, budget=budget,
+             deadline=deadline, sampler=sampler, recorder=recorder, loader=None, t_start=t_start)
+    _resume(r)
+    if info.distributed:
+        r.model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    r.loader = train_loader(train_ds, recorder, num_workers=cfg.data.num_workers, seed=tc.seed,
+                            pin_memory=info.device.type == "cuda")
+    return r
+
+
+def _resume(r: _Run) -> None:
+    """With ``resume``, load the checkpoint (weights, optimizer, schedule, sampler cursor, RNG) if there is one."""
+    cfg, info, ckpt_path = r.cfg, r.info, r.ckpt_path
     if cfg.resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)  # weights_only: never runs pickled code
         try:
-            missing, unexpected = model.load_state_dict(ck["model"], strict=not lora)
+            missing, unexpected = r.model.load_state_dict(ck["model"], strict=not r.lora)
             if unexpected:
                 raise FormatError(f"{ckpt_path}: checkpoint does not fit this model (unexpected {unexpected[:3]}...)")
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            budget.load_state_dict(ck.get("schedule", {}))
-            sampler.load_state_dict(ck["sampler"])
-            step, epoch, stats, history = ck["step"], ck["epoch"], ck["stats"], ck.get("history", [])
+            r.opt.load_state_dict(ck["optimizer"])
+            r.sched.load_state_dict(ck["scheduler"])
+            r.budget.load_state_dict(ck.get("schedule", {}))
+            r.sampler.load_state_dict(ck["sampler"])
+            r.step, r.epoch, r.stats, r.history = ck["step"], ck["epoch"], ck["stats"], ck.get("history", [])
             rng = ck["rng"]
             if len(rng) == info.world_size:
                 set_rng_state(rng[info.rank])
@@ -460,224 +515,264 @@ def run(cfg: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
             raise FormatError(f"{ckpt_path}: checkpoint does not fit this run ({type(exc).__name__}: {first}); "
                               "delete it to start over, or resume with the config that wrote it") from None
         if info.is_main:
-            print(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, cursor {ck['sampler']['cursor']})",
+            print(f"resumed from {ckpt_path} at step {r.step} (epoch {r.epoch}, cursor {ck['sampler']['cursor']})",
                   file=sys.stderr)
     elif cfg.resume and info.is_main:
         print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
-    raw_model = model
+
+
+def _save(r: _Run) -> None:
+    """Write the checkpoint (every rank's RNG gathered; the main rank writes)."""
+    info = r.info
+    rng = [rng_state()]
     if info.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+        rng = [None] * info.world_size
+        dist.all_gather_object(rng, rng_state())
+    if info.is_main:
+        ck = {
+            "step": r.step, "epoch": r.epoch, "sampler": r.sampler.state_dict(consumed=r.consumed),
+            "model": _model_state(r.raw_model, r.lora), "optimizer": r.opt.state_dict(),
+            "scheduler": r.sched.state_dict(), "schedule": r.budget.state_dict(), "rng": rng, "stats": r.stats,
+            "history": r.history,
+            "config": json.loads(json.dumps(r.cfg.to_dict(), default=str)), "world_size": info.world_size,
+            # predict/evaluate read the class table and tokenizer here, not from a dataset that may move
+            "data": {k: r.train_ds.manifest.get(k) for k in ("tokenizer", "max_length", "label_names",
+                                                             "label_class_ids", "label_tax_ids")},
+        }
+        _save_checkpoint(r.ckpt_path, ck)
+    if info.distributed:
+        dist.barrier()
 
-    recorder = _RecordingBatchSampler(sampler)
-    loader = train_loader(train_ds, recorder, num_workers=cfg.data.num_workers, seed=tc.seed,
-                           pin_memory=info.device.type == "cuda")
-    batch_log = out / f"batches-rank{info.rank}.jsonl" if tc.log_batches else None
-    log_path = out / LOG_NAME
 
-    def save_checkpoint(consumed: int) -> None:
-        rng = [rng_state()]
-        if info.distributed:
-            rng = [None] * info.world_size
-            dist.all_gather_object(rng, rng_state())
-        if info.is_main:
-            ck = {
-                "step": step, "epoch": epoch, "sampler": sampler.state_dict(consumed=consumed),
-                "model": _model_state(raw_model, lora), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "schedule": budget.state_dict(), "rng": rng, "stats": stats,
-                "history": history,
-                "config": json.loads(json.dumps(cfg.to_dict(), default=str)), "world_size": info.world_size,
-                # predict/evaluate read the class table and tokenizer here, not from a dataset that may move
-                "data": {k: train_ds.manifest.get(k) for k in ("tokenizer", "max_length", "label_names",
-                                                           "label_class_ids", "label_tax_ids")},
-            }
-            _save_checkpoint(ckpt_path, ck)
-        if info.distributed:
-            dist.barrier()
+def _run_eval(r: _Run, max_reads: int | None, log_probs: list[np.ndarray] | None = None) -> np.ndarray:
+    """Evaluate on (at most ``max_reads`` of) the validation set; log it; return the confusion matrix."""
+    tc = r.cfg.train
+    cm = evaluate(r.raw_model, r.val_ds, batch_size=tc.eval_batch_size, info=r.info, precision=tc.precision,
+                  max_reads=max_reads, log_probs=log_probs)
+    m = metrics_from_confusion(cm)
+    rec = {"step": r.step, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_reads": m["num_reads"]}
+    r.history.append(rec)
+    if r.info.is_main:
+        _log(r.log_path, {"event": "eval", **rec})
+        if r.bar is not None:
+            r.bar.write(f"step {r.step}: val accuracy {100 * m['accuracy']:.2f}% macro-F1 "
+                        f"{100 * m['macro_f1']:.2f}% on {m['num_reads']} reads")
+    return cm
 
-    def run_eval(max_reads: int | None, log_probs: list[np.ndarray] | None = None) -> np.ndarray:
-        cm = evaluate(raw_model, val_ds, batch_size=tc.eval_batch_size, info=info, precision=tc.precision,
-                      max_reads=max_reads, log_probs=log_probs)
-        m = metrics_from_confusion(cm)
-        rec = {"step": step, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_reads": m["num_reads"]}
-        history.append(rec)
-        if info.is_main:
-            _log(log_path, {"event": "eval", **rec})
-            if bar is not None:
-                bar.write(f"step {step}: val accuracy {100 * m['accuracy']:.2f}% macro-F1 "
-                          f"{100 * m['macro_f1']:.2f}% on {m['num_reads']} reads")
-        return cm
 
+def _train(r: _Run, on_step: StepHook | None) -> tuple[str, bool]:
+    """The steps until ``max_steps`` or a stop; checkpoints at the end. Returns (stopped_by, interrupted)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (info.is_main and tc.progress), mininterval=1.0)
+    cfg, tc, info = r.cfg, r.cfg.train, r.info
+    r.bar = tqdm(total=tc.max_steps, initial=r.step, desc="train", unit="step", dynamic_ncols=True,
+                 disable=not (info.is_main and tc.progress), mininterval=1.0)
     stopped_by = "max_steps"
-    time_noted = budget.driven_by == "time"
+    time_noted = r.budget.driven_by == "time"
     interrupted = False
-    sampler.set_epoch(epoch)  # same epoch after a resume: the loaded cursor is kept
-    it = iter(loader)
-    consumed = 0  # batches of the running iteration that were trained on
+    r.sampler.set_epoch(r.epoch)  # same epoch after a resume: the loaded cursor is kept
+    it = iter(r.loader)
+    r.consumed = 0
     loss_sum = torch.zeros((), device=info.device)
     loss_count = 0
     t_phase = time.perf_counter()
-    while step < tc.max_steps:
-        for micro in range(tc.grad_accum):
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                epoch += 1
-                sampler.set_epoch(epoch)
-                it = iter(loader)
-                consumed = 0
-                batch = next(it)
-            stats["wait_s"] += time.perf_counter() - t0
-            indices = recorder.pending.popleft()
-            consumed += 1
-            if batch_log is not None:
-                _log(batch_log, {"step": step, "micro": micro, "epoch": epoch, "indices": indices.tolist()})
-            batch = _to_device(batch, info.device)
-            sync = not info.distributed or micro == tc.grad_accum - 1
-            ctx = contextlib.nullcontext() if sync else model.no_sync()
-            with ctx:
-                with _autocast(info.device, tc.precision):
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=oc.label_smoothing)
-                (loss / tc.grad_accum).backward()
-            loss_sum += loss.detach()
-            loss_count += 1
-        if oc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in raw_model.parameters() if p.requires_grad], oc.grad_clip)
-        opt.step()
-        if deadline is not None:
-            budget.measure(step + 1, oc.warmup_steps)  # the step whose learning rate sched.step() sets
-            if info.distributed:  # one learning rate on every rank: their clocks differ, take the furthest
-                t = torch.tensor([budget.by_time], dtype=torch.float64, device=info.device)
-                dist.all_reduce(t, op=dist.ReduceOp.MAX)
-                budget.by_time = float(t.item())
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        stats["reads"] += tc.batch_size * tc.grad_accum * info.world_size
-        bar.update(1)
-
-        if step % tc.log_every == 0 or step == tc.max_steps:
-            mean_loss = loss_sum / max(loss_count, 1)
-            if info.distributed:  # SUM then divide: gloo has no AVG
-                dist.all_reduce(mean_loss)
-                mean_loss /= info.world_size
-            elapsed = stats["train_s"] + time.perf_counter() - t_phase
-            rate = stats["reads"] / max(elapsed, 1e-9)
-            wait = stats["wait_s"] / max(elapsed, 1e-9)
-            if info.is_main:
-                lv = float(mean_loss)
-                _log(log_path, {"step": step, "epoch": epoch, "loss": lv, "lr": sched.get_last_lr()[0],
-                                "schedule": budget.driven_by, "reads_per_s": rate, "loader_wait_fraction": wait})
-                bar.set_postfix_str(f"loss {lv:.4f} lr {sched.get_last_lr()[0]:.2e} "
-                                    f"{rate:,.0f} reads/s wait {100 * wait:.1f}%", refresh=False)
+    while r.step < tc.max_steps:
+        it = _step(r, it, loss_sum)
+        loss_count += tc.grad_accum
+        if r.step % tc.log_every == 0 or r.step == tc.max_steps:
+            _log_step(r, loss_sum / max(loss_count, 1), t_phase)
             loss_sum.zero_()
             loss_count = 0
-
-        stop = False
-        if budget.driven_by == "time" and not time_noted:  # said once: near a tie the two budgets alternate
+        if r.budget.driven_by == "time" and not time_noted:  # said once: near a tie the two budgets alternate
             time_noted = True
             if info.is_main:
-                _schedule_note(log_path, bar, step, tc.max_steps, tc.max_minutes)
-        if deadline is not None and _clock() > deadline:
-            stop, stopped_by = True, "max_minutes"
-        if tc.stop_at_step is not None and step >= tc.stop_at_step and step < tc.max_steps:
-            stop, stopped_by, interrupted = True, "stop_at_step", True
-        if on_step is not None and on_step(step, dict(stats)) and not stop:
-            stop, stopped_by, interrupted = True, "on_step", True
-        if info.distributed:  # every rank must leave the loop at the same step
-            flag = torch.tensor([int(stop)], device=info.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() and not stop:
-                stop, stopped_by = True, "max_minutes"
-        pause = stop or (tc.eval_every and step % tc.eval_every == 0 and step < tc.max_steps) or \
-            (tc.checkpoint_every and step % tc.checkpoint_every == 0)
+                _schedule_note(r.log_path, r.bar, r.step, tc.max_steps, tc.max_minutes)
+        stop, why, by_request = _stop(r, on_step)
+        if stop:
+            stopped_by, interrupted = why, by_request
+        pause = stop or (tc.eval_every and r.step % tc.eval_every == 0 and r.step < tc.max_steps) or \
+            (tc.checkpoint_every and r.step % tc.checkpoint_every == 0)
         if pause:  # evaluation and checkpoints do not count as training time
-            stats["train_s"] += time.perf_counter() - t_phase
-            if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not stop:
-                save_checkpoint(consumed)
-            if tc.eval_every and step % tc.eval_every == 0 and step < tc.max_steps and not stop:
-                run_eval(cfg.data.eval_max_reads)
+            r.stats["train_s"] += time.perf_counter() - t_phase
+            if tc.checkpoint_every and r.step % tc.checkpoint_every == 0 and not stop:
+                _save(r)
+            if tc.eval_every and r.step % tc.eval_every == 0 and r.step < tc.max_steps and not stop:
+                _run_eval(r, cfg.data.eval_max_reads)
             t_phase = time.perf_counter()
         if stop:
             break
     else:
-        stats["train_s"] += time.perf_counter() - t_phase
-    bar.close()
+        r.stats["train_s"] += time.perf_counter() - t_phase
+    r.bar.close()
     if info.is_main:  # which budget the schedule ended on, and how far it got (1.0: at its floor)
-        _log(log_path, {"event": "schedule_end", "step": step, "driven_by": budget.driven_by,
-                        "progress": budget.progress, "lr": sched.get_last_lr()[0], "stopped_by": stopped_by})
-    save_checkpoint(consumed)
+        _log(r.log_path, {"event": "schedule_end", "step": r.step, "driven_by": r.budget.driven_by,
+                          "progress": r.budget.progress, "lr": r.sched.get_last_lr()[0], "stopped_by": stopped_by})
+    _save(r)
     del it  # stop the workers before the evaluation
-    if interrupted:
-        return {"interrupted": True, "step": step}
+    return stopped_by, interrupted
 
-    val_log_probs: list[np.ndarray] = []
-    cm = run_eval(None, val_log_probs)
-    result: dict[str, Any] = {}
+
+def _step(r: _Run, it: Iterator[Any], loss_sum: torch.Tensor) -> Iterator[Any]:
+    """One optimizer step over ``grad_accum`` micro-batches; adds their losses to ``loss_sum``.
+
+    Returns the loader iterator to go on with (a new one when an epoch ended).
+    """
+    tc, oc, info = r.cfg.train, r.cfg.optim, r.info
+    for micro in range(tc.grad_accum):
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            r.epoch += 1
+            r.sampler.set_epoch(r.epoch)
+            it = iter(r.loader)
+            r.consumed = 0
+            batch = next(it)
+        r.stats["wait_s"] += time.perf_counter() - t0
+        indices = r.recorder.pending.popleft()
+        r.consumed += 1
+        if r.batch_log is not None:
+            _log(r.batch_log, {"step": r.step, "micro": micro, "epoch": r.epoch, "indices": indices.tolist()})
+        batch = _to_device(batch, info.device)
+        sync = not info.distributed or micro == tc.grad_accum - 1
+        ctx = contextlib.nullcontext() if sync else r.model.no_sync()
+        with ctx:
+            with _autocast(info.device, tc.precision):
+                logits = r.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=oc.label_smoothing)
+            (loss / tc.grad_accum).backward()
+        loss_sum += loss.detach()
+    if oc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in r.raw_model.parameters() if p.requires_grad], oc.grad_clip)
+    r.opt.step()
+    if r.deadline is not None:
+        r.budget.measure(r.step + 1, oc.warmup_steps)  # the step whose learning rate sched.step() sets
+        if info.distributed:  # one learning rate on every rank: their clocks differ, take the furthest
+            t = torch.tensor([r.budget.by_time], dtype=torch.float64, device=info.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            r.budget.by_time = float(t.item())
+    r.sched.step()
+    r.opt.zero_grad(set_to_none=True)
+    r.step += 1
+    r.stats["reads"] += tc.batch_size * tc.grad_accum * info.world_size
+    r.bar.update(1)
+    return it
+
+
+def _log_step(r: _Run, mean_loss: torch.Tensor, t_phase: float) -> None:
+    """Log the mean loss since the last log line (averaged over ranks), the rate and the loader wait."""
+    info = r.info
+    if info.distributed:  # SUM then divide: gloo has no AVG
+        dist.all_reduce(mean_loss)
+        mean_loss /= info.world_size
+    elapsed = r.stats["train_s"] + time.perf_counter() - t_phase
+    rate = r.stats["reads"] / max(elapsed, 1e-9)
+    wait = r.stats["wait_s"] / max(elapsed, 1e-9)
     if info.is_main:
-        m = metrics_from_confusion(cm)
-        names = list(val_ds.class_names)
-        table = per_class_table(cm, names)
-        result = {
-            "val_accuracy": m["accuracy"],
-            "val_macro_f1": m["macro_f1"],
-            "val_reads": m["num_reads"],
-            "train_reads_per_s": stats["reads"] / max(stats["train_s"], 1e-9),
-            "loader_wait_fraction": stats["wait_s"] / max(stats["train_s"], 1e-9),
-            "steps": step,
-            "epochs": stats["reads"] / len(train_ds),
-            "train_reads_seen": stats["reads"],
-            "train_seconds": stats["train_s"],
-            "wall_seconds": time.perf_counter() - t_start,
-            "stopped_by": stopped_by,
-            "world_size": info.world_size,
-            "device": str(info.device),
-            "precision": "bf16" if info.device.type == "cuda" and tc.precision != "fp32" else "fp32",
-            "model": {"arch": cfg.model.arch, "pretrained": cfg.model.pretrained, "parameters": total_params,
-                      "trainable_parameters": trainable},
-            "chance_accuracy": float(np.max(m["support"]) / max(m["num_reads"], 1)),
-            "eval_history": history,
-            "per_class": table,
-            "confusion": cm.tolist(),
-        }
-        if tc.baseline:
-            from train.baseline import BaselineError, run_baseline
+        lv = float(mean_loss)
+        lr = r.sched.get_last_lr()[0]
+        _log(r.log_path, {"step": r.step, "epoch": r.epoch, "loss": lv, "lr": lr,
+                          "schedule": r.budget.driven_by, "reads_per_s": rate, "loader_wait_fraction": wait})
+        r.bar.set_postfix_str(f"loss {lv:.4f} lr {lr:.2e} {rate:,.0f} reads/s wait {100 * wait:.1f}%", refresh=False)
 
-            try:
-                base = run_baseline(cfg.data.train, cfg.data.val, max_reads=tc.baseline_max_reads or None,
-                                    seed=tc.seed)
-                result["baseline"] = {k: v for k, v in base.items() if k not in ("confusion",)}
-                result["baseline_val_accuracy"] = base["val_accuracy"]
-                result["baseline_val_macro_f1"] = base["val_macro_f1"]
-                result["beats_baseline"] = m["accuracy"] > base["val_accuracy"]
-            except (BaselineError, FormatError) as exc:
-                result["baseline_error"] = str(exc)
+
+def _stop(r: _Run, on_step: StepHook | None) -> tuple[bool, str, bool]:
+    """Whether to stop after this step: (stop, stopped_by, interrupted), the same on every rank."""
+    tc, info = r.cfg.train, r.info
+    stop, stopped_by, interrupted = False, "max_steps", False
+    if r.deadline is not None and _clock() > r.deadline:
+        stop, stopped_by = True, "max_minutes"
+    if tc.stop_at_step is not None and r.step >= tc.stop_at_step and r.step < tc.max_steps:
+        stop, stopped_by, interrupted = True, "stop_at_step", True
+    if on_step is not None and on_step(r.step, dict(r.stats)) and not stop:
+        stop, stopped_by, interrupted = True, "on_step", True
+    if info.distributed:  # every rank must leave the loop at the same step
+        flag = torch.tensor([int(stop)], device=info.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not stop:
+            stop, stopped_by = True, "max_minutes"
+    return stop, stopped_by, interrupted
+
+
+def _finish(r: _Run, stopped_by: str) -> dict[str, Any]:
+    """The final evaluation on the whole validation set: metrics.json, calibration, the plot and summary."""
+    val_log_probs: list[np.ndarray] = []
+    cm = _run_eval(r, None, val_log_probs)
+    result: dict[str, Any] = {}
+    if r.info.is_main:
+        m = metrics_from_confusion(cm)
+        names = list(r.val_ds.class_names)
+        table = per_class_table(cm, names)
+        result = _result(r, stopped_by, cm, m, table)
+        if r.cfg.train.baseline:
+            _add_baseline(r, result, m)
         from train.evaluate import evaluate_val
 
         try:  # RUN/calibration.json and RUN/eval/val/ from the logits just computed
-            result["calibration"] = evaluate_val(out, val_ds, val_log_probs[0], cfg=cfg, step=step)
+            result["calibration"] = evaluate_val(r.out, r.val_ds, val_log_probs[0], cfg=r.cfg, step=r.step)
         except (ValueError, OSError) as exc:  # FormatError and CalibrationError are ValueErrors
             result["calibration_error"] = f"{type(exc).__name__}: {exc}"
             print(f"warning: calibration and RUN/eval/val not written: {exc}", file=sys.stderr)
-        write_json(out / METRICS_NAME, result)
-        plot_confusion(cm, names, out / "confusion.png",
+        write_json(r.out / METRICS_NAME, result)
+        plot_confusion(cm, names, r.out / "confusion.png",
                        title=f"val accuracy {100 * m['accuracy']:.2f}%, macro-F1 {100 * m['macro_f1']:.2f}%")
         print(format_per_class_table(table))
-        line = (f"val accuracy {100 * m['accuracy']:.2f}%  macro-F1 {100 * m['macro_f1']:.2f}%  "
-                f"{result['train_reads_per_s']:,.0f} reads/s  loader wait {100 * result['loader_wait_fraction']:.1f}%  "
-                f"{result['wall_seconds']:.0f} s")
-        if "baseline_val_accuracy" in result:
-            b = result["baseline"]
-            line += (f"  (6-mer naive Bayes: {100 * result['baseline_val_accuracy']:.2f}% on "
-                     f"{b['train_reads']:,} of {b['train_reads_total']:,} train and "
-                     f"{b['val_reads']:,} of {b['val_reads_total']:,} val reads)")
-        print(line)
-    if info.distributed:
+        print(_summary_line(result))
+    if r.info.distributed:
         dist.barrier()
     return result
+
+
+def _result(r: _Run, stopped_by: str, cm: np.ndarray, m: dict[str, Any], table: Any) -> dict[str, Any]:
+    """``metrics.json`` before the baseline and calibration are added."""
+    tc, info, stats = r.cfg.train, r.info, r.stats
+    return {
+        "val_accuracy": m["accuracy"],
+        "val_macro_f1": m["macro_f1"],
+        "val_reads": m["num_reads"],
+        "train_reads_per_s": stats["reads"] / max(stats["train_s"], 1e-9),
+        "loader_wait_fraction": stats["wait_s"] / max(stats["train_s"], 1e-9),
+        "steps": r.step,
+        "epochs": stats["reads"] / len(r.train_ds),
+        "train_reads_seen": stats["reads"],
+        "train_seconds": stats["train_s"],
+        "wall_seconds": time.perf_counter() - r.t_start,
+        "stopped_by": stopped_by,
+        "world_size": info.world_size,
+        "device": str(info.device),
+        "precision": "bf16" if info.device.type == "cuda" and tc.precision != "fp32" else "fp32",
+        "model": {"arch": r.cfg.model.arch, "pretrained": r.cfg.model.pretrained, "parameters": r.total_params,
+                  "trainable_parameters": r.trainable},
+        "chance_accuracy": float(np.max(m["support"]) / max(m["num_reads"], 1)),
+        "eval_history": r.history,
+        "per_class": table,
+        "confusion": cm.tolist(),
+    }
+
+
+def _add_baseline(r: _Run, result: dict[str, Any], m: dict[str, Any]) -> None:
+    """The 6-mer naive Bayes baseline on the same data, into ``result`` (or its error)."""
+    from train.baseline import BaselineError, run_baseline
+
+    tc = r.cfg.train
+    try:
+        base = run_baseline(r.cfg.data.train, r.cfg.data.val, max_reads=tc.baseline_max_reads or None, seed=tc.seed)
+        result["baseline"] = {k: v for k, v in base.items() if k not in ("confusion",)}
+        result["baseline_val_accuracy"] = base["val_accuracy"]
+        result["baseline_val_macro_f1"] = base["val_macro_f1"]
+        result["beats_baseline"] = m["accuracy"] > base["val_accuracy"]
+    except (BaselineError, FormatError) as exc:
+        result["baseline_error"] = str(exc)
+
+
+def _summary_line(result: dict[str, Any]) -> str:
+    """The one line printed at the end of a run."""
+    line = (f"val accuracy {100 * result['val_accuracy']:.2f}%  macro-F1 {100 * result['val_macro_f1']:.2f}%  "
+            f"{result['train_reads_per_s']:,.0f} reads/s  loader wait {100 * result['loader_wait_fraction']:.1f}%  "
+            f"{result['wall_seconds']:.0f} s")
+    if "baseline_val_accuracy" in result:
+        b = result["baseline"]
+        line += (f"  (6-mer naive Bayes: {100 * result['baseline_val_accuracy']:.2f}% on "
+                 f"{b['train_reads']:,} of {b['train_reads_total']:,} train and "
+                 f"{b['val_reads']:,} of {b['val_reads_total']:,} val reads)")
+    return line
