@@ -360,23 +360,9 @@ def _stream_units(
                 pending += block
             # Find record starts in the newly appended region.
             arr = np.frombuffer(memoryview(pending)[scanned:], dtype=np.uint8)
-            if fmt == "fasta":
-                hits = np.flatnonzero(arr == 0x3E)  # '>'
-                if hits.size:
-                    prev = np.empty(hits.size, dtype=bool)
-                    nz = hits > 0
-                    prev[nz] = arr[hits[nz] - 1] == 0x0A
-                    prev[~nz] = at_line_start
-                    starts = np.concatenate((starts, hits[prev] + scanned))
-            else:
-                # Line starts in the new region whose first byte is known (a line beginning at
-                # the very end of `pending` waits for the next block).
-                line_starts = np.flatnonzero(arr == 0x0A) + 1
-                if at_line_start:
-                    line_starts = np.concatenate(([0], line_starts))
-                line_starts = line_starts[line_starts < arr.size]
-                new_starts, fq_k = _fastq_record_starts(arr, line_starts, fq_k)
-                starts = np.concatenate((starts, new_starts.astype(np.int64) + scanned))
+            new_starts, fq_k = _region_record_starts(arr, fmt, at_line_start, fq_k)
+            if new_starts is not None:
+                starts = np.concatenate((starts, new_starts + scanned))
             if arr.size:
                 at_line_start = bool(arr[-1] == 0x0A)
             del arr  # release the buffer export so `pending` can be resized
@@ -411,6 +397,33 @@ def _stream_units(
     finally:
         stream.close()
         raw.close()
+
+
+def _region_record_starts(
+    arr: np.ndarray, fmt: str, at_line_start: bool, fq_k: int
+) -> tuple[np.ndarray | None, int]:
+    """Record starts in a newly read region ``arr`` (None: none there) and the FASTQ line index after it.
+
+    ``at_line_start``: whether ``arr[0]`` begins a line; ``fq_k``: the FASTQ line-in-record
+    index (0..3) of the next line to start.
+    """
+    if fmt == "fasta":
+        hits = np.flatnonzero(arr == 0x3E)  # '>'
+        if not hits.size:
+            return None, fq_k
+        prev = np.empty(hits.size, dtype=bool)
+        nz = hits > 0
+        prev[nz] = arr[hits[nz] - 1] == 0x0A
+        prev[~nz] = at_line_start
+        return hits[prev], fq_k
+    # Line starts in the new region whose first byte is known (a line beginning at
+    # the very end of `pending` waits for the next block).
+    line_starts = np.flatnonzero(arr == 0x0A) + 1
+    if at_line_start:
+        line_starts = np.concatenate(([0], line_starts))
+    line_starts = line_starts[line_starts < arr.size]
+    new_starts, fq_k = _fastq_record_starts(arr, line_starts, fq_k)
+    return new_starts.astype(np.int64), fq_k
 
 
 def _unit(

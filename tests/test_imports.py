@@ -3,7 +3,7 @@
 Parsed with ``ast`` only (nothing is imported), so the checks cost milliseconds:
 no private name taken from another module, no import cycle (function-level,
 lazy imports count as edges), no package importing a package above it, and no
-function over 100 lines in convert/ or train/.
+function over 80 lines (class over 300) in convert/ or train/.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ALLOWED_PACKAGES = {
     "train": {"train", "loaders", "convert"},
 }
 
-MAX_FUNCTION_LINES = 100
+MAX_FUNCTION_LINES = 80
 # Functions allowed to stay longer, each with the reason it is one piece.
 LONG_ALLOW: dict[str, str] = {}
 
