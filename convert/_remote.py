@@ -6,7 +6,7 @@ load these functions, even one that cannot import readshard. They import readsha
 their bodies: a missing or broken install becomes an ordinary task error that reaches the
 converter within seconds. (A task whose function or arguments the worker cannot unpickle
 instead wedges that worker's connection and the run waits forever; unit arguments therefore
-travel as opaque bytes, see :func:`convert.cluster.execute_unit`.)
+travel as opaque bytes, see :func:`convert.clusterworker.execute_unit`.)
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ def _where() -> str:
 def probe(inputs: list[str], staging: str, token: str, tokenizer: str, tokenizer_sha256: str) -> dict[str, Any]:
     """Readshard's identity in this process, and what keeps it from running this conversion."""
     try:
-        from convert import cluster
+        from convert import clusterworker
 
-        identity = cluster.code_identity()
+        identity = clusterworker.code_identity()
     except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
         return {"where": _where(), "error": f"cannot import readshard ({type(exc).__name__}: {exc})"}
     try:
-        problems = cluster.worker_check(inputs, staging, token, tokenizer, tokenizer_sha256)
+        problems = clusterworker.worker_check(inputs, staging, token, tokenizer, tokenizer_sha256)
     except Exception as exc:  # noqa: BLE001 - e.g. another readshard whose check differs
         problems = [f"the check failed ({type(exc).__name__}: {exc})"]
     return {"where": _where(), "identity": identity, "problems": problems}
@@ -42,10 +42,10 @@ def probe(inputs: list[str], staging: str, token: str, tokenizer: str, tokenizer
 def run_unit(blob: bytes, staging: str, token: str) -> dict[str, Any]:
     """Convert one unit on this worker and publish it into ``staging`` (see ``execute_unit``)."""
     try:
-        from convert import cluster
+        from convert import clusterworker
     except Exception as exc:  # noqa: BLE001
         raise RuntimeError(
             f"the dask worker on {_where()} cannot import readshard ({type(exc).__name__}: {exc}). "
             "Install the same readshard on every worker, then rerun the converter with --resume."
         ) from None
-    return cluster.execute_unit(blob, staging, token)
+    return clusterworker.execute_unit(blob, staging, token)

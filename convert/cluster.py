@@ -37,8 +37,6 @@ pickled (joblib's batches refer to readshard by name: a worker without it hangs 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -49,15 +47,14 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import format as fmt
-from .fastx import Unit, unit_bytes
-from .unit import BadRecordError, ConvertError, convert_unit
-from .tokenizers import TokenizerError, load_tokenizer
+from .fastx import Unit
+# The worker side, re-exported: dask workers reach it through convert._remote.
+from .clusterworker import TOKEN_FILE, StaleRunError, code_identity, execute_unit, run_dir, worker_check
+from .unit import BadRecordError, ConvertError
 
 __all__ = [
     "StaleRunError",
@@ -95,139 +92,7 @@ NO_WORKERS_S = _env_seconds("READSHARD_CLUSTER_NO_WORKERS_S", 120)
 """Seconds a run waits with no worker connected before it stops."""
 _RESULT_S = 10.0  # a record is a small dict; longer means its worker is gone (then read the file)
 _POLL_S = 2.0  # seconds between health checks while no unit finishes
-_TOKEN_FILE = "run-token.json"
 _INSTALL_HINT = "install the cluster extra: pip install 'readshard[cluster]' (dask[distributed])"
-
-
-class StaleRunError(ConvertError):
-    """A worker's run was superseded by a later converter run; it publishes nothing."""
-
-
-# ----------------------------------------------------------------------------- identity
-
-
-@lru_cache(maxsize=1)
-def code_identity() -> str:
-    """``<version>+src.<sha256[:12]>`` of this process's converter source (``convert/*.py``).
-
-    Two processes with the same identity run the same unit code, whatever their installed
-    version strings say (an editable install and a PYTHONPATH checkout can differ).
-    """
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    try:
-        version = importlib.metadata.version("readshard")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"{version}+src.{h.hexdigest()[:12]}"
-
-
-# ----------------------------------------------------------------------------- worker side
-
-
-def _run_dir(staging: Path, token: str) -> Path:
-    return staging / ".units" / f".run-{token}"
-
-
-def _current_token(staging: Path) -> str | None:
-    """The token of the run that owns ``staging`` now (None if unreadable)."""
-    try:
-        with open(staging / ".units" / _TOKEN_FILE, encoding="utf-8") as f:
-            data = json.load(f)
-        return str(data["token"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _check_token(staging: Path, token: str) -> None:
-    if _current_token(staging) != token:
-        raise StaleRunError(
-            f"{staging} now belongs to a later converter run; this worker's unit from run {token[:8]} is dropped"
-        )
-
-
-def worker_check(inputs: list[str], staging: str, token: str, tokenizer: str, tokenizer_sha256: str) -> list[str]:
-    """The start-up probe on one worker: what keeps it from running this conversion (empty: nothing).
-
-    It must read every input, see this run's token in ``staging`` and write there, and load
-    ``tokenizer`` with the converter's sha256 (a path to a different file would silently
-    change the token ids).
-    """
-    problems: list[str] = []
-    for path in inputs:
-        try:
-            with open(path, "rb") as f:
-                f.read(1)
-        except OSError as exc:
-            problems.append(f"cannot read input {path} ({exc.strerror or exc})")
-    stag = Path(staging)
-    if _current_token(stag) != token:
-        problems.append(
-            f"does not see this run's staging directory {stag} (no matching {_TOKEN_FILE}): it must be on a "
-            "filesystem all nodes share, mounted at the same path"
-        )
-    else:
-        probe = _run_dir(stag, token) / f".probe-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            probe.unlink()
-        except OSError as exc:
-            problems.append(f"cannot write into {probe.parent} ({exc.strerror or exc})")
-    if tokenizer:
-        try:
-            sha = load_tokenizer(tokenizer).info["sha256"]
-        except TokenizerError as exc:
-            problems.append(f"cannot load tokenizer {tokenizer!r} ({exc})")
-        else:
-            if sha != tokenizer_sha256:
-                problems.append(f"tokenizer {tokenizer!r} has sha256 {sha[:12]}…, the converter's has {tokenizer_sha256[:12]}…")
-    return problems
-
-
-def execute_unit(blob: bytes, staging: str, token: str) -> dict[str, Any]:
-    """Convert one unit in a private scratch directory, then publish it into ``staging``.
-
-    ``blob`` is ``pickle.dumps((unit, shard_index, settings, absolute input path))`` made by the converter of
-    this run (it reaches the worker as opaque bytes so that unpickling happens here, where
-    a failure is a task error; see :mod:`convert._remote`). The shard, quarantine parts
-    and unit record are renamed into place only if the run token is still current; a
-    worker whose run directory is gone publishes nothing.
-
-    Raises:
-        StaleRunError: a later converter run took over the staging directory.
-    """
-    unit, index, settings, path = pickle.loads(blob)  # noqa: S301 - bytes made by this run's converter, not a file
-    stag = Path(staging)
-    _check_token(stag, token)
-    if unit.data is None:
-        # Read the byte range at the absolute path (a worker's cwd is not the converter's), but
-        # keep unit.file as typed: it is recorded in the shard and quarantine, as with --jobs.
-        unit = replace(unit, data=unit_bytes(replace(unit, file=path)))
-    scratch = _run_dir(stag, token) / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
-    try:
-        scratch.mkdir()  # never parents=True: a missing run dir means this run is over
-        (scratch / ".units").mkdir()
-    except FileNotFoundError:
-        raise StaleRunError(f"the run directory of run {token[:8]} in {stag} is gone; this unit is dropped") from None
-    try:
-        record = convert_unit(unit, index, replace(settings, staging=str(scratch), parent_pid=0))
-        moves = [
-            (scratch / fmt.shard_name(index), stag / fmt.shard_name(index)),
-            (scratch / ".units" / f"q-{index:05d}.fa", stag / ".units" / f"q-{index:05d}.fa"),
-            (scratch / ".units" / f"q-{index:05d}.tsv", stag / ".units" / f"q-{index:05d}.tsv"),
-            (scratch / ".units" / f"q-{index:05d}.ends", stag / ".units" / f"q-{index:05d}.ends"),
-            (scratch / ".units" / f"u-{index:05d}.json", stag / ".units" / f"u-{index:05d}.json"),  # last: marks done
-        ]
-        _check_token(stag, token)
-        for src, dst in moves:
-            try:
-                os.replace(src, dst)
-            except FileNotFoundError:
-                raise StaleRunError(f"run {token[:8]} in {stag} was superseded while publishing unit {index}") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return record
 
 
 # ----------------------------------------------------------------------------- converter side
@@ -245,9 +110,9 @@ def _remove_tree(path: Path, attempts: int = 5) -> None:
 def _start_run(staging: Path) -> str:
     """Write a new run token, retire the work directories of earlier runs, make this run's."""
     token = secrets.token_hex(16)
-    fmt.write_json_atomic(staging / ".units" / _TOKEN_FILE, {"token": token, "host": socket.gethostname(), "pid": os.getpid()})
+    fmt.write_json_atomic(staging / ".units" / TOKEN_FILE, {"token": token, "host": socket.gethostname(), "pid": os.getpid()})
     _retire_run_dirs(staging)
-    _run_dir(staging, token).mkdir()
+    run_dir(staging, token).mkdir()
     return token
 
 
@@ -257,7 +122,7 @@ def retire_runs(staging: Path) -> None:
     A converter without ``--scheduler`` calls this on start (e.g. a local ``--resume`` after
     a cluster run was killed): the token goes, then the run directories.
     """
-    (staging / ".units" / _TOKEN_FILE).unlink(missing_ok=True)
+    (staging / ".units" / TOKEN_FILE).unlink(missing_ok=True)
     _retire_run_dirs(staging)
 
 

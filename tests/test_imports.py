@@ -29,11 +29,7 @@ PRIVATE_ALLOW: set[tuple[str, str]] = {
 }
 
 # Known circles, each with its reason.  Shrink, never grow.
-CYCLE_ALLOW = [
-    # convert._remote is pickled by value to dask workers (it may not import readshard at module
-    # level); its functions look convert.cluster up by name on the worker, at run time.
-    ["convert._remote", "convert.cluster"],
-]
+CYCLE_ALLOW: list[list[str]] = []
 
 # A package may import only the packages listed for it ("nothing points up").
 ALLOWED_PACKAGES = {
