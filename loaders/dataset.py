@@ -84,6 +84,10 @@ class ShardDataset(ViewMixin, ReadVectors, Dataset):
             says what to do. Reads raise a ``FormatError`` too for a shard whose class index
             disagrees with the manifest's row count, and ``convert.reader.CorruptRowError``
             for a row whose label (0..C-1) or length (0..L) is out of range.
+
+    Attributes:
+        reader: the validated ``convert.reader.ShardReader``; gather: this dataset's
+            :class:`loaders.gather.ShardGather` (per-process mappings, span gather, prefetch).
     """
 
     def __init__(
