@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]" $(if $(TORCH),"$(TORCH)")
-	$(PY) -m compileall -q convert loaders train readshard_bench >/dev/null
+	$(PY) -m compileall -q shards convert loaders train readshard_bench >/dev/null
 	touch $(STAMP)
 
 $(SAMPLE)/reads/train.fa: | $(STAMP)

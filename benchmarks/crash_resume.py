@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from convert import format as fmt  # noqa: E402
+import shards as fmt  # noqa: E402
 from convert.pipeline import staging_dir  # noqa: E402
 from readshard_bench.workdir import claim_workdir  # noqa: E402
 

@@ -355,7 +355,7 @@ def worker(args: argparse.Namespace) -> int:
     """Check one config (``--worker CONFIG``) and write its result to ``--result``."""
     import torch
 
-    from convert.format import FormatError
+    from shards import FormatError
     from loaders import ShardDataset
     from train.config import ConfigError, apply_overrides, load_config
     from train.loop import run

@@ -1,12 +1,13 @@
 """readshard converter: labeled FASTA/FASTQ -> tokenized, self-describing HDF5 shards.
 
-The pipeline's names are imported on first use (PEP 562): readers import
-``convert.format`` alone, and ``import loaders`` must not pay for the converter.
+The pipeline's names are imported on first use (PEP 562): ``train`` imports the option
+table, YAML loader and tokenizers from here without paying for the pipeline (numba, h5py).
+The format itself is the ``shards`` package.
 """
 
 from typing import Any
 
-from .format import FORMAT_VERSION, FormatError
+from shards import FORMAT_VERSION, FormatError
 
 __all__ = ["FORMAT_VERSION", "FormatError", "ConvertError", "BadRecordError", "ConvertOptions", "convert"]
 

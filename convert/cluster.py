@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import format as fmt
+import shards as fmt
 from .fastx import Unit
 # The worker side, re-exported: dask workers reach it through convert._remote.
 from .clusterworker import TOKEN_FILE, StaleRunError, code_identity, execute_unit, run_dir, worker_check

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import format as fmt
+import shards as fmt
 from .fastx import unit_bytes
 from .tokenizers import TokenizerError, load_tokenizer
 from .unit import ConvertError, convert_unit

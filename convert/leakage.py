@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import format as fmt
+import shards as fmt
 from .provenance import FNV_OFFSET, FNV_PRIME, records_before
-from .reader import ShardReader
+from shards.reader import ShardReader
 
 __all__ = ["LeakageError", "find_leakage", "format_leakage"]
 
@@ -49,7 +49,7 @@ class LeakageError(Exception):
 
 
 class _Dataset:
-    """One side of the comparison, read through :class:`convert.reader.ShardReader` (checked)."""
+    """One side of the comparison, read through :class:`shards.ShardReader` (checked)."""
 
     def __init__(self, reader: ShardReader) -> None:
         self.reader = reader
@@ -95,12 +95,8 @@ def _sequence_hashes(ds: _Dataset, s: int) -> np.ndarray:
         for a in range(0, n, _ROW_BLOCK):
             out[a : a + _ROW_BLOCK] = row_hashes(reader.read_rows(s, a, min(_ROW_BLOCK, n - a))["input_ids"])
         return out
-    import h5py  # compressed input_ids: HDF5 decodes the chunks
-
-    with h5py.File(reader.files[s], "r") as f:
-        d = f["input_ids"]
-        for a in range(0, n, _ROW_BLOCK):
-            out[a : a + _ROW_BLOCK] = row_hashes(d[a : a + _ROW_BLOCK])
+    for a, block in reader.iter_blocks(s, "input_ids", _ROW_BLOCK):  # compressed: HDF5 decodes the chunks
+        out[a : a + len(block)] = row_hashes(block)
     return out
 
 

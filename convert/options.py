@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from .executors import PARALLEL_MODES
-from .format import COMPRESSIONS, LAYOUTS, MAX_LENGTH_LIMIT
+from shards import COMPRESSIONS, LAYOUTS, MAX_LENGTH_LIMIT
 from .optiontable import Option, check_values, config_keys_help, markdown_table
 
 __all__ = ["OPTIONS", "CONFIG_KEYS", "byte_size", "validate", "readme_table", "config_help", "MIN_RECORD_BYTES"]

@@ -48,8 +48,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import cores
-from . import format as fmt
-from .format import MAX_LENGTH_LIMIT
+import shards as fmt
+from shards import MAX_LENGTH_LIMIT
 from .options import validate as validate_options
 from .failfast import (
     DEFAULT_MIN_WRITTEN_FRACTION,
@@ -164,7 +164,7 @@ class ConvertOptions:
 def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     rec_path = staging / ".units" / f"u-{index:05d}.json"
     shard = staging / fmt.shard_name(index)
-    if not rec_path.is_file() or not shard.is_file():
+    if not rec_path.is_file():
         return None
     # The quarantine parts too: a crash while the finished run removed .units can leave a
     # unit record whose parts are already gone.
@@ -175,7 +175,7 @@ def _unit_done(staging: Path, index: int) -> dict[str, Any] | None:
     except ValueError:
         return None
     entry = record["shard"]
-    if shard.stat().st_size != entry["bytes"] or fmt.file_sha256(shard) != entry["sha256"]:
+    if not fmt.check_shard(shard, entry, hash=True).intact:
         return None
     return record
 

@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from shards import records_before  # a manifest function; re-exported for the converter
+
 __all__ = [
     "FNV_OFFSET",
     "FNV_PRIME",
@@ -121,20 +123,6 @@ def assign_split(fragment_hashes: np.ndarray, fractions: Mapping[str, float], se
     side[u < fv] = 1
     side[(u >= fv) & (u < fv + ft)] = 2
     return side
-
-
-def records_before(manifest: Mapping[str, Any]) -> np.ndarray:
-    """(S,) int64: for each shard, the record count of the inputs before its input.
-
-    Adding it to a shard's ``record_numbers`` gives global record numbers.
-    """
-    per_input = np.asarray(manifest.get("source", {}).get("records_per_input", []), dtype=np.int64)
-    base = np.zeros(per_input.size + 1, dtype=np.int64)
-    np.cumsum(per_input, out=base[1:])
-    inputs = np.asarray([int(e.get("input", 0)) for e in manifest["shards"]], dtype=np.int64)
-    if inputs.size and inputs.max() >= base.size:
-        return np.zeros(inputs.size, dtype=np.int64)
-    return base[inputs] if inputs.size else np.zeros(0, dtype=np.int64)
 
 
 def hash_names(names: Sequence[bytes]) -> np.ndarray:

@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import format as fmt
+import shards as fmt
 from .fastx import iter_units
 from .labels import LabelMap, read_mapping
 from .staging import advised_command, complete, finish_publish, head_sha256, rebuild_command
@@ -43,14 +43,9 @@ __all__ = ["damaged_shards", "resume_complete", "finish_publish", "complete"]
 
 
 def damaged_shards(directory: Path, manifest: dict[str, Any]) -> list[int]:
-    """Indices of the manifest's shards that are missing or whose size or sha256 differ."""
-    bad = []
-    for i, entry in enumerate(manifest["shards"]):
-        path = directory / entry["file"]
-        if (not path.is_file() or path.is_symlink() or path.stat().st_size != int(entry["bytes"])
-                or fmt.file_sha256(path) != entry["sha256"]):
-            bad.append(i)
-    return bad
+    """Indices of the manifest's shards that are not intact (:func:`shards.check_shard`, hashed)."""
+    return [i for i, entry in enumerate(manifest["shards"])
+            if not fmt.check_shard(directory / entry["file"], entry, hash=True).intact]
 
 
 def _given(opts: ConvertOptions, name: str, defaults: ConvertOptions) -> bool:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import format as fmt
+import shards as fmt
 from .paths import check_replaceable, is_dataset, make_dir, open_lock, trash_dir
 from .unit import ConvertError
 
@@ -219,11 +219,10 @@ def complete(directory: Path) -> tuple[bool, str]:
     if not (directory / fmt.REPORT_NAME).is_file():
         return False, f"{fmt.REPORT_NAME} is missing"
     for entry in manifest["shards"]:
-        try:
-            st = os.lstat(directory / entry["file"])
-        except OSError:
+        state = fmt.check_shard(directory / entry["file"], entry)  # no hashing: see above
+        if state.problem == "missing":
             return False, f"{entry['file']} is missing"
-        if not stat.S_ISREG(st.st_mode) or st.st_size != int(entry["bytes"]):
+        if not state.intact:
             return False, f"{entry['file']} is not the size the manifest records"
     return True, f"{len(manifest['shards'])} shards, manifest and report present"
 

@@ -21,7 +21,7 @@ Identity is by content: a path whose ``tokenizer.json`` / ``vocab.txt`` has the 
 as a registry tokenizer's file *is* that tokenizer (it loads as the registry one and records
 the registry name), so converting with METAGENE-1's own ``tokenizer.json`` by path gives the
 same dataset identity as ``--tokenizer metagene-1``. Readers compare sha256, not names
-(:func:`identity`, :func:`convert.format.check_compatible`).
+(:func:`identity`, :func:`shards.check_compatible`).
 """
 
 from __future__ import annotations

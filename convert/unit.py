@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import format as fmt
+import shards as fmt
 from .fastparse import AVAILABLE as FASTPARSE_AVAILABLE
 from .fastparse import PROBLEMS, ParsedUnit, parse_default, strand_hashes
 from .fastx import ParsedRecord, Unit, parse_unit, unit_bytes

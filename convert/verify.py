@@ -33,11 +33,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import format as fmt
+import shards as fmt
 from .fastparse import strand_hash_one
 from .labels import display_names
 from .provenance import fnv1a64_one, fragment_name
-from .reader import ShardReader
+from shards.reader import ShardReader
 from .staging import rebuild_command
 
 __all__ = ["verify_dataset", "dataset_stats"]
@@ -48,8 +48,7 @@ _IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVU"}, "\r": None, "\t"
 
 
 def _check_shard(
-    directory: Path, entry: dict[str, Any], manifest: dict[str, Any], problems: list[str], index: int,
-    damaged: list[int] | None = None,
+    reader: ShardReader, entry: dict[str, Any], problems: list[str], index: int, damaged: list[int] | None = None,
 ) -> np.ndarray | None:
     """Append to ``problems`` whatever is wrong with one shard (file, layout, attributes, every read).
 
@@ -57,19 +56,20 @@ def _check_shard(
     sha256): what ``--resume`` re-converts. Returns the shard's reads per label when its rows
     could be read (None otherwise).
     """
+    directory, manifest = reader.directory, reader.manifest
     path = directory / entry["file"]
-    if not path.is_file():
-        problems.append(f"{path}: missing shard")
+    state = fmt.check_shard(path, entry, hash=True)
+    if not state.intact:
         damaged is not None and damaged.append(index)
+    if state.problem in ("missing", "symlink", "special"):
+        what = "missing shard" if state.problem == "missing" else f"a {state.problem} file, not a regular shard file"
+        problems.append(f"{path}: {what}")
         return
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        problems.append(f"{path}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
-        damaged is not None and damaged.append(index)
+    if state.problem == "size":
+        problems.append(f"{path}: {state.size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
         return
-    digest = fmt.file_sha256(path)
-    if digest != entry["sha256"]:
-        damaged is not None and damaged.append(index)
+    if state.problem == "sha256":
+        digest = str(state.digest)
         problems.append(f"{path}: sha256 {digest[:16]}... differs from the manifest's {entry['sha256'][:16]}... (corrupt)")
     try:
         attrs = fmt.read_shard_attrs(path)
@@ -101,8 +101,8 @@ def _check_shard(
     if layout:  # rows are read by the manifest's description: only when it is right
         return None
     try:
-        return _check_rows(path, n, manifest, problems)
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        return _check_rows(reader, index, problems)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, fmt.FormatError) as exc:
         # Corrupt HDF5 metadata (bad checksum, wrong shape) surfaces in many types.
         problems.append(
             f"{path}: unreadable shard content ({exc.__class__.__name__}: {fmt.first_line(exc)}); "
@@ -111,28 +111,21 @@ def _check_shard(
         return
 
 
-def _check_rows(path: Path, n: int, manifest: dict[str, Any], problems: list[str]) -> np.ndarray | None:
-    """Check every read of a shard; return its reads per label (None when labels are out of range)."""
-    import h5py
-
+def _check_rows(reader: ShardReader, s: int, problems: list[str]) -> np.ndarray | None:
+    """Check every read of shard ``s``; return its reads per label (None when labels are out of range)."""
+    manifest, path, n = reader.manifest, Path(reader.files[s]), int(reader.counts[s])
     L = int(manifest["max_length"])
     C = int(manifest["num_classes"])
-    with h5py.File(path, "r") as f:
-        lengths = f["lengths"][:].astype(np.int64)
-        labels = f["labels"][:]
-        class_ids = f["class_ids"][:]
-        offsets = f["class_offsets"][:]
-        rows = f["class_rows"][:]
-        ids_ds = f["input_ids"]
-        vocab = int(manifest["tokenizer"]["vocab_size"])
-        pad = int(manifest["tokenizer"]["pad_id"])
-        bad_ids = bad_pad = 0
-        step = 1 << 16
-        for a in range(0, n, step):
-            block = ids_ds[a : a + step]
-            bad_ids += int(((block < 0) | (block >= vocab)).sum())
-            col = np.arange(L)[None, :]
-            bad_pad += int(((col >= lengths[a : a + step, None]) & (block != pad)).sum())
+    cols = reader.read_columns(s, ("lengths", "labels", "class_ids", "class_offsets", "class_rows"))
+    lengths = cols["lengths"].astype(np.int64)
+    labels, class_ids, offsets, rows = (np.asarray(cols[k]) for k in ("labels", "class_ids", "class_offsets", "class_rows"))
+    vocab = int(manifest["tokenizer"]["vocab_size"])
+    pad = int(manifest["tokenizer"]["pad_id"])
+    bad_ids = bad_pad = 0
+    col = np.arange(L)[None, :]
+    for a, block in reader.iter_blocks(s, "input_ids", 1 << 16):
+        bad_ids += int(((block < 0) | (block >= vocab)).sum())
+        bad_pad += int(((col >= lengths[a : a + len(block), None]) & (block != pad)).sum())
     if bad_ids:
         problems.append(f"{path}: {bad_ids} token ids outside the vocabulary 0..{vocab - 1}")
     if bad_pad:
@@ -170,9 +163,10 @@ def verify_dataset(
     total = 0
     per_label: np.ndarray | None = np.zeros(int(manifest["num_classes"]), dtype=np.int64)
     damaged: list[int] = []
+    reader = ShardReader(directory, manifest, check_files=False)  # _check_shard checks each file
     with _bar(progress, sum(int(e.get("bytes", 0)) for e in manifest["shards"]), "verify shards", "B") as bar:
         for index, entry in enumerate(manifest["shards"]):
-            counts = _check_shard(directory, entry, manifest, problems, index, damaged)
+            counts = _check_shard(reader, entry, problems, index, damaged)
             per_label = None if counts is None or per_label is None else per_label + counts
             total += int(entry["num_rows"])
             bar.update(int(entry.get("bytes", 0)))
@@ -188,7 +182,7 @@ def verify_dataset(
     messages.append(f"checked {len(manifest['shards'])} shards, {total:,} reads")
     side: list[str] = []  # report and quarantine problems: the inputs rebuild them, not --resume
     # The converter records source.records_in and always writes the report and quarantine files;
-    # a dataset written by convert.format alone (tests, other tools) has none to check.
+    # a dataset written by the shards writer alone (tests, other tools) has none to check.
     by_converter = "records_in" in manifest.get("source", {}) or (directory / fmt.REPORT_NAME).exists()
     report = _read_report(directory, side) if by_converter else None
     quarantined = _read_quarantine_tsv(directory, side) if by_converter else []
@@ -399,11 +393,8 @@ def _shard_columns(reader: ShardReader, directory: Path, manifest: dict[str, Any
     """The columns :func:`_check_row` compares, of one shard (mapped, or decompressed whole)."""
     if manifest["layout"] == "mmap":
         return reader.map(shard)[1]
-    import h5py
-
-    with h5py.File(directory / manifest["shards"][shard]["file"], "r") as f:
-        return {k: f[k][:] for k in ("input_ids", "lengths", "labels", "class_ids", "mates",
-                                     "record_numbers", "fragment_hashes", "strand_hashes") if k in f}
+    return reader.read_columns(shard, ("input_ids", "lengths", "labels", "class_ids", "mates",
+                                       "record_numbers", "fragment_hashes", "strand_hashes"))
 
 
 def _sources_message(n_records: int, n_checked: int, n_quarantine_seen: int, n_unseen: int) -> str:

@@ -18,7 +18,7 @@ Measuring (``shuffle_quality``, throughput) is the benchmark's job: ``python -m 
 runs :mod:`readshard_bench`, which ``import loaders`` never imports.
 """
 
-from convert.format import FormatError
+from shards import FormatError
 from loaders.balanced import BalancedSampler
 from loaders.batch import ReadBatch
 from loaders.chunks import chunk_shuffle_labels

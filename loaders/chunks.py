@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from convert.format import CHUNK_ROWS
+from shards import CHUNK_ROWS
 from loaders.orders.chunks import Group, chunk_shuffle_groups, group_indices
 
 __all__ = ["RowSource", "LabelledSource", "read_group", "iter_groups", "chunk_shuffle_labels"]

@@ -20,8 +20,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from convert.format import CHUNK_ROWS, check_compatible
-from convert.reader import ShardReader, available_memory, choose_access
+from shards import CHUNK_ROWS, check_compatible
+from shards.reader import ShardReader, available_memory, choose_access
 from loaders.batch import ReadBatch
 from loaders.chunks import iter_groups
 from loaders.gather import ShardGather, as_index_array
@@ -69,7 +69,7 @@ class ShardDataset(ViewMixin, ReadVectors, Dataset):
         access: cold-start policy, ``"auto"`` (default: ``"sequential"`` when the shards fit
             in half the available memory, else ``"random"``), ``"sequential"`` (read each
             shard ahead whole when first mapped) or ``"random"`` (``MADV_RANDOM``: a random
-            row faults in its own pages only); see ``convert.reader.choose_access``.
+            row faults in its own pages only); see ``shards.reader.choose_access``.
         prefetch: before gathering a cold batch, start reading every row's non-resident
             pages at once (``MADV_WILLNEED``), so the disk serves many reads in parallel
             instead of one fault at a time (see ``loaders.span``). ``None`` (default): on
@@ -82,11 +82,11 @@ class ShardDataset(ViewMixin, ReadVectors, Dataset):
             missing, truncated or (with ``verify``) modified shard, row counts that disagree
             with the manifest's record of the conversion; the message names the file and
             says what to do. Reads raise a ``FormatError`` too for a shard whose class index
-            disagrees with the manifest's row count, and ``convert.reader.CorruptRowError``
+            disagrees with the manifest's row count, and ``shards.CorruptRowError``
             for a row whose label (0..C-1) or length (0..L) is out of range.
 
     Attributes:
-        reader: the validated ``convert.reader.ShardReader``; gather: this dataset's
+        reader: the validated ``shards.ShardReader``; gather: this dataset's
             :class:`loaders.gather.ShardGather` (per-process mappings, span gather, prefetch).
     """
 

@@ -2,7 +2,7 @@
 with its cold-batch prefetch, and the per-shard fallback (compressed layout, too many shards).
 
 :class:`ShardGather` is the I/O half of :class:`loaders.ShardDataset`: it maps shards through
-``convert.reader.ShardReader`` in the process that reads them (:mod:`loaders.handles`),
+``shards.ShardReader`` in the process that reads them (:mod:`loaders.handles`),
 registers each mapping in the span table (:mod:`loaders.span`) and pickles as the reader plus
 a few flags, so DataLoader workers (``fork``, ``spawn``, ``forkserver``) rebuild their own.
 """
@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from convert.format import CHUNK_ROWS, FormatError
-from convert.reader import ShardReader
+from shards import CHUNK_ROWS, FormatError
+from shards.reader import ShardReader
 from loaders.handles import ShardHandles
 from loaders.span import SpanTable, guarded_import
 
@@ -150,9 +150,9 @@ class ShardGather:
             registered = table.register(s, views)
         h5 = None
         if "input_ids" not in views:
-            h5py = guarded_import("h5py")  # only the compressed layout needs HDF5 at read time
+            guarded_import("h5py")  # only the compressed layout needs HDF5 at read time
 
-            h5 = h5py.File(self.reader.files[s], "r")
+            h5 = self.reader.open_hdf5(s)
             views["input_ids"] = h5["input_ids"]
 
         def close() -> None:

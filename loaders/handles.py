@@ -1,4 +1,4 @@
-"""Per-process, thread-safe LRU over open shards (the mapping itself: ``convert.reader``).
+"""Per-process, thread-safe LRU over open shards (the mapping itself: ``shards.reader``).
 
 Why this shape:
 
@@ -23,7 +23,7 @@ Why this shape:
   (``np.fromfile`` at an offset) instead, so they get the kernel's read-ahead.
 * Identity: every open compares the file's ``(inode, device, size, mtime)`` with what the
   reader recorded when it opened the dataset; a rebuilt or replaced shard raises
-  :class:`convert.format.DatasetChangedError` instead of serving another dataset's bytes.
+  :class:`shards.DatasetChangedError` instead of serving another dataset's bytes.
 * Threads: every access runs between :meth:`ShardHandles.pin` and :meth:`ShardHandles.unpin`.
   An eviction while *another* thread is pinned on the same dataset only *defers* the close:
   a mapping is unmapped only when no other thread can be reading it (the span gather reads

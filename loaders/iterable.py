@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from convert.format import CHUNK_ROWS
+from shards import CHUNK_ROWS
 from loaders.chunks import iter_groups
 from loaders.dataset import ShardDataset
 from loaders.orders.chunks import chunk_shuffle_groups, sequential_groups

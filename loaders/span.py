@@ -59,7 +59,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from convert.reader import first_bad_row
+from shards.reader import first_bad_row
 
 __all__ = ["SpanTable", "SpanSnapshot", "FIELDS", "guarded_import"]
 

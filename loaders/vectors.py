@@ -1,7 +1,7 @@
 """Per-read vectors without tokens (labels, lengths, ids, provenance): whole or at indices.
 
 :class:`ReadVectors` is a mixin of :class:`loaders.ShardDataset`; it needs the dataset's
-``reader`` (``convert.reader.ShardReader``), ``gather`` (:class:`loaders.gather.ShardGather`)
+``reader`` (``shards.ShardReader``), ``gather`` (:class:`loaders.gather.ShardGather`)
 and a ``_vectors`` dict for its per-process cache (emptied when the dataset is pickled).
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from convert.format import ROW_VECTORS
-from convert.provenance import records_before
-from convert.reader import ShardReader
+from shards import ROW_VECTORS
+from shards import records_before
+from shards.reader import ShardReader
 from loaders.gather import ShardGather, as_index_array
 
 __all__ = ["ReadVectors"]

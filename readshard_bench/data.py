@@ -87,7 +87,7 @@ def prepare_sample(cfg: BenchConfig) -> dict[str, Path]:
     cache. ``--quick``: a smaller simulation (200 fragments per species, 4,096 reads per
     shard), all in the cache.
     """
-    from convert.format import read_manifest
+    from shards import read_manifest
     from convert.simulate import simulate
 
     if cfg.quick:
@@ -172,7 +172,7 @@ def build_synthetic(
     Raises:
         SystemExit: not enough free disk space (message says how much is needed).
     """
-    from convert.format import build_manifest, new_dataset_id, shard_name, write_manifest, write_shard
+    from shards import build_manifest, new_dataset_id, shard_name, write_manifest, write_shard
     from convert.tokenizers import load_tokenizer
 
     ds_dir, limit_dir = directory / "dataset", directory / "limit"

@@ -10,9 +10,9 @@ reads goes through the public steps of :func:`convert.unit.convert_unit` separat
 * ``read``: :func:`convert.fastx.unit_bytes` (the worker reads its byte range);
 * ``parse``: :func:`convert.fastparse.parse_default` (split, check, label; numba);
 * ``encode``: the tokenizer's ``encode`` (the exact fast BPE);
-* ``write``: :func:`convert.format.write_shard` (HDF5 image, sha256, write), without fsync
+* ``write``: :func:`shards.write_shard` (HDF5 image, sha256, write), without fsync
   as the converter's workers write;
-* ``fsync``: :func:`convert.format.fsync_file` of that shard, dropping its pages, which the
+* ``fsync``: :func:`shards.fsync_file` of that shard, dropping its pages, which the
   converter's own thread does while its workers go on (not part of ``unit``);
 * ``unit``: the whole :func:`convert.unit.convert_unit`; ``rest`` is ``unit`` minus the
   steps (label columns, quarantine parts, the unit record, renames).
@@ -58,7 +58,7 @@ def _ms(fn: Callable[[], Any]) -> float:
 def unit_steps(train: Path, mapping: Path, staging: Path, repeats: int, per_unit: int = 65536) -> dict[str, float]:
     """Median ms per full unit of ``per_unit`` reads, of each step (see the module docstring)."""
     from convert import fastparse
-    from convert import format as fmt
+    import shards as fmt
     from convert.fastx import iter_units, unit_bytes
     from convert.labels import DEFAULT_HEADER_REGEX, read_mapping
     from convert.tokenizers import load_tokenizer

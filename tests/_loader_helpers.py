@@ -1,7 +1,7 @@
 """Build small, real readshard datasets for the loader tests.
 
 Reads are windows of real genomes, tokenized with the real METAGENE-1 BPE tokenizer, and
-written with ``convert.format.write_shard`` and ``write_manifest`` (real HDF5 files).
+written with ``shards.write_shard`` and ``write_manifest`` (real HDF5 files).
 Genomes and tokenizer come from the repository's ``convert/assets`` when shipped there,
 else from the shared directory ``$READSHARD_SHARED`` (default ``<repo>/../shared``);
 without either, random DNA and a fixed 4-mer table stand in so the loader tests still run
@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from convert.format import build_manifest, file_sha256, new_dataset_id, shard_name, write_manifest, write_shard
+from shards import build_manifest, file_sha256, new_dataset_id, shard_name, write_manifest, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
 

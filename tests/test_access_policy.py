@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _loader_helpers import build_dataset
-from convert.reader import available_memory, choose_access
+from shards.reader import available_memory, choose_access
 from loaders import ShardDataset
 
 GiB = 1 << 30

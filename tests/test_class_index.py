@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert.format import build_class_index
+from shards import build_class_index
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import convert_cli, write_reads
 from convert import ConvertOptions, convert
-from convert import format as fmt
-from convert.reader import ShardReader
+import shards as fmt
+from shards.reader import ShardReader
 from convert.tokenizers import load_tokenizer
 from convert.verify import verify_dataset
 

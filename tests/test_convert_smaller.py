@@ -12,7 +12,7 @@ import pytest
 
 from conftest import convert_cli, write_reads
 from convert import ConvertOptions
-from convert import format as fmt
+import shards as fmt
 from convert.pipeline import staging_dir
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from _loader_helpers import build_dataset
 from conftest import write_reads
 from convert import ConvertOptions, convert
-from convert import format as fmt
+import shards as fmt
 from convert.verify import verify_dataset
 from loaders import ShardDataset
 from loaders.collate import trim_batch

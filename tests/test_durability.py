@@ -109,7 +109,7 @@ def _resident_fraction(path: Path) -> float:
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not sys.platform.startswith("linux"), reason="Linux page cache")
 @pytest.mark.parametrize("drop", [False, True])
 def test_fsync_file_drops_the_synced_pages_on_request(tmp_path: Path, drop: bool) -> None:
-    from convert.format import fsync_file
+    from shards import fsync_file
 
     path = tmp_path / "shard.bin"
     data = os.urandom(4 << 20)

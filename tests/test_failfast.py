@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import convert_cli, write_reads
-from convert import format as fmt
+import shards as fmt
 from convert.pipeline import staging_dir
 
 

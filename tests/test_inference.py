@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.format import FormatError
+from shards import FormatError
 from convert.fastx import iter_units
 from convert.tokenizers import load_tokenizer
 from train.inference import (ClassTable, _parse_unit, adjacent_fragments, pair_log_probs, read_calibration)

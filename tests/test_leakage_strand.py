@@ -17,7 +17,7 @@ import pytest
 from _loader_helpers import build_dataset
 from conftest import write_reads
 from convert import fastparse
-from convert import format as fmt
+import shards as fmt
 from convert.cli import main
 from loaders import ShardDataset
 

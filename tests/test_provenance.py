@@ -10,7 +10,7 @@ import pytest
 
 from conftest import write_reads
 from convert import ConvertOptions, convert
-from convert import format as fmt
+import shards as fmt
 from convert.provenance import FNV_OFFSET, fnv1a64, fnv1a64_one, fragment_name, hash_names
 from loaders import ShardDataset
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import convert_cli, converted_reads, start_convert
 from convert import ConvertOptions, convert
-from convert import format as fmt
+import shards as fmt
 from convert import pipeline
 from convert.pipeline import ConvertError, staging_dir
 

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import Ran, convert_cli, write_reads
 from convert import ConvertOptions, convert
-from convert import format as fmt
-from convert.reader import ShardReader
+import shards as fmt
+from shards.reader import ShardReader
 from convert.verify import verify_dataset
 from loaders import ShardDataset
 

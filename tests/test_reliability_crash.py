@@ -78,7 +78,7 @@ def test_kill_during_finalisation_then_resume(tmp_path: Path, monkeypatch: pytes
 
     from conftest import write_reads
     from convert import ConvertOptions, convert
-    from convert import format as fmt
+    import shards as fmt
     from convert.pipeline import staging_dir
 
     text = write_reads(tmp_path / "in" / "r.fa", n_per_class=150, classes=2)[0].read_bytes()

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import convert_cli, converted_reads
 from convert import ConvertOptions, convert
-from convert import format as fmt
+import shards as fmt
+from shards import writer
 from convert.pipeline import ConvertError, staging_dir
 
 RPS = 250
@@ -49,7 +50,7 @@ def _same_as(out: Path, ref: Path) -> None:
 def test_enospc_on_kth_write_then_resume(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k: int, what: str) -> None:
     inp, mapping, ref = data
     out = tmp_path / "out"
-    real = fmt._write_file
+    real = writer._write_file
     calls: list[str] = []
 
     def full_disk(path, payload, **kw):
@@ -60,14 +61,14 @@ def test_enospc_on_kth_write_then_resume(data, tmp_path: Path, monkeypatch: pyte
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, payload, **kw)
 
-    monkeypatch.setattr(fmt, "_write_file", full_disk)
+    monkeypatch.setattr(writer, "_write_file", full_disk)
     with pytest.raises(ConvertError) as err:
         convert(_opts(inp, mapping, out))
     msg = str(err.value)
     assert "disk full" in msg and what.split(".")[0] in msg and "--resume" in msg and str(out) in msg
     assert not out.exists()
     assert staging_dir(out).is_dir()
-    monkeypatch.setattr(fmt, "_write_file", real)
+    monkeypatch.setattr(writer, "_write_file", real)
     # Without --resume the unfinished work is not discarded silently.
     with pytest.raises(ConvertError, match="--resume"):
         convert(_opts(inp, mapping, out))
@@ -80,7 +81,7 @@ def test_enospc_on_kth_write_then_resume(data, tmp_path: Path, monkeypatch: pyte
 def test_write_file_error_names_the_file(tmp_path: Path) -> None:
     """A plain write error carries no file name; the format module adds it."""
     with pytest.raises(OSError) as err:
-        fmt._write_file(tmp_path / "missing-dir" / "x.json", b"{}")
+        writer._write_file(tmp_path / "missing-dir" / "x.json", b"{}")
     assert err.value.filename.endswith("x.json")
 
 

@@ -13,7 +13,7 @@ import h5py
 import pytest
 
 from conftest import Ran, convert_cli, converted_reads
-from convert import format as fmt
+import shards as fmt
 from convert.tokenizers import load_tokenizer
 from convert.verify import verify_dataset
 from loaders import ShardDataset

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, write_reads
-from convert import format as fmt
+import shards as fmt
 from convert.cli import main
 
 _SIX = ("--tokenizer", "dnabert-6mer", "--no-progress")

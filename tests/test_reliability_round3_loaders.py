@@ -22,7 +22,7 @@ import pytest
 from _loader_helpers import build_dataset
 from conftest import REPO, write_reads
 from convert import ConvertOptions, convert
-from convert.format import FormatError
+from shards import FormatError
 from loaders import IterableShardDataset, ReadLoader, ShardDataset, ShuffleBatchSampler
 
 HARD_TIMEOUT_S = 150

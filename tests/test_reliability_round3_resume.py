@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, convert_cli, run_convert, shard_hashes, wait_for_shards, write_reads
-from convert import format as fmt
+import shards as fmt
 from convert.pipeline import staging_dir
 from convert.paths import trash_dir
 

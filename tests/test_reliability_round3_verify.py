@@ -17,7 +17,7 @@ from typing import Callable
 import pytest
 
 from conftest import REPO, write_reads
-from convert import format as fmt
+import shards as fmt
 from convert.cli import main
 
 

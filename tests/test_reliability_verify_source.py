@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from conftest import DATA, Ran, convert_cli, write_reads
 from convert import ConvertOptions, convert
-from convert import format as fmt
+import shards as fmt
 from convert.verify import verify_dataset
 
 BAD = [

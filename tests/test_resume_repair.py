@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import convert_cli, write_reads
-from convert import format as fmt
+import shards as fmt
 from convert.verify import verify_dataset
 from loaders import ShardDataset
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import convert_cli, write_reads
-from convert import format as fmt
+import shards as fmt
 from convert.leakage import find_leakage, row_hashes
 from convert.provenance import assign_split
 from convert.split import parse_split

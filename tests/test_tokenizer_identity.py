@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, write_reads
 from convert import ConvertOptions, convert
-from convert import format as fmt
+import shards as fmt
 from convert.tokenizers import identity, load_tokenizer
 from loaders import ShardDataset
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, write_reads
 from convert import ConvertOptions, convert
-from convert.reader import ShardReader
+from shards.reader import ShardReader
 from convert.tokenizers import load_tokenizer
 
 ASSETS = REPO / "convert" / "assets" / "tokenizers"

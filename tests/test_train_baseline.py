@@ -93,7 +93,7 @@ def test_baseline_is_capped_and_says_how_many_reads_it_used(tmp_path: Path, caps
 @pytest.mark.parametrize("swap", ["symlink", "other_dataset"])
 def test_baseline_reads_through_the_checked_reader(swap: str, tmp_path: Path) -> None:
     """A shard that is a symlink, or another dataset's shard, is refused (the reader's checks)."""
-    from convert.format import FormatError
+    from shards import FormatError
 
     reads, labels = make_reads(3, 30, seed=4)
     fa = write_fasta(tmp_path / "r.fa", reads, labels, 3)

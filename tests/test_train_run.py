@@ -71,7 +71,7 @@ def test_cli_overrides_and_bad_input(split: tuple[Path, Path], tmp_path: Path) -
 
 def test_val_with_other_tokenizer_is_refused(split: tuple[Path, Path], tmp_path: Path) -> None:
     from _train_helpers import convert_reads, make_reads, write_fasta
-    from convert.format import FormatError
+    from shards import FormatError
 
     reads, labels = make_reads(4, 10, seed=9)
     other = convert_reads(write_fasta(tmp_path / "r" / "v.fa", reads, labels, 4), tmp_path / "v6",

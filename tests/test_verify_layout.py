@@ -16,7 +16,7 @@ import pytest
 
 from _loader_helpers import build_dataset
 from conftest import convert_cli
-from convert import format as fmt
+import shards as fmt
 from convert.verify import verify_dataset
 
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import h5py
 import numpy as np
 
-from convert.format import CHUNK_ROWS, FormatError, read_manifest
-from convert.reader import ShardReader
+from shards import CHUNK_ROWS, FormatError, read_manifest
+from shards.reader import ShardReader
 
 __all__ = [
     "BaselineError",
@@ -214,19 +213,8 @@ def sample_rows(num_rows: int, max_reads: int | None, seed: int = 0) -> np.ndarr
 
 def _token_source(reader: ShardReader, s: int) -> tuple[Any, Callable[[], None]]:
     """Shard ``s``'s ``input_ids`` (a mapped array, or the HDF5 dataset when compressed) and its closer."""
-    if reader.offsets[s].get("input_ids") is not None:
-        mm, views = reader.map(s, ("input_ids",))  # identity-checked mapping
-
-        def close_map() -> None:
-            views.clear()
-            try:
-                mm.close()
-            except BufferError:  # a caller still holds a view: the GC unmaps it later
-                pass
-
-        return views["input_ids"], close_map
-    f = h5py.File(reader.files[s], "r")  # compressed: HDF5 decodes the chunks
-    return f["input_ids"], f.close
+    cols, close = reader.columns(s, ("input_ids",))  # by layout: a mapping, or HDF5 decoding chunks
+    return cols["input_ids"], close
 
 
 def iter_shard_blocks(directory: str | Path, decoder: TokenDecoder | None = None,
@@ -234,7 +222,7 @@ def iter_shard_blocks(directory: str | Path, decoder: TokenDecoder | None = None
                       rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(bases, offsets, labels)`` blocks of the reads stored in a dataset's shards.
 
-    Reads through :class:`convert.reader.ShardReader` (validated manifest, shards confined to
+    Reads through :class:`shards.ShardReader` (validated manifest, shards confined to
     the directory, identity checked), like every other reader. ``rows``: only these sorted
     global row numbers (see :func:`sample_rows`); ``None`` = all.
     """

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from convert.format import FormatError
+from shards import FormatError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 

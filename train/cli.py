@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from convert.format import FormatError
+from shards import FormatError
 from convert.optiontable import Option, add_arguments
 from train.config import OPTIONS as CONFIG_OPTIONS
 from train.config import ConfigError, apply_overrides, load_config

@@ -164,7 +164,7 @@ def _tsv(header: list[str], rows: list[list[Any]]) -> str:
 
 def _safe_out(out: Path) -> Path:
     """Create ``out`` (parents too); a link or a file there is refused (nothing is written through a link)."""
-    from convert.format import FormatError
+    from shards import FormatError
 
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise FormatError(f"--out {out}: exists and is not a directory (or is a link); choose another --out")
@@ -315,7 +315,7 @@ def _score(run: Any, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m train evaluate``; returns the exit code (2: bad input)."""
-    from convert.format import FormatError
+    from shards import FormatError
 
     args = build_parser().parse_args(argv)
     try:

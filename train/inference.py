@@ -31,7 +31,7 @@ import torch
 # The converter's compiled record scanning, reused so predict and convert read FASTA/FASTQ alike.
 from convert.fastparse import (_SEQ_CODE, _SPACE, _copy_bases, _count_nl, _fasta_body, _find_nl, _fnv1a64,
                                _header_fields, _jit)
-from convert.format import FormatError
+from shards import FormatError
 from convert.tokenizers import ReadTokenizer, TokenizerError, load_tokenizer
 from train.checkpoint import load_checkpoint
 from train.config import ConfigError, TrainConfig, config_from_dict

@@ -38,7 +38,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from convert.format import FormatError
+from shards import FormatError
 from convert.tokenizers import TokenizerError
 from convert.tokenizers import identity as _tokenizer_identity
 from loaders import ReadLoader, ShardDataset, ShuffleBatchSampler

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from convert.format import FormatError
+from shards import FormatError
 from train.inference import PAIR_MODES, LoadedRun, Scores, check_inputs, load_run, pair_log_probs, score_reads
 
 __all__ = ["OUTPUT_NAMES", "build_parser", "main", "predict"]

@@ -18,7 +18,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from convert.format import CHUNK_ROWS
+from shards import CHUNK_ROWS
 from loaders.orders.shuffle import keyed_rng
 
 __all__ = ["Group", "chunk_units", "sequential_groups", "chunk_shuffle_groups", "group_indices"]

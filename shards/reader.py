@@ -1,39 +1,50 @@
 """The one reader of a readshard dataset: validated manifest, identity-checked mapping and preads.
 
 :class:`ShardReader` is the only code that turns a dataset directory into bytes: it reads
-and validates the manifest (:func:`convert.format.read_manifest`), stats every shard once
-(recording each file's identity), and then maps a shard (one read-only ``mmap`` per file,
-numpy views at the manifest's offsets) or reads a range of one of its datasets with one
-``pread``. Every open checks that the file is still the one recorded (inode, device, size,
-mtime) and, for datasets with an identity, that the shard's stored ``dataset_id`` is the
-manifest's; otherwise :class:`convert.format.DatasetChangedError` says the dataset changed
-and to reopen it. Item sizes come from :data:`convert.format.DATASET_DTYPES`.
+and validates the manifest (:func:`shards.manifest.read_manifest`), checks every shard once
+(:func:`shards.integrity.check_shard`, recording each file's identity), and then maps a shard
+(one read-only ``mmap`` per file, numpy views at the manifest's offsets) or reads a range of
+one of its datasets with one ``pread``. Every open checks that the file is still the one
+recorded (inode, device, size, mtime) and, for datasets with an identity, that the shard's
+stored ``dataset_id`` is the manifest's; otherwise :class:`shards.spec.DatasetChangedError`
+says the dataset changed and to reopen it. Item sizes come from :data:`shards.spec.DATASET_DTYPES`.
 
-Users: ``loaders.ShardDataset`` (random rows, via the per-process LRU in
-``loaders.handles``), the chunk reader and ``IterableShardDataset`` (``read_rows``),
-``python -m convert verify`` and ``stats``.
+Whole columns are read by the layout's column reader (:data:`COLUMN_READERS`, keyed by the
+manifest's ``layout``): ``mmap`` maps the file, ``compressed`` lets HDF5 decode the chunked
+``input_ids`` (h5py is imported only then). HDF5 metadata (attributes, storage layout) is
+read here too (:func:`read_shard_attrs`, :func:`shard_layout_problems`).
+
+Users: ``loaders`` (random rows, via the per-process LRU in ``loaders.handles``; chunk
+reads and ``IterableShardDataset`` via ``read_rows``), ``python -m convert verify``,
+``stats`` and ``leakage``, and ``train.baseline``.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import mmap
 import os
-import stat
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .format import (
+from .integrity import check_shard, file_identity
+from .manifest import read_manifest
+from .spec import (
+    CHUNK_ROWS,
     DATASET_DTYPES,
     DATASET_ID_BYTES,
+    FORMAT_NAME,
+    OPTIONAL_VECTORS,
+    REPAIR_ADVICE,
+    CorruptRowError,
     DatasetChangedError,
     FormatError,
     dataset_shape,
-    file_sha256,
-    read_manifest,
+    first_line,
 )
 
 __all__ = [
@@ -47,6 +58,9 @@ __all__ = [
     "check_identity",
     "map_file",
     "read_array",
+    "read_shard_attrs",
+    "shard_layout_problems",
+    "COLUMN_READERS",
 ]
 
 ACCESS_MODES = ("auto", "random", "sequential")
@@ -106,26 +120,6 @@ def first_bad_row(lengths: np.ndarray, labels: np.ndarray, max_length: int, num_
     if int(ulab.max()) < num_classes and int(uln.max()) <= max_length:
         return -1
     return int(np.flatnonzero((ulab >= num_classes) | (uln > max_length))[0])
-
-
-class CorruptRowError(FormatError):
-    """A stored label or length outside its range (a damaged shard); never served."""
-
-
-def file_identity(path: str) -> tuple[int, int, int, int]:
-    """``(inode, device, size, mtime_ns)`` of a regular file, not following a symlink.
-
-    Raises:
-        FileNotFoundError: no such file.
-        FormatError: a symlink or not a regular file.
-    """
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise FormatError(
-            f"{path}: a shard must be a regular file inside the dataset directory (this is a "
-            f"{'symlink' if stat.S_ISLNK(st.st_mode) else 'special file'}); copy the real file there"
-        )
-    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
 def check_identity(path: str, fd: int, expect: Sequence[int] | None) -> None:
@@ -193,6 +187,88 @@ def read_array(
         out = np.fromfile(f, dtype=dtype, count=count, offset=offset)
     if out.size != count:
         raise DatasetChangedError(f"{path}: short read ({out.size} of {count} items at offset {offset}); {_REOPEN}")
+    return out
+
+
+def read_shard_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Attributes of a shard, with ``tokenizer`` decoded; a FormatError if unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except (OSError, RuntimeError, KeyError, ValueError, UnicodeDecodeError) as exc:
+        # h5py reports corrupt metadata as OSError, RuntimeError or KeyError (checksums).
+        raise FormatError(
+            f"{path}: not a readable HDF5 shard ({first_line(exc)}); the file is truncated or corrupt: "
+            "run `python -m convert verify` on the dataset and re-convert with --resume"
+        ) from None
+    if attrs.get("format") != FORMAT_NAME:
+        raise FormatError(f"{path}: not a readshard shard (format attribute {attrs.get('format')!r})")
+    try:
+        attrs["tokenizer"] = json.loads(attrs["tokenizer"])
+        for key in ("format_version", "max_length", "num_rows", "num_classes", "shard_index"):
+            attrs[key] = int(attrs[key])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise FormatError(
+            f"{path}: corrupt shard attributes ({exc.__class__.__name__}: {first_line(exc)}); "
+            "re-convert it: `python -m convert INPUT --out DIR --resume`"
+        ) from None
+    return attrs
+
+
+def shard_layout_problems(
+    path: str | os.PathLike[str], entry: Mapping[str, Any], manifest: Mapping[str, Any], index: int
+) -> list[str]:
+    """Compare a shard's manifest entry with the HDF5 file itself (what readers map blindly).
+
+    For every dataset: present, dtype, shape, file offset, and storage (contiguous and
+    unfiltered, or for compressed ``input_ids`` chunked by ``CHUNK_ROWS`` rows with the
+    manifest's codec); attributes ``layout`` and ``shard_index``. Reads HDF5 metadata only
+    (no rows), so it takes the same time whatever the manifest claims. The manifest must have
+    passed :func:`validate_manifest`.
+
+    Returns:
+        One message per problem (empty if the entry describes the file).
+    """
+    import h5py
+
+    n, L, C = int(entry["num_rows"]), int(manifest["max_length"]), int(manifest["num_classes"])
+    layout = manifest["layout"]
+    out: list[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            for name, dtype in DATASET_DTYPES.items():
+                want_off = entry["offsets"].get(name)
+                if name not in f:
+                    if (name != "dataset_id" and name not in OPTIONAL_VECTORS) or name in entry["offsets"]:
+                        out.append(f"{path}: dataset {name} is missing from the file")
+                    continue
+                d = f[name]
+                shape = dataset_shape(name, n, L, C)
+                if d.dtype != dtype or d.shape != shape:
+                    out.append(f"{path}: dataset {name} is {d.dtype} {d.shape} in the file, the manifest implies {dtype} {shape}")
+                off = d.id.get_offset()
+                if off != want_off:
+                    out.append(f"{path}: dataset {name} starts at byte {off} in the file, the manifest says {want_off}")
+                chunked = layout == "compressed" and name == "input_ids" and n > 0
+                if chunked:
+                    if d.chunks != (min(CHUNK_ROWS, n), L) or d.compression != manifest.get("compression"):
+                        out.append(
+                            f"{path}: input_ids is stored with chunks {d.chunks} and {d.compression}, the "
+                            f"manifest's compressed layout needs chunks ({min(CHUNK_ROWS, n)}, {L}) and {manifest.get('compression')}"
+                        )
+                elif d.chunks is not None or d.compression is not None:
+                    out.append(f"{path}: dataset {name} is chunked/filtered in the file; the {layout} layout needs it contiguous")
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        return [f"{path}: unreadable HDF5 metadata ({first_line(exc)}); the shard is corrupt: {REPAIR_ADVICE}"]
+    if attrs.get("layout") != layout:
+        out.append(f"{path}: layout attribute {attrs.get('layout')!r}, the manifest says {layout!r}")
+    got = attrs.get("shard_index")
+    got = int(got) if isinstance(got, (int, np.integer)) else got
+    if got != index:
+        out.append(f"{path}: shard_index attribute {got!r}, but it is shard {index} in the manifest")
     return out
 
 
@@ -316,32 +392,35 @@ class ShardReader:
         return DATASET_DTYPES[name], dataset_shape(name, int(self.counts[s]), self.max_length, self.num_classes)
 
     def _check_files(self, entries: Sequence[Mapping[str, Any]], verify: bool) -> np.ndarray:
-        """Stat every shard (sizes as recorded); return their (S, 4) identities."""
+        """Check every shard (:func:`check_shard`: a regular file of the recorded size, and its
+        sha256 when ``verify``); return their (S, 4) identities."""
         identity = np.zeros((len(entries), 4), dtype=np.int64)
         for s, (entry, file) in enumerate(zip(entries, self.files)):
-            try:
-                identity[s] = file_identity(file)
-            except FileNotFoundError:
+            state = check_shard(file, entry, hash=verify)
+            if state.problem in ("symlink", "special"):
+                file_identity(file)  # raises its FormatError naming the kind of file
+            if state.problem == "missing":
                 raise FormatError(
                     f"{file}: shard listed in the manifest is missing; restore it or re-convert "
                     "(`python -m convert INPUT --out DIR --resume`)"
                 ) from None
-            size, want = int(identity[s, 2]), int(entry["bytes"])
-            if size < want:
+            size, want = int(state.size or 0), int(entry["bytes"])
+            if state.problem == "size" and size < want:
                 raise FormatError(
                     f"{file}: truncated shard ({size} bytes, the manifest needs {want}); re-convert it: "
                     "`python -m convert INPUT --out DIR --resume`"
                 )
-            if size != want:
+            if state.problem == "size":
                 raise FormatError(
                     f"{file}: {size} bytes but the manifest says {want}; the shard was "
                     "modified or replaced: re-convert it (`python -m convert INPUT --out DIR --resume`)"
                 )
-            if verify and entry.get("sha256") and file_sha256(file) != entry["sha256"]:
+            if state.problem == "sha256":
                 raise FormatError(
                     f"{file}: sha256 differs from the manifest (corrupt or modified shard); "
                     "re-convert it: `python -m convert INPUT --out DIR --resume`"
                 )
+            identity[s] = state.identity
         return identity
 
     def _identity(self, s: int) -> Any:
@@ -415,3 +494,81 @@ class ShardReader:
         }
         self.check_rows(s, row0, out["lengths"], out["labels"])
         return out
+
+    def open_hdf5(self, s: int) -> Any:
+        """Shard ``s`` opened read-only with h5py (imported here: only HDF5 reads need it).
+
+        The path is checked first (a regular file, still the one recorded at open), so
+        HDF5 is never led through a link. The caller closes the file.
+        """
+        file = self.files[s]
+        ident = self._identity(s)
+        have = file_identity(file) if os.path.lexists(file) else None
+        if have is None or (ident is not None and tuple(have) != tuple(int(x) for x in ident)):
+            raise DatasetChangedError(f"{file}: {_REOPEN}")
+        import h5py
+
+        return h5py.File(file, "r")
+
+    def columns(self, s: int, names: Sequence[str]) -> tuple[dict[str, Any], Callable[[], None]]:
+        """Shard ``s``'s datasets ``names`` as sliceable arrays, by the manifest's layout, and their closer.
+
+        ``mmap``: numpy views into one mapping; ``compressed``: h5py datasets (HDF5 decodes
+        the chunks of what is sliced). Datasets the shard does not hold are left out.
+        """
+        return COLUMN_READERS[self.manifest["layout"]](self, s, names)
+
+    def read_columns(self, s: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Shard ``s``'s whole datasets ``names`` as numpy arrays (mapped views, or decoded)."""
+        if self.manifest["layout"] == "mmap":
+            return self.map(s, names)[1]
+        cols, close = self.columns(s, names)
+        try:
+            return {k: v[:] for k, v in cols.items()}
+        finally:
+            close()
+
+    def iter_blocks(self, s: int, name: str, step: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, rows)`` blocks of ``step`` rows of dataset ``name`` of shard ``s``."""
+        n = int(self.counts[s])
+        if n == 0:
+            return
+        cols, close = self.columns(s, (name,))
+        try:
+            data = cols[name]
+            for a in range(0, n, step):
+                yield a, np.asarray(data[a : a + step])
+        finally:
+            close()
+
+
+def _mapped_columns(reader: ShardReader, s: int, names: Sequence[str]) -> tuple[dict[str, Any], Callable[[], None]]:
+    """The ``mmap`` layout: views into one read-only mapping of the shard."""
+    mm, views = reader.map(s, names)
+
+    def close() -> None:
+        views.clear()
+        try:
+            mm.close()
+        except BufferError:  # a caller still holds a view: the GC unmaps it later
+            pass
+
+    return views, close
+
+
+def _hdf5_columns(reader: ShardReader, s: int, names: Sequence[str]) -> tuple[dict[str, Any], Callable[[], None]]:
+    """The ``compressed`` layout: h5py datasets (chunked ``input_ids`` is decoded by HDF5)."""
+    f = reader.open_hdf5(s)
+    try:
+        return {k: f[k] for k in names if k in f}, f.close
+    except BaseException:
+        f.close()
+        raise
+
+
+# One column reader per layout, keyed by the manifest's ``layout`` (validated to be one of
+# ``shards.spec.LAYOUTS``); a new layout adds its reader here.
+COLUMN_READERS: dict[str, Callable[[ShardReader, int, Sequence[str]], tuple[dict[str, Any], Callable[[], None]]]] = {
+    "mmap": _mapped_columns,
+    "compressed": _hdf5_columns,
+}
