@@ -13,6 +13,7 @@ import shutil
 import site
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,10 @@ from conftest import REPO
 
 # Packages the fresh venv must not see: the bench extra (to prove the bench runs without it)
 # and any installed readshard (so the venv gets only the copy pip installs).
-_HIDDEN = re.compile(r"^(datasets|pyfaidx|readshard|convert|loaders|train|readshard_bench|__editable__)\b|\.pth$", re.I)
+# The project's top-level packages, as pyproject's [tool.setuptools.packages.find] include lists them.
+_PACKAGES = [p.rstrip("*") for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+             ["find"]["include"] if not p.endswith(".*")]
+_HIDDEN = re.compile(rf"^(datasets|pyfaidx|readshard|{'|'.join(_PACKAGES)}|__editable__)\b|\.pth$", re.I)
 
 
 def _tiny_fasta(path: Path, n: int = 40) -> Path:
@@ -79,7 +83,7 @@ def _fresh_venv(tmp: Path) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for pkg in ("convert", "loaders", "train", "readshard_bench"):
+    for pkg in _PACKAGES:
         shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps",
                     "--no-build-isolation", "--no-index", str(src)], check=True, capture_output=True, text=True)
