@@ -36,7 +36,7 @@ CALIBRATION_NAME = "calibration.json"
 WILSON_Z = 1.645  # one-sided 95%
 ECE_BINS = 15
 # A validation set the model gets all right drives the NLL's optimum to T -> 0 (every
-# confidence 1.0); the fit stays inside this range, as the methods section of the README says.
+# confidence 1.0); the fit stays inside this range, as docs/training.md says.
 T_RANGE = (0.25, 10.0)
 
 
