@@ -23,7 +23,7 @@ loop; ``fnv1a64_one`` is the plain scalar reference.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -90,7 +90,8 @@ def _check_shard(
             problems.append(f"{path}: attribute {key}={attrs[key]}, expected {want}")
     if attrs["tokenizer"] != manifest["tokenizer"]:
         problems.append(f"{path}: tokenizer attribute differs from the manifest's")
-    if manifest.get("dataset_id") is not None and attrs.get("dataset_id") != manifest["dataset_id"]:
+    foreign = manifest.get("dataset_id") is not None and attrs.get("dataset_id") != manifest["dataset_id"]
+    if foreign:
         problems.append(
             f"{path}: dataset_id {attrs.get('dataset_id')!r} is not the manifest's {manifest['dataset_id']!r}: "
             "this shard belongs to another conversion; re-convert (`python -m convert INPUT --out DIR --overwrite`)"
@@ -98,7 +99,7 @@ def _check_shard(
     n = int(entry["num_rows"])
     if n == 0:
         return np.zeros(C, dtype=np.int64)
-    if layout:  # rows are read by the manifest's description: only when it is right
+    if layout or foreign:  # rows are read by the manifest's description (and identity): only when it is right
         return None
     try:
         return _check_rows(reader, index, problems)
