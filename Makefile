@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(SAMPLE)/reads/train.fa: | $(STAMP)
-	$(PY) -m convert.simulate --out $(SAMPLE)/reads
+	$(PY) -m sample.simulate --out $(SAMPLE)/reads
 
 sample: $(SAMPLE)/reads/train.fa
 

@@ -316,7 +316,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/classifier_bench.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--genomes", help="genome FASTA directory (default: the shipped convert/assets/genomes)")
+    p.add_argument("--genomes", help="genome FASTA directory (default: the shipped sample/genomes)")
     p.add_argument("--simulator", choices=("art", "builtin"), default="art",
                    help="art: art_illumina HiSeq 2500 when on PATH, else builtin (default art)")
     p.add_argument("--minutes", type=float, default=8.0, help="training time budget (default 8)")

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO / "tests"))  # the subprocess-cluster harness the tests use
     from _cluster import SubprocessCluster
 
-    from convert.simulate import simulate
+    from sample.simulate import simulate
 
     work = Path(tempfile.mkdtemp(prefix="readshard-cluster-bench-"))
     try:

@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/crash_resume.py --trials 20 --seed 0 [--json]``
 
-1. Simulates a small labeled input (``convert.simulate``, 25 species) and inserts a few bad
+1. Simulates a small labeled input (``sample.simulate``, 25 species) and inserts a few bad
    records, so the quarantine is exercised too.
 2. Converts it once, uninterrupted (``--jobs 2 --reads-per-shard small``): the reference,
    and its duration ``D``.
@@ -67,7 +67,7 @@ BAD_RECORDS = (
 
 def make_input(directory: Path, fragments_per_species: int, seed: int) -> tuple[Path, Path]:
     """Simulated reads with a few bad records inserted at 1/3 and 2/3 of the file."""
-    from convert.simulate import simulate
+    from sample.simulate import simulate
 
     info = simulate(directory / "sim", fragments_per_species=fragments_per_species, seed=seed, progress=False)
     data = Path(info["files"]["train"]).read_bytes()

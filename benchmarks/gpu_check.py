@@ -95,7 +95,7 @@ def prepare_data(tokenizers: set[str], work: Path, *, tiny: bool, jobs: int,
             continue
         if reads is None:
             reads = work / "reads"
-            _run_tool([sys.executable, "-m", "convert.simulate", "--out", str(reads), "--quiet",
+            _run_tool([sys.executable, "-m", "sample.simulate", "--out", str(reads), "--quiet",
                        "--fragments-per-species", "40" if tiny else "1000"], env)
         for split in ("train", "val"):
             print(f"gpu_check: converting the sample's {split} reads with {tok}", file=sys.stderr)

@@ -6,11 +6,11 @@ Two simulators:
   error profile, 150 bp pairs from 200 bp fragments (``-ss HS25 -p -l 150 -m 200 -s 10``),
   ``-c`` pairs per record so every genome gets the same number of reads (a record's share
   in proportion to its length);
-* ``builtin``: :func:`convert.simulate.simulate` (100-150 bp mates, 200-500 bp fragments,
+* ``builtin``: :func:`sample.simulate.simulate` (100-150 bp mates, 200-500 bp fragments,
   uniform substitutions).
 
 Either way every read has the seed header ``>lbl|class_id|tax_id|readlen|name/mate``
-(class ids and ``mapping.tsv`` as :mod:`convert.simulate` writes them), mates adjacent,
+(class ids and ``mapping.tsv`` as :mod:`sample.simulate` writes them), mates adjacent,
 and both mates of a fragment land in the same split.
 """
 
@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from convert.simulate import Genome, load_genomes, simulate
+from sample.simulate import Genome, load_genomes, simulate
 
 __all__ = ["ART_ARGS", "SimError", "Simulated", "art_available", "kraken_taxids", "simulate_reads", "write_mapping"]
 

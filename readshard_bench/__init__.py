@@ -21,7 +21,8 @@ converted if absent), ``--quick`` (tiny, for tests), ``--reads N`` (synthetic sc
 ``--convert`` (converter vs the ``datasets`` map path, :mod:`readshard_bench.convert_bench`).
 ``--json`` prints one JSON object on stdout; progress goes to stderr.
 
-This package is installed beside ``loaders`` but is not part of it: ``import loaders`` never
+This package lives in the source checkout and is not installed with readshard (nor is
+``sample``, the simulator it converts): run it from a checkout's root. ``import loaders`` never
 imports the bench.
 """
 

@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs of the fast tokenizer and of the default converter run; their medians are compared")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from convert.simulate import simulate
+    from sample.simulate import simulate
 
     from readshard_bench.measure import log
 

@@ -88,7 +88,7 @@ def prepare_sample(cfg: BenchConfig) -> dict[str, Path]:
     shard), all in the cache.
     """
     from shards import read_manifest
-    from convert.simulate import simulate
+    from sample.simulate import simulate
 
     if cfg.quick:
         base = cfg.cache / "quick-sample"

@@ -1,6 +1,6 @@
 """Where a conversion's time goes: one unit's steps, and the fixed start-up.
 
-Run: ``python benchmarks/unit_profile.py [--fragments-per-species 8000] [--repeats 5]
+Run: ``python -m readshard_bench.unit_profile [--fragments-per-species 8000] [--repeats 5]
 [--workdir DIR] [--json]``.
 
 On the convert bench's simulated reads (METAGENE-1, default header format), in this process
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", help="keep the reads here (new, empty or made by an earlier bench run)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from convert.simulate import simulate
+    from sample.simulate import simulate
 
     work = claim_workdir(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="readshard-unit-profile-"))
     reads = work / f"reads-{args.fragments_per_species}"

@@ -2,7 +2,7 @@
 
 Reads are windows of real genomes, tokenized with the real METAGENE-1 BPE tokenizer, and
 written with ``shards.write_shard`` and ``write_manifest`` (real HDF5 files).
-Genomes and tokenizer come from the repository's ``convert/assets`` when shipped there,
+Genomes and tokenizer come from the repository's ``sample/genomes`` and ``convert/assets``,
 else from the shared directory ``$READSHARD_SHARED`` (default ``<repo>/../shared``);
 without either, random DNA and a fixed 4-mer table stand in so the loader tests still run
 (the loaders never look at token meaning).
@@ -37,7 +37,7 @@ def default_tokenizer_path() -> Path:
 
 
 def _genomes(num: int) -> list[str]:
-    files = sorted((REPO / "convert" / "assets" / "genomes").glob("*.fasta.gz"))
+    files = sorted((REPO / "sample" / "genomes").glob("*.fasta.gz"))
     if not files:
         gdir = shared_dir() / "data" / "genomes"
         files = sorted(gdir.glob("*.fasta")) if gdir.is_dir() else []

@@ -36,7 +36,7 @@ UNREADABLE_INPUTS = [
 
 def genome_files() -> list[Path]:
     """Genomes shipped in the repo (gzip), else the shared ones."""
-    shipped = sorted((REPO / "convert" / "assets" / "genomes").glob("*.fasta.gz"))
+    shipped = sorted((REPO / "sample" / "genomes").glob("*.fasta.gz"))
     return shipped or sorted((SHARED / "data" / "genomes").glob("*.fasta"))
 
 

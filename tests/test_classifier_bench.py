@@ -19,7 +19,7 @@ import classifier_bench as cb  # noqa: E402
 import kraken  # noqa: E402
 import simreads  # noqa: E402
 
-GENOMES = REPO / "convert" / "assets" / "genomes"
+GENOMES = REPO / "sample" / "genomes"
 # Three small genomes (5.4, 2.8 and 6.3 kb): quick to simulate from and to index.
 TINY = ("Escherichia_phage_phiX174__NC_001422.1.fasta.gz", "Cannabis_sativa_mitovirus_1__OR159227.1.fasta.gz",
         "Eggplant_mosaic_virus__KJ690172.1.fasta.gz")

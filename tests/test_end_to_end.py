@@ -114,7 +114,7 @@ def test_quick_start_train_resume_overwrite_predict(after_make_convert: Path, tm
 
     # 7. `make predict` on reads the model has not seen (another simulation seed)
     unseen = tmp_path / "unseen"
-    _ok(_python("-m", "convert.simulate", "--out", unseen, "--fragments-per-species", "20", "--seed", "7",
+    _ok(_python("-m", "sample.simulate", "--out", unseen, "--fragments-per-species", "20", "--seed", "7",
                 "--val-fraction", "0", "--quiet", cwd=REPO))
     n_reads = (unseen / "train.fa").read_text().count(">")
     pred = tmp_path / "predict"

@@ -26,7 +26,7 @@ FILES = {
     "metagene-1": ASSETS / "metagene-1" / "tokenizer.json",
     "dnabert-2": ASSETS / "dnabert-2-117m" / "tokenizer.json",
 }
-GENOMES = sorted((REPO / "convert" / "assets" / "genomes").glob("*.fasta.gz"))
+GENOMES = sorted((REPO / "sample" / "genomes").glob("*.fasta.gz"))
 
 
 def _blob(reads: list[str]) -> tuple[bytes, np.ndarray]:

@@ -264,3 +264,36 @@ def test_no_class_over_the_limit(pkg: str) -> None:
                      for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.end_lineno - n.lineno + 1 > MAX_CLASS_LINES]  # type: ignore[operator]
     assert not long, "\n".join(long)
 
+
+
+# Packages of the source checkout that an install does not ship (tests/test_bench_package.py).
+CHECKOUT_ONLY = ("readshard_bench", "benchmarks", "sample")
+
+
+def _module_level_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Nodes run at import time: everything but function bodies and ``if TYPE_CHECKING:``."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in _module_level_nodes(child))
+            continue
+        yield node
+        yield from _module_level_nodes(node)
+
+
+def test_installed_packages_import_no_checkout_only_package_at_module_level() -> None:
+    """An installed package importing the bench or the sample at import time breaks the install;
+    a function-level import (``loaders.bench.main``) is guarded and says where to run it."""
+    bad = []
+    for module, tree in TREES.items():
+        for node in _module_level_nodes(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            bad += [f"{MODULES[module].relative_to(ROOT)}:{node.lineno} imports {n}"
+                    for n in names if n.split(".")[0] in CHECKOUT_ONLY]
+    assert not bad, "\n".join(bad)

@@ -1,4 +1,4 @@
-"""Tests of the read simulator (convert.simulate) and the embedded sample genomes."""
+"""Tests of the read simulator (sample.simulate) and the embedded sample genomes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pyfastx
 import pytest
 
 from conftest import REPO, in_process
-from convert.simulate import (
+from sample.simulate import (
     ASSET_GENOMES,
     READ_MAX,
     READ_MIN,
@@ -405,8 +405,8 @@ def test_bad_arguments(tmp_path, kwargs, message):
 
 
 def test_cli(tmp_path):
-    """``python -m convert.simulate``'s main in-process (make convert runs it as a real process)."""
-    from convert.simulate import main
+    """``python -m sample.simulate``'s main in-process (make convert runs it as a real process)."""
+    from sample.simulate import main
 
     done = in_process(main, ["--out", tmp_path / "o", "--fragments-per-species", "5", "--format", "fastq", "--gzip"], REPO)
     assert done.returncode == 0, done.stderr

@@ -1,8 +1,8 @@
 """Simulate labeled paired-end reads from genomes: the embedded sample input of readshard.
 
-``python -m convert.simulate --out DIR`` writes ``DIR/train.fa``, ``DIR/val.fa`` and
-``DIR/mapping.tsv`` from the 25 genomes shipped in ``convert/assets/genomes`` (see
-``convert/assets/ATTRIBUTION.md``). Every read has exactly the seed header format::
+``python -m sample.simulate --out DIR`` writes ``DIR/train.fa``, ``DIR/val.fa`` and
+``DIR/mapping.tsv`` from the 25 genomes shipped in ``sample/genomes`` (see
+``sample/ATTRIBUTION.md``). Every read has exactly the seed header format::
 
     >lbl|<class_id>|<tax_id>|<readlen>|<name>/<mate>
 
@@ -57,8 +57,8 @@ __all__ = [
     "simulate",
 ]
 
-#: The genomes shipped with readshard (gzip FASTA + manifest.tsv).
-ASSET_GENOMES = Path(__file__).resolve().parent / "assets" / "genomes"
+#: The sample genomes of a readshard checkout (gzip FASTA + manifest.tsv).
+ASSET_GENOMES = Path(__file__).resolve().parent / "genomes"
 
 #: Fragments per generation block. Fixed: the random streams are seeded per block, so
 #: changing it changes the output bytes.
@@ -576,7 +576,7 @@ def simulate(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m convert.simulate",
+        prog="python -m sample.simulate",
         description="Simulate labeled paired-end reads (>lbl|class_id|tax_id|readlen|name/mate) "
         "from the shipped genomes: DIR/train.fa, DIR/val.fa and DIR/mapping.tsv.",
     )
@@ -610,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=False if args.quiet else None,
         )
     except SimulateError as exc:
-        print(f"convert.simulate: error: {exc}", file=sys.stderr)
+        print(f"sample.simulate: error: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
         r = summary["reads"]
