@@ -20,7 +20,8 @@ import numpy as np
 from .fastx import IUPAC, Unit
 from .labels import DENSE_CLASS_IDS
 
-__all__ = ["PROBLEMS", "ParsedUnit", "parse_default", "AVAILABLE", "strand_hashes", "strand_hash_one"]
+__all__ = ["PROBLEMS", "ParsedUnit", "parse_default", "AVAILABLE", "strand_hashes", "strand_hash_one",
+           "ANY_SKIP_REASONS", "parse_any"]
 
 try:
     import numba
@@ -510,3 +511,161 @@ def _strand_hashes(buf, offsets, comp, out):
             f = (f ^ np.uint64(buf[a + k])) * prime
             r = (r ^ np.uint64(comp[buf[b - 1 - k]])) * prime
         out[i] = f if f < r else r
+
+
+# ----------------------------------------------------------------------------- any header
+# Reads to classify (``python -m train predict``) have any header: records are split exactly as
+# the converter splits them, and every record with a sequence is kept, labelled or not.
+ANY_SKIP_REASONS = ("empty_header", "empty_sequence", "non_nucleotide", "malformed_fastq", "too_long")
+# Problem codes of _parse_any (0: kept); ANY_SKIP_REASONS[code - 1] names them.
+_EMPTY_HEADER, _EMPTY_SEQ, _NON_NUC, _MALFORMED, _TOO_LONG = 1, 2, 3, 4, 5
+
+
+@_jit
+def _read_id(buf, h0, h1, space, f, out, w):
+    """Read id, fragment name, mate and class id of the header buf[h0:h1] into row ``w`` of ``out``.
+
+    The ``lbl|class_id|tax_id|readlen|name/mate`` header format gives its name/mate part and class id;
+    any other header gives its first word, mates from a ``/1`` ``/2`` suffix or an Illumina
+    ``1:N:...`` comment. out columns: id0, id1, name0, name1, mate, class_id.
+    """
+    a = h0
+    while a < h1 and space[buf[a]]:
+        a += 1
+    e = a
+    while e < h1 and not space[buf[e]]:
+        e += 1
+    if _header_fields(buf, a, h1, space, f):
+        out[w, 0] = f[4]
+        out[w, 1] = e
+        out[w, 2] = f[4]
+        out[w, 3] = f[5]
+        out[w, 4] = f[2]
+        out[w, 5] = f[0]
+        return
+    out[w, 0] = a
+    out[w, 1] = e
+    out[w, 2] = a
+    out[w, 3] = e
+    out[w, 4] = 0
+    out[w, 5] = -1
+    s = e - 1
+    while s > a and 48 <= buf[s] <= 57:
+        s -= 1
+    if s > a and s < e - 1 and e - 1 - s <= 2 and buf[s] == 47:  # name/1, name/2
+        out[w, 3] = s
+        out[w, 4] = _digits2(buf, s + 1, e)
+        return
+    c = e
+    while c < h1 and space[buf[c]]:
+        c += 1
+    if c + 1 < h1 and 49 <= buf[c] <= 50 and buf[c + 1] == 58:  # "name 1:N:0:..." (Illumina)
+        out[w, 4] = buf[c] - 48
+
+
+@_jit
+def _digits2(buf, a, b):
+    v = 0
+    for p in range(a, b):
+        v = v * 10 + (buf[p] - 48)
+    return v
+
+
+@_jit
+def _parse_any(buf, fastq, limit, code, space, rows, name_hash, record, problems, seq, offsets):
+    """Split a unit's bytes into records (as the converter's parse does) and keep every record with
+    a sequence, whatever its header. Returns (records, written)."""
+    n = buf.shape[0]
+    pos = 0
+    i = 0
+    w = 0
+    e = np.empty(4, dtype=np.int64)
+    f = np.empty(12, dtype=np.int64)
+    while pos < n:
+        if fastq and (buf[pos] == 10 or buf[pos] == 13):  # blank line between records
+            pos = _find_nl(buf, pos, n) + 1
+            continue
+        bad = False
+        prob = 0
+        start = offsets[w]
+        k = start
+        if not fastq:
+            nl = _find_nl(buf, pos, n)
+            h1 = nl
+            if h1 > pos + 1 and buf[h1 - 1] == 13:
+                h1 -= 1
+            h0 = pos + 1
+            h1 = max(h1, h0)
+            end, k, iupac, bad, lfs = _fasta_body(buf, nl, n, code, seq, start)
+        else:
+            p = pos
+            for q in range(4):
+                p = min(_find_nl(buf, p, n) + 1, n)
+                e[q] = p
+            end = e[3]
+            nlines = _count_nl(buf, pos, end) + 1
+            l0 = _find_nl(buf, pos, end)
+            h1 = l0 - 1 if l0 > pos and buf[l0 - 1] == 13 else l0
+            h0 = min(pos + 1, h1) if h1 > pos else h1
+            ok = nlines >= 4 and buf[pos] == 64 and e[1] < end and buf[e[1]] == 43
+            if ok:
+                s0 = e[0]
+                s1 = e[1] - 1
+                if s1 > s0 and buf[s1 - 1] == 13:
+                    s1 -= 1
+                q0 = e[2]
+                q1 = _find_nl(buf, q0, end)
+                if q1 > q0 and buf[q1 - 1] == 13:
+                    q1 -= 1
+                if q1 - q0 != s1 - s0:
+                    ok = False
+                else:
+                    k, iupac, bad = _copy_bases(buf, s0, s1, code, seq, start)
+            if not ok:
+                prob = _MALFORMED
+        if prob == 0:
+            blank = True
+            for p in range(h0, h1):
+                if not space[buf[p]]:
+                    blank = False
+                    break
+            if end - pos > limit:
+                prob = _TOO_LONG
+            elif blank:
+                prob = _EMPTY_HEADER
+            elif k == start:
+                prob = _EMPTY_SEQ
+            elif bad:
+                prob = _NON_NUC
+        if prob == 0:
+            _read_id(buf, h0, h1, space, f, rows, w)
+            name_hash[w] = _fnv1a64(buf, rows[w, 2], rows[w, 3])
+            record[w] = i
+            offsets[w + 1] = k
+            w += 1
+        else:
+            problems[prob - 1] += 1
+        pos = end
+        i += 1
+    return i, w
+
+
+def parse_any(data: bytes, fastq: bool, limit: int) -> tuple[np.ndarray, ...]:
+    """Split one unit's bytes into records whatever their headers; keep those with a sequence.
+
+    Records longer than ``limit`` bytes are skipped as ``too_long``. Returns ``rows`` (w, 6)
+    int64 (read id start/end, fragment name start/end, mate or 0, class id or -1, as byte
+    offsets into ``data``), ``name_hash`` (w,) uint64 of the fragment name, ``record`` (w,)
+    record number in the unit, ``problems`` counts per :data:`ANY_SKIP_REASONS`, and the kept
+    reads' normalised bases ``seq`` with their ``offsets`` (w + 1,).
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    cap = (data.count(b"\n") if fastq else data.count(b">")) + 1
+    rows = np.empty((cap, 6), dtype=np.int64)
+    name_hash = np.zeros(cap, dtype=np.uint64)
+    record = np.empty(cap, dtype=np.int64)
+    problems = np.zeros(len(ANY_SKIP_REASONS), dtype=np.int64)
+    seq = np.empty(buf.size + 64, dtype=np.uint8)  # +64: the vectorised copy writes ahead of the bases
+    offsets = np.zeros(cap + 1, dtype=np.int64)
+    _, w = _parse_any(buf, fastq, limit, _SEQ_CODE, _SPACE, rows, name_hash, record, problems, seq, offsets)
+    return rows[:w], name_hash[:w], record[:w], problems, seq, offsets[: w + 1]

@@ -28,9 +28,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-# The converter's compiled record scanning, reused so predict and convert read FASTA/FASTQ alike.
-from convert.fastparse import (_SEQ_CODE, _SPACE, _copy_bases, _count_nl, _fasta_body, _find_nl, _fnv1a64,
-                               _header_fields, _jit)
+# The converter's compiled record scanning, so predict and convert read FASTA/FASTQ alike.
+from convert.fastparse import ANY_SKIP_REASONS, parse_any
 from shards import FormatError
 from convert.tokenizers import ReadTokenizer, TokenizerError, load_tokenizer
 from train.checkpoint import load_checkpoint
@@ -55,7 +54,7 @@ CALIBRATION_NAME = "calibration.json"
 PAIR_MODES = ("auto", "on", "off")
 DEFAULT_BLOCK = 16384  # reads per parsed block: bounded memory, big enough to amortise the parse
 MAX_RECORD_BYTES = 1 << 20  # a longer record (no read is) is skipped as too_long, never held whole
-SKIP_REASONS = ("empty_header", "empty_sequence", "non_nucleotide", "malformed_fastq", "too_long")
+SKIP_REASONS = ANY_SKIP_REASONS
 
 
 @dataclass(frozen=True)
@@ -367,139 +366,6 @@ def adjacent_fragments(mate: np.ndarray, name_hash: np.ndarray, base: int, *, fo
 
 # -- parsing any FASTA/FASTQ headers -----------------------------------------------------------
 
-# problem codes of _parse_any (0: scored); index into SKIP_REASONS is code - 1
-_EMPTY_HEADER, _EMPTY_SEQ, _NON_NUC, _MALFORMED, _TOO_LONG = 1, 2, 3, 4, 5
-
-
-@_jit
-def _read_id(buf, h0, h1, space, f, out, w):
-    """Read id, fragment name, mate and class id of the header buf[h0:h1] into row ``w`` of ``out``.
-
-    The seed format ``lbl|class|tax|len|name/mate`` gives its name/mate part and class id;
-    any other header gives its first word, mates from a ``/1`` ``/2`` suffix or an Illumina
-    ``1:N:...`` comment. out columns: id0, id1, name0, name1, mate, class_id.
-    """
-    a = h0
-    while a < h1 and space[buf[a]]:
-        a += 1
-    e = a
-    while e < h1 and not space[buf[e]]:
-        e += 1
-    if _header_fields(buf, a, h1, space, f):
-        out[w, 0] = f[4]
-        out[w, 1] = e
-        out[w, 2] = f[4]
-        out[w, 3] = f[5]
-        out[w, 4] = f[2]
-        out[w, 5] = f[0]
-        return
-    out[w, 0] = a
-    out[w, 1] = e
-    out[w, 2] = a
-    out[w, 3] = e
-    out[w, 4] = 0
-    out[w, 5] = -1
-    s = e - 1
-    while s > a and 48 <= buf[s] <= 57:
-        s -= 1
-    if s > a and s < e - 1 and e - 1 - s <= 2 and buf[s] == 47:  # name/1, name/2
-        out[w, 3] = s
-        out[w, 4] = _digits2(buf, s + 1, e)
-        return
-    c = e
-    while c < h1 and space[buf[c]]:
-        c += 1
-    if c + 1 < h1 and 49 <= buf[c] <= 50 and buf[c + 1] == 58:  # "name 1:N:0:..." (Illumina)
-        out[w, 4] = buf[c] - 48
-
-
-@_jit
-def _digits2(buf, a, b):
-    v = 0
-    for p in range(a, b):
-        v = v * 10 + (buf[p] - 48)
-    return v
-
-
-@_jit
-def _parse_any(buf, fastq, limit, code, space, rows, name_hash, record, problems, seq, offsets):
-    """Split a unit's bytes into records (as the converter's parse does) and keep every record with
-    a sequence, whatever its header. Returns (records, written)."""
-    n = buf.shape[0]
-    pos = 0
-    i = 0
-    w = 0
-    e = np.empty(4, dtype=np.int64)
-    f = np.empty(12, dtype=np.int64)
-    while pos < n:
-        if fastq and (buf[pos] == 10 or buf[pos] == 13):  # blank line between records
-            pos = _find_nl(buf, pos, n) + 1
-            continue
-        bad = False
-        prob = 0
-        start = offsets[w]
-        k = start
-        if not fastq:
-            nl = _find_nl(buf, pos, n)
-            h1 = nl
-            if h1 > pos + 1 and buf[h1 - 1] == 13:
-                h1 -= 1
-            h0 = pos + 1
-            h1 = max(h1, h0)
-            end, k, iupac, bad, lfs = _fasta_body(buf, nl, n, code, seq, start)
-        else:
-            p = pos
-            for q in range(4):
-                p = min(_find_nl(buf, p, n) + 1, n)
-                e[q] = p
-            end = e[3]
-            nlines = _count_nl(buf, pos, end) + 1
-            l0 = _find_nl(buf, pos, end)
-            h1 = l0 - 1 if l0 > pos and buf[l0 - 1] == 13 else l0
-            h0 = min(pos + 1, h1) if h1 > pos else h1
-            ok = nlines >= 4 and buf[pos] == 64 and e[1] < end and buf[e[1]] == 43
-            if ok:
-                s0 = e[0]
-                s1 = e[1] - 1
-                if s1 > s0 and buf[s1 - 1] == 13:
-                    s1 -= 1
-                q0 = e[2]
-                q1 = _find_nl(buf, q0, end)
-                if q1 > q0 and buf[q1 - 1] == 13:
-                    q1 -= 1
-                if q1 - q0 != s1 - s0:
-                    ok = False
-                else:
-                    k, iupac, bad = _copy_bases(buf, s0, s1, code, seq, start)
-            if not ok:
-                prob = _MALFORMED
-        if prob == 0:
-            blank = True
-            for p in range(h0, h1):
-                if not space[buf[p]]:
-                    blank = False
-                    break
-            if end - pos > limit:
-                prob = _TOO_LONG
-            elif blank:
-                prob = _EMPTY_HEADER
-            elif k == start:
-                prob = _EMPTY_SEQ
-            elif bad:
-                prob = _NON_NUC
-        if prob == 0:
-            _read_id(buf, h0, h1, space, f, rows, w)
-            name_hash[w] = _fnv1a64(buf, rows[w, 2], rows[w, 3])
-            record[w] = i
-            offsets[w + 1] = k
-            w += 1
-        else:
-            problems[prob - 1] += 1
-        pos = end
-        i += 1
-    return i, w
-
-
 @dataclass
 class _Block:
     """Tokenized reads of one block, before the model."""
@@ -546,16 +412,8 @@ def _parse_unit(unit: Any, tok: ReadTokenizer, max_length: int, source: int) -> 
     from convert.fastx import unit_bytes
 
     data = unit_bytes(unit)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    fastq = unit.fmt == "fastq"
-    cap = (data.count(b"\n") if fastq else data.count(b">")) + 1
-    rows = np.empty((cap, 6), dtype=np.int64)
-    name_hash = np.zeros(cap, dtype=np.uint64)
-    record = np.empty(cap, dtype=np.int64)
-    problems = np.zeros(len(SKIP_REASONS), dtype=np.int64)
-    seq = np.empty(buf.size + 64, dtype=np.uint8)  # +64: the vectorised copy writes ahead of the bases
-    offsets = np.zeros(cap + 1, dtype=np.int64)
-    _, w = _parse_any(buf, fastq, MAX_RECORD_BYTES, _SEQ_CODE, _SPACE, rows, name_hash, record, problems, seq, offsets)
+    rows, name_hash, record, problems, seq, offsets = parse_any(data, unit.fmt == "fastq", MAX_RECORD_BYTES)
+    w = rows.shape[0]
     ids, counts = tok.encode(seq[: offsets[w]], offsets[: w + 1], max_length)
     read_ids = [data[a:b].decode("utf-8", "replace") for a, b in rows[:w, :2].tolist()]
     skipped = {r: int(c) for r, c in zip(SKIP_REASONS, problems.tolist()) if c}
