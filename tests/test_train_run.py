@@ -92,3 +92,5 @@ def test_config_tokenizer_mismatch_is_refused(split: tuple[Path, Path], tmp_path
     res = train_cli("--config", cfg, "--out", tmp_path / "o", cwd=REPO)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "metagene-1" in res.stderr and "dnabert-2" in res.stderr and "Re-convert" in res.stderr
+    # Refused before any output: the corrected command is not taken for a rerun of this one.
+    assert not (tmp_path / "o").exists()

@@ -448,6 +448,9 @@ def _setup(cfg: TrainConfig) -> _Run:
     elif info.distributed and info.device.type == "cpu":
         # N processes on one machine: split the cores rather than oversubscribe them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))))
+    # The data first: a run refused for its data (missing, another tokenizer) leaves no output
+    # behind that would make the corrected command look like a rerun of an earlier run.
+    train_ds, val_ds = _open_datasets(cfg)
     out = Path(cfg.out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -457,7 +460,6 @@ def _setup(cfg: TrainConfig) -> _Run:
     if info.distributed:
         dist.barrier()
 
-    train_ds, val_ds = _open_datasets(cfg)
     tok = train_ds.tokenizer_info
     spec = DataSpec(vocab_size=int(tok["vocab_size"]), pad_id=int(train_ds.pad_id),
                     num_labels=int(train_ds.num_classes), max_length=int(train_ds.max_length))
