@@ -377,6 +377,43 @@ def _count_nl(buf, a, b):
     return c
 
 
+@_jit_inline
+def _fastq_record(buf, pos, n, e):
+    """Bounds of the 4-line FASTQ record at ``pos``: (end, h0, h1, s0, s1, ok); ``e`` is scratch.
+
+    ``ok`` is False for a malformed record (fewer than 4 lines, no ``@``/``+``, or quality and
+    sequence of different lengths); s0, s1 are then 0. Shared by the converter's parse and
+    the any-header parse so both split records alike.
+    """
+    p = pos
+    for k in range(4):
+        p = min(_find_nl(buf, p, n) + 1, n)
+        e[k] = p
+    end = e[3]
+    # lines of raw = buf[pos:end] split at LF (a final LF gives an empty last line)
+    nlines = _count_nl(buf, pos, end) + 1
+    l0 = _find_nl(buf, pos, end)
+    h1 = l0 - 1 if l0 > pos and buf[l0 - 1] == 13 else l0
+    h0 = min(pos + 1, h1) if h1 > pos else h1
+    s0 = 0
+    s1 = 0
+    ok = nlines >= 4 and buf[pos] == 64 and e[1] < end and buf[e[1]] == 43
+    if ok:
+        s0 = e[0]
+        s1 = e[1] - 1  # the LF
+        if s1 > s0 and buf[s1 - 1] == 13:
+            s1 -= 1
+        q0 = e[2]
+        q1 = _find_nl(buf, q0, end)
+        if q1 > q0 and buf[q1 - 1] == 13:
+            q1 -= 1
+        if q1 - q0 != s1 - s0:
+            ok = False
+            s0 = 0
+            s1 = 0
+    return end, h0, h1, s0, s1, ok
+
+
 @_jit
 def _parse(buf, fastq, first_line, code, space, known, dense, ints, fields, problem, name_hash, seq, offsets):
     n = buf.shape[0]
@@ -405,29 +442,7 @@ def _parse(buf, fastq, first_line, code, space, known, dense, ints, fields, prob
             written = _record(buf, i, pos + 1, max(h1, pos + 1), start, k, iupac, bad, space, known, dense, ints, fields,
                               problem, name_hash, offsets, written, f)
         else:
-            p = pos
-            for k in range(4):
-                p = min(_find_nl(buf, p, n) + 1, n)
-                e[k] = p
-            end = e[3]
-            # lines of raw = buf[pos:end] split at LF (a final LF gives an empty last line)
-            nlines = _count_nl(buf, pos, end) + 1
-            l0 = _find_nl(buf, pos, end)
-            h1 = l0 - 1 if l0 > pos and buf[l0 - 1] == 13 else l0
-            h0 = min(pos + 1, h1) if h1 > pos else h1
-            s0 = s1 = 0
-            ok = nlines >= 4 and buf[pos] == 64 and e[1] < end and buf[e[1]] == 43
-            if ok:
-                s0 = e[0]
-                s1 = e[1] - 1  # the LF
-                if s1 > s0 and buf[s1 - 1] == 13:
-                    s1 -= 1
-                q0 = e[2]
-                q1 = _find_nl(buf, q0, end)
-                if q1 > q0 and buf[q1 - 1] == 13:
-                    q1 -= 1
-                if q1 - q0 != s1 - s0:
-                    ok = False
+            end, h0, h1, s0, s1, ok = _fastq_record(buf, pos, n, e)
             if not ok:
                 ints[i, 3] = h0
                 ints[i, 4] = h1
@@ -598,29 +613,9 @@ def _parse_any(buf, fastq, limit, code, space, rows, name_hash, record, problems
             h1 = max(h1, h0)
             end, k, iupac, bad, lfs = _fasta_body(buf, nl, n, code, seq, start)
         else:
-            p = pos
-            for q in range(4):
-                p = min(_find_nl(buf, p, n) + 1, n)
-                e[q] = p
-            end = e[3]
-            nlines = _count_nl(buf, pos, end) + 1
-            l0 = _find_nl(buf, pos, end)
-            h1 = l0 - 1 if l0 > pos and buf[l0 - 1] == 13 else l0
-            h0 = min(pos + 1, h1) if h1 > pos else h1
-            ok = nlines >= 4 and buf[pos] == 64 and e[1] < end and buf[e[1]] == 43
+            end, h0, h1, s0, s1, ok = _fastq_record(buf, pos, n, e)
             if ok:
-                s0 = e[0]
-                s1 = e[1] - 1
-                if s1 > s0 and buf[s1 - 1] == 13:
-                    s1 -= 1
-                q0 = e[2]
-                q1 = _find_nl(buf, q0, end)
-                if q1 > q0 and buf[q1 - 1] == 13:
-                    q1 -= 1
-                if q1 - q0 != s1 - s0:
-                    ok = False
-                else:
-                    k, iupac, bad = _copy_bases(buf, s0, s1, code, seq, start)
+                k, iupac, bad = _copy_bases(buf, s0, s1, code, seq, start)
             if not ok:
                 prob = _MALFORMED
         if prob == 0:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 import pytest
 
 from _loader_helpers import build_dataset
-from conftest import REPO, write_reads
+from conftest import REPO, run_child, write_reads
 from convert import ConvertOptions, convert
 from shards import FormatError
 from loaders import IterableShardDataset, ReadLoader, ShardDataset, ShuffleBatchSampler
@@ -30,17 +28,9 @@ HARD_TIMEOUT_S = 150
 
 def _run_child(code: str, *args: str, timeout: float = HARD_TIMEOUT_S) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter; fail on a hang, return its last stdout line as JSON."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"child hung for {timeout} s (a lock inherited across fork, or a worker waiting forever)")
-    assert proc.returncode == 0, err[-3000:]
+    rc, out, err = run_child([sys.executable, "-c", code, *args], timeout,
+                             "child hung (a lock inherited across fork, or a worker waiting forever)")
+    assert rc == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
 
 
