@@ -214,6 +214,19 @@ def _wait_for_orphans(staging: Path, timeout: float = ORPHAN_WAIT_S) -> None:
         os.close(fd)
 
 
+def _unit_settings(opts: ConvertOptions, lm: LabelMap) -> dict[str, Any]:
+    """The settings a plan records beside inputs and tokenizer (shared by the plan and its early check)."""
+    return {
+        "layout": opts.layout,
+        "compression": opts.compression or "gzip",
+        "reads_per_shard": opts.reads_per_shard,
+        "header_regex": opts.header_regex,
+        "mapping_sha256": lm.sha256,
+        "max_record_bytes": opts.max_record_bytes,
+        "split": opts.split,
+    }
+
+
 def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: LabelMap) -> dict[str, Any]:
     inputs = []
     for p in opts.inputs:
@@ -224,13 +237,7 @@ def _plan(opts: ConvertOptions, tok_info: dict[str, Any], max_length: int, lm: L
         "tokenizer_sha256": tok_info["sha256"],
         "tokenizer": tok_info["name"],
         "max_length": max_length,
-        "layout": opts.layout,
-        "compression": opts.compression or "gzip",
-        "reads_per_shard": opts.reads_per_shard,
-        "header_regex": opts.header_regex,
-        "mapping_sha256": lm.sha256,
-        "max_record_bytes": opts.max_record_bytes,
-        "split": opts.split,
+        **_unit_settings(opts, lm),
     }
 
 
@@ -581,13 +588,7 @@ def _check_plan_early(opts: ConvertOptions, staging: Path, lm: LabelMap) -> None
         "inputs": [{"path": str(p), "bytes": os.stat(p).st_size, "mtime_ns": os.stat(p).st_mtime_ns}
                    if os.path.exists(p) else {"path": str(p), "bytes": None, "mtime_ns": None} for p in opts.inputs],
         "tokenizer": opts.tokenizer,
-        "layout": opts.layout,
-        "compression": opts.compression or "gzip",
-        "reads_per_shard": opts.reads_per_shard,
-        "header_regex": opts.header_regex,
-        "mapping_sha256": lm.sha256,
-        "max_record_bytes": opts.max_record_bytes,
-        "split": opts.split,
+        **_unit_settings(opts, lm),
     }
     if opts.max_length != "auto":
         now["max_length"] = opts.max_length
