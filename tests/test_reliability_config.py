@@ -1,5 +1,6 @@
-"""Config files are untrusted: a YAML alias bomb is refused before anything walks it, and every
-config error is exit code 2 with one paragraph naming the file and key (real CLI subprocesses)."""
+"""Config files are untrusted: a YAML alias bomb is refused before anything walks it (a real CLI
+process under a memory limit), and every config error is exit code 2 with one paragraph naming the
+file and key (the CLIs in-process: the exit path is the one the bomb's process takes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from _safety_helpers import assert_refused, snapshot
-from conftest import DATA, REPO
+from conftest import DATA, REPO, Ran, convert_cli, train_cli
 
 MAPPING = DATA / "mapping.tsv"
 
@@ -40,33 +41,39 @@ def _run(tool: str, *args: str | os.PathLike[str]) -> subprocess.CompletedProces
                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_limit_memory)
 
 
-def _convert_with(tmp_path: Path, text: str | bytes) -> tuple[subprocess.CompletedProcess[str], Path]:
+# process=True: a real CLI process under _limit_memory, for the alias bombs (an expansion must not
+# take the test process's memory); the other config errors run in-process.
+def _convert_with(tmp_path: Path, text: str | bytes, *,
+                  process: bool = False) -> tuple[subprocess.CompletedProcess[str] | Ran, Path]:
     cfg = tmp_path / "c.yaml"
     cfg.write_bytes(text.encode() if isinstance(text, str) else text)
     before = snapshot(tmp_path)
-    res = _run("convert", DATA / "multiline.fa", "--mapping", MAPPING, "--out", tmp_path / "out", "--config", cfg,
-               "--tokenizer", "char", "--no-progress")
+    args = (DATA / "multiline.fa", "--mapping", MAPPING, "--out", tmp_path / "out", "--config", cfg,
+            "--tokenizer", "char", "--no-progress")
+    res = _run("convert", *args) if process else convert_cli(*args, cwd=REPO)
     assert snapshot(tmp_path) == before
     return res, cfg
 
 
-def _train_with(tmp_path: Path, text: str | bytes) -> tuple[subprocess.CompletedProcess[str], Path]:
+def _train_with(tmp_path: Path, text: str | bytes, *,
+                process: bool = False) -> tuple[subprocess.CompletedProcess[str] | Ran, Path]:
     cfg = tmp_path / "t.yaml"
     cfg.write_bytes(text.encode() if isinstance(text, str) else text)
     before = snapshot(tmp_path)
-    res = _run("train", "--config", cfg, "--out", tmp_path / "run")
+    args = ("--config", cfg, "--out", tmp_path / "run")
+    res = _run("train", *args) if process else train_cli(*args, cwd=REPO)
     assert snapshot(tmp_path) == before
     return res, cfg
 
 
 def test_convert_config_alias_bomb_is_refused(tmp_path: Path) -> None:
-    res, cfg = _convert_with(tmp_path, "data:\n" + _bomb(mapping=True))
+    res, cfg = _convert_with(tmp_path, "data:\n" + _bomb(mapping=True), process=True)
     assert_refused(res, str(cfg), "alias")
 
 
 def test_train_config_alias_bomb_is_refused(tmp_path: Path) -> None:
     text = "model:\n  arch: bert\n  config:\n" + "".join("  " + line + "\n" for line in _bomb(mapping=False).splitlines())
-    res, cfg = _train_with(tmp_path, text)
+    res, cfg = _train_with(tmp_path, text, process=True)
     assert_refused(res, str(cfg), "alias")
 
 
