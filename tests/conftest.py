@@ -259,6 +259,30 @@ def big_converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     return converted_reads(tmp_path_factory.mktemp("big"), n_per_class=2500, classes=4, reads_per_shard=500)
 
 
+# The import steps of one fresh interpreter, each on top of the ones before (sys.modules only grows,
+# so a module absent after a step was loaded by none of the steps so far).
+IMPORT_STEPS = {
+    "shards": "shards",
+    "loaders": "loaders",
+    "converter": "convert.pipeline, convert.cli, loaders.dataset",
+}
+
+
+@pytest.fixture(scope="session")
+def fresh_modules() -> dict[str, frozenset[str]]:
+    """``sys.modules`` of one fresh interpreter (started in the checkout) after each step of
+    :data:`IMPORT_STEPS`: what a user's ``import loaders`` etc. pulls in, for the import-weight tests
+    (one process for all of them: each costs ~1.5 s, torch included)."""
+    import json
+
+    code = "import json, sys\nseen = {}\n" + "".join(
+        f"import {mods}\nseen[{step!r}] = sorted(sys.modules)\n" for step, mods in IMPORT_STEPS.items()
+    ) + "print(json.dumps(seen))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                         timeout=300)
+    return {step: frozenset(mods) for step, mods in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
 @pytest.fixture
 def reads(tmp_path: Path) -> tuple[Path, Path]:
     """A small labeled FASTA (4 real genomes, 200 reads each) and its mapping."""

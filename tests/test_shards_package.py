@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +16,12 @@ from convert.staging import complete
 from convert.verify import verify_dataset
 from shards.reader import COLUMN_READERS, ShardReader
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def test_import_loaders_and_shards_stay_below_the_converter() -> None:
+def test_import_loaders_and_shards_stay_below_the_converter(fresh_modules: dict[str, frozenset[str]]) -> None:
     """A fresh process: ``import loaders`` loads no converter, training or HDF5 module; ``shards`` none either."""
-    code = ("import sys, loaders, shards; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('convert', 'train', 'h5py')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    loaded = fresh_modules["loaders"]  # after import shards, then loaders
+    assert {"shards", "loaders"} <= loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in ("convert", "train", "h5py")) == []
 
 
 def test_check_shard_names_each_problem(tmp_path: Path) -> None:
