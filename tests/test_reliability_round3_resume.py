@@ -438,7 +438,7 @@ def test_unreachable_scheduler_keeps_a_resumed_conversion_and_the_old_dataset(
 
     out = _copy(data["old"], tmp_path / "ds")
     old = _digests(out)
-    monkeypatch.setattr(cluster, "CONNECT_S", 1.0)
+    monkeypatch.setattr(cluster, "CONNECT_S", 0.2)
     base = [data["inp"], "--mapping", data["mapping"], "--out", out, "--reads-per-shard", RPS, "--no-progress",
             "--scheduler", "tcp://127.0.0.1:9"]
     r = convert_cli(*base, "--overwrite")
@@ -446,7 +446,7 @@ def test_unreachable_scheduler_keeps_a_resumed_conversion_and_the_old_dataset(
     assert _digests(out) == old and not staging_dir(out).exists()
     monkeypatch.undo()
     kept = _staged(data, out, monkeypatch, "--overwrite")
-    monkeypatch.setattr(cluster, "CONNECT_S", 1.0)
+    monkeypatch.setattr(cluster, "CONNECT_S", 0.2)
     r = convert_cli(*base, "--resume")
     assert r.returncode == 2 and "cannot reach" in r.stderr, r.stderr
     st = staging_dir(out)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import convert_cli, shard_hashes as _hashes, start_convert as _start, wait_for_shards
+from conftest import convert_cli, shard_hashes as _hashes, start_convert as _start, wait_for_shards, write_reads
 from convert.pipeline import staging_dir
 
 
@@ -42,17 +42,19 @@ def test_kill_then_resume_gives_same_bytes(
     assert not staging.exists()
 
 
-def test_resume_with_other_settings_is_refused(big_converted: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    inp, mapping, _ = big_converted
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    # 2,000 reads in 20 shards of 100: killed after its first shard, the run is mid-way.
+    inp, mapping = write_reads(tmp_path / "in" / "r.fa", n_per_class=500)
     out = tmp_path / "out"
-    proc = _start(inp, mapping, out)
+    proc = _start(inp, mapping, out, reads_per_shard=100)
     staging = staging_dir(out)
     wait_for_shards(staging, 1, proc, timeout=60)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--resume", "--tokenizer", "char")
+    assert not out.exists() and (staging / "plan.json").is_file(), "the run finished before it was killed"
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "100", "--resume", "--tokenizer", "char")
     assert res.returncode == 2 and "other settings" in res.stderr and "tokenizer" in res.stderr
-    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "500", "--overwrite", "--tokenizer", "char", "--no-progress")
+    res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "100", "--overwrite", "--tokenizer", "char", "--no-progress")
     assert res.returncode == 0, res.stderr
 
 

@@ -164,6 +164,9 @@ def test_config_overrides_that_change_the_pretrained_shapes_are_refused(tmp_path
         build_model(ModelConfig(arch="llama", pretrained=str(ckpt), config=override), DataSpec(1024, 0, 3, 48))
 
 
+# A real process (~3 s, torch and transformers imported): the hub endpoint and cache come from its
+# environment. The same refusal in-process: test_a_bad_local_path_is_a_clear_config_error.
+@pytest.mark.slow
 def test_a_bad_pretrained_path_exits_2_with_one_paragraph(tmp_path: Path, hub_endpoint: ConnectionCounter) -> None:
     train, val = build_split(tmp_path / "data", num_classes=3, train_per_class=10, val_per_class=5)
     proc = subprocess.run(
