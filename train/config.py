@@ -22,6 +22,7 @@ from convert.optiontable import Option
 from convert.safeyaml import ConfigFileError, load_yaml
 
 __all__ = [
+    "NGRAM_DEFAULTS",
     "ARCHS",
     "ConfigError",
     "DataConfig",
@@ -45,7 +46,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 # The architectures train.model can build (its MODEL_BUILDERS keys, checked there): named here so
 # that validating a config needs neither train.model nor torch.
-ARCHS = ("bert", "dnabert2", "llama")
+ARCHS = ("bert", "dnabert2", "llama", "ngram")
+#: ``model.config`` keys of ``arch: ngram`` (:mod:`train.ngram`) and their defaults; ``stride``
+#: None takes the tokenizer's (k for overlapping k-mers, else 1).
+NGRAM_DEFAULTS: dict[str, Any] = {"ngram_sizes": [1, 2, 3], "hash_bits": 18, "hidden_size": 32, "stride": None}
 
 
 class ConfigError(ValueError):
@@ -328,6 +332,35 @@ def _value(cfg: TrainConfig, key: str) -> Any:
 _ABSENT = object()
 
 
+def _int_in(c: Mapping[str, Any], key: str, lo: int, hi: int) -> str | None:
+    v = c[key]
+    return None if type(v) is int and lo <= v <= hi else f"{key} must be an integer {lo}..{hi}, not {v!r}"
+
+
+def _check_ngram(mc: ModelConfig) -> str | None:
+    """Why ``arch: ngram`` cannot be built from ``mc``, or None."""
+    for key in ("pretrained", "lora", "load_dtype"):
+        if getattr(mc, key) is not None:
+            return f"model.{key}: arch ngram has no pretrained weights, LoRA or load dtype; remove model.{key}"
+    if mc.gradient_checkpointing or mc.trust_remote_code:
+        return "arch ngram has no activation checkpointing or remote code; remove those model keys"
+    unknown = sorted(set(mc.config) - set(NGRAM_DEFAULTS))
+    if unknown:
+        return f"model.config: unknown key(s) {', '.join(unknown)} for arch ngram; known: {', '.join(NGRAM_DEFAULTS)}"
+    c = {**NGRAM_DEFAULTS, **mc.config}
+    sizes = c["ngram_sizes"]
+    if not (isinstance(sizes, list) and sizes and len(set(map(repr, sizes))) == len(sizes)
+            and all(type(n) is int and 1 <= n <= 8 for n in sizes)):
+        return f"model.config.ngram_sizes must be a list of distinct integers 1..8, not {sizes!r}"
+    for key, lo, hi in (("hash_bits", 8, 26), ("hidden_size", 1, 4096)):
+        error = _int_in(c, key, lo, hi)
+        if error:
+            return f"model.config.{error}"
+    if c["stride"] is not None and _int_in(c, "stride", 1, 64):
+        return f"model.config.stride must be null (the tokenizer's) or an integer 1..64, not {c['stride']!r}"
+    return None
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types and ranges of every field (:data:`OPTIONS`); returns ``cfg`` or raises :class:`ConfigError`."""
     for o in OPTIONS:
@@ -335,6 +368,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         error = None if value is _ABSENT else o.check(value)  # type: ignore[misc]
         if error:
             raise ConfigError(f"{o.key}: {error}")
+    error = _check_ngram(cfg.model) if cfg.model.arch == "ngram" else None
+    if error:
+        raise ConfigError(error)
     return cfg
 
 

@@ -35,6 +35,7 @@ from convert.tokenizers import ReadTokenizer, TokenizerError, load_tokenizer
 from train.checkpoint import load_checkpoint
 from train.config import ConfigError, TrainConfig, config_from_dict
 from train.model import DataSpec, build_model
+from train.ngram import token_stride
 
 __all__ = [
     "CALIBRATION_NAME",
@@ -227,7 +228,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", strict_calibration: b
     classes = _class_table(str(ck_path), data)
     tok = dict(data["tokenizer"])
     max_length, pad_id = int(data["max_length"]), int(tok["pad_id"])
-    spec = DataSpec(vocab_size=int(tok["vocab_size"]), pad_id=pad_id, num_labels=len(classes), max_length=max_length)
+    spec = DataSpec(vocab_size=int(tok["vocab_size"]), pad_id=pad_id, num_labels=len(classes), max_length=max_length,
+                    token_stride=token_stride(tok))
     lora = cfg.model.lora is not None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # LoRA checkpoints hold only adapters: the frozen body is rebuilt

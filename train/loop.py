@@ -47,6 +47,7 @@ from train.config import ConfigError, TrainConfig, require_datasets
 from train.metrics import (confusion_matrix, format_per_class_table, metrics_from_confusion, per_class_table,
                            plot_confusion, write_json)
 from train.model import DataSpec, build_model, count_parameters
+from train.ngram import token_stride
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -462,7 +463,8 @@ def _setup(cfg: TrainConfig) -> _Run:
 
     tok = train_ds.tokenizer_info
     spec = DataSpec(vocab_size=int(tok["vocab_size"]), pad_id=int(train_ds.pad_id),
-                    num_labels=int(train_ds.num_classes), max_length=int(train_ds.max_length))
+                    num_labels=int(train_ds.num_classes), max_length=int(train_ds.max_length),
+                    token_stride=token_stride(tok))
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, spec).to(info.device)
     model.train()

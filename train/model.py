@@ -8,6 +8,8 @@ the dataset, so a model always matches the shards it trains on.
 * ``llama``: METAGENE-1's architecture (decoder-only Llama, last-token pooling). Fresh from a
   ``LlamaConfig`` (no download) or ``from_pretrained`` (``metagene-ai/METAGENE-1``).
 * ``bert``: a BERT encoder (first-token pooling), fresh or pretrained.
+* ``ngram``: hashed token n-grams, averaged, then a linear head (:mod:`train.ngram`; plain torch,
+  no ``transformers``): the CPU sample's default, no pretrained weights, LoRA or checkpointing.
 * ``dnabert2``: DNABERT-2-117M (``zhihan1996/DNABERT-2-117M``; its code lives on the hub, so
   ``trust_remote_code: true``). Built fresh it is a standard BERT with DNABERT-2's sizes: the
   closest architecture available offline (DNABERT-2 adds ALiBi and GEGLU in its remote code).
@@ -28,7 +30,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from train.config import ARCHS, ConfigError, ModelConfig
+from train.config import ARCHS, NGRAM_DEFAULTS, ConfigError, ModelConfig
+from train.ngram import NGramClassifier
 
 __all__ = [
     "DataSpec",
@@ -48,6 +51,7 @@ class DataSpec:
     pad_id: int
     num_labels: int
     max_length: int
+    token_stride: int = 1  # tokens between non-overlapping neighbours (k for overlapping k-mers)
 
 
 def _fresh_kwargs(spec: DataSpec, overrides: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -172,8 +176,15 @@ def _build_bert_family(defaults: dict[str, Any]) -> Callable[[ModelConfig, DataS
     return build
 
 
+def _build_ngram(mc: ModelConfig, spec: DataSpec) -> nn.Module:
+    c = {**NGRAM_DEFAULTS, **dict(mc.config)}
+    stride = c.pop("stride") or spec.token_stride
+    return NGramClassifier(num_labels=spec.num_labels, max_length=spec.max_length, stride=stride, **c)
+
+
 MODEL_BUILDERS: dict[str, Callable[[ModelConfig, DataSpec], nn.Module]] = {
     "llama": _build_llama,
+    "ngram": _build_ngram,
     "bert": _build_bert_family({"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
                                 "intermediate_size": 1024, "type_vocab_size": 1, "max_position_embeddings": 512}),
     # DNABERT-2-117M sizes (its hub config); fresh builds are plain BERT (see module docstring).
@@ -189,6 +200,7 @@ SMOKE_CONFIGS: dict[str, dict[str, Any]] = {
               "num_key_value_heads": 2},
     "bert": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
     "dnabert2": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+    "ngram": {"hash_bits": 12, "hidden_size": 16},
 }
 
 
@@ -239,7 +251,8 @@ def build_model(mc: ModelConfig, spec: DataSpec) -> nn.Module:
     Raises:
         ConfigError: unknown architecture, bad overrides, or a vocabulary smaller than the data's.
     """
-    _require_transformers()
+    if mc.arch != "ngram":
+        _require_transformers()
     try:
         builder = MODEL_BUILDERS[mc.arch]
     except KeyError:
