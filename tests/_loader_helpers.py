@@ -10,7 +10,6 @@ without either, random DNA and a fixed 4-mer table stand in so the loader tests 
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from conftest import REPO, SHARED, genome_texts, random_genomes, sample_reads
 from shards import build_manifest, file_sha256, new_dataset_id, shard_name, write_manifest, write_shard
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """The shared data directory (``$READSHARD_SHARED`` or ``<repo>/../shared``)."""
-    return Path(os.environ.get("READSHARD_SHARED", REPO.parent / "shared"))
 
 
 def default_tokenizer_path() -> Path:
@@ -33,35 +26,15 @@ def default_tokenizer_path() -> Path:
     shipped = REPO / "convert" / "assets" / "tokenizers" / "metagene-1" / "tokenizer.json"
     if shipped.is_file():
         return shipped
-    return shared_dir() / "data" / "tokenizers" / "metagene-1" / "tokenizer.json"
+    return SHARED / "data" / "tokenizers" / "metagene-1" / "tokenizer.json"
 
 
-def _genomes(num: int) -> list[str]:
-    files = sorted((REPO / "sample" / "genomes").glob("*.fasta.gz"))
-    if not files:
-        gdir = shared_dir() / "data" / "genomes"
-        files = sorted(gdir.glob("*.fasta")) if gdir.is_dir() else []
-    out = []
-    for f in files[:num]:
-        with (gzip.open(f, "rt") if f.suffix == ".gz" else open(f)) as fh:
-            out.append("".join(line.strip() for line in fh if not line.startswith(">")).upper())
-    return out
-
-
-def make_reads(n: int, labels: np.ndarray, seed: int = 0, min_len: int = 40, max_len: int = 150) -> list[str]:
-    """``n`` DNA reads; read ``k`` is a window of genome ``labels[k]`` (random DNA if absent)."""
-    rng = np.random.default_rng(seed)
-    genomes = _genomes(int(labels.max()) + 1 if labels.size else 0)
-    reads = []
-    lens = rng.integers(min_len, max_len + 1, size=n)
-    for k in range(n):
-        g = genomes[labels[k]] if labels[k] < len(genomes) else None
-        if g is None or len(g) <= lens[k]:
-            reads.append("".join(rng.choice(list("ACGT"), size=lens[k])))
-        else:
-            a = int(rng.integers(0, len(g) - lens[k]))
-            reads.append(g[a : a + lens[k]])
-    return reads
+def _reads(labels: np.ndarray, seed: int) -> list[str]:
+    """Read ``k``: 40-150 bases of genome ``labels[k]`` (a random one where fewer genomes exist)."""
+    num = int(labels.max()) + 1 if labels.size else 0
+    genomes = list(genome_texts(num))
+    genomes += random_genomes(num - len(genomes), 10_000, seed)
+    return sample_reads(labels, genomes, np.random.default_rng(seed), lengths=(40, 150))
 
 
 def tokenize(reads: Sequence[str], max_length: int, tokenizer_path: Path | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -157,7 +130,7 @@ def build_dataset(
     labels = rng.choice(num_classes, size=n, p=class_probs).astype(np.int32)
     if grouped:
         labels.sort()
-    reads = make_reads(n, labels, seed=seed + 1)
+    reads = _reads(labels, seed + 1)
     ids, lengths, tok = tokenize(reads, max_length, tokenizer_path)
     if ids_hook is not None:
         ids_hook(ids, lengths)

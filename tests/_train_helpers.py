@@ -2,8 +2,8 @@
 format, converted by the real converter (``convert.convert``, METAGENE-1 BPE by default)
 into real HDF5 shards.
 
-Each class is a random "genome"; reads are random windows of it with a few substitutions,
-so classes are learnable but not trivially.
+The reads are ``conftest.make_reads``: each class is a random "genome", reads are random
+windows of it with a few substitutions, so classes are learnable but not trivially.
 """
 
 from __future__ import annotations
@@ -12,30 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import make_reads
 from convert import ConvertOptions, convert
 
-__all__ = ["TINY", "TINY_1L", "TINIEST", "make_reads", "write_fasta", "convert_reads", "build_split"]
+__all__ = ["TINY", "TINY_1L", "TINIEST", "write_fasta", "convert_reads", "build_split"]
 
 # Tiny model configs (``model.config``) the training tests run: a few ms per step on CPU.
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 TINY_1L = {**TINY, "num_hidden_layers": 1}
 TINIEST = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
-
-
-def make_reads(num_classes: int, reads_per_class: int, *, seed: int, genome_len: int = 3000,
-               read_len: int = 150, error_rate: float = 0.01, genome_seed: int = 1234) -> tuple[list[str], np.ndarray]:
-    """Random reads of ``num_classes`` random genomes (the same genomes for every ``seed``)."""
-    grng = np.random.default_rng(genome_seed)
-    genomes = grng.integers(0, 4, size=(num_classes, genome_len))
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(num_classes), reads_per_class)
-    rng.shuffle(labels)
-    starts = rng.integers(0, genome_len - read_len, size=len(labels))
-    reads = genomes[labels[:, None], starts[:, None] + np.arange(read_len)[None, :]]
-    err = rng.random(reads.shape) < error_rate
-    reads = np.where(err, (reads + rng.integers(1, 4, size=reads.shape)) % 4, reads)
-    letters = np.frombuffer(b"ACGT", dtype=np.uint8)[reads]
-    return [row.tobytes().decode() for row in letters], labels
 
 
 def write_fasta(path: Path, reads: list[str], labels: np.ndarray, num_classes: int) -> Path:

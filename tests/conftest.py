@@ -4,6 +4,7 @@ run in-process (``convert_cli``, ``train_cli``) or as a real process (``run_conv
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import gzip
 import io
@@ -46,6 +47,61 @@ def _read_genome(path: Path) -> str:
         return "".join(line.strip() for line in f if not line.startswith(">")).upper()
 
 
+@functools.lru_cache(maxsize=None)
+def genome_texts(num: int) -> tuple[str, ...]:
+    """The first ``num`` :func:`genome_files` as one upper-case sequence each (fewer where fewer exist)."""
+    return tuple(_read_genome(p) for p in genome_files()[:num])
+
+
+_ACGT = np.frombuffer(b"ACGT", dtype=np.uint8)
+_CODE = np.full(256, 4, dtype=np.int64)  # A C G T -> 0..3; any other letter is never substituted
+_CODE[np.frombuffer(b"ACGT", dtype=np.uint8)] = np.arange(4)
+
+
+def random_genomes(num: int, length: int, seed: int) -> list[str]:
+    """``num`` random ACGT genomes of ``length`` bases (the same ones for a given ``seed``)."""
+    codes = np.random.default_rng(seed).integers(0, 4, size=(num, length))
+    return [row.tobytes().decode() for row in _ACGT[codes]]
+
+
+def sample_reads(labels: Sequence[int] | np.ndarray, genomes: Sequence[str], rng: np.random.Generator, *,
+                 lengths: tuple[int, int], error_rate: float = 0.0) -> list[str]:
+    """The tests' one read generator: read ``k`` is a window of ``genomes[labels[k]]``, its length
+    uniform in ``lengths`` (both ends included), each A/C/G/T substituted by another base with
+    probability ``error_rate``.
+
+    ``rng`` draws the lengths (none when fixed), then the starts, then the substitutions; a
+    Generator's draws do not depend on how many are asked at once, so reads sampled one at a
+    time are those of one call.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    lo, hi = lengths
+    lens = np.full(labels.size, lo, dtype=np.int64) if lo == hi else rng.integers(lo, hi + 1, size=labels.size)
+    room = np.array([len(g) for g in genomes], dtype=np.int64)[labels] - lens
+    starts = rng.integers(0, room) if labels.size else np.zeros(0, dtype=np.int64)
+    reads = [genomes[c][a : a + k] for c, a, k in zip(labels.tolist(), starts.tolist(), lens.tolist())]
+    if not error_rate:
+        return reads
+    raw = np.frombuffer("".join(reads).encode(), dtype=np.uint8)
+    codes = _CODE[raw]
+    hit = (rng.random(raw.size) < error_rate) & (codes < 4)
+    text = np.where(hit, _ACGT[(codes + rng.integers(1, 4, size=raw.size)) % 4], raw)
+    ends = np.cumsum(lens)
+    return [text[e - k : e].tobytes().decode() for e, k in zip(ends.tolist(), lens.tolist())]
+
+
+def make_reads(num_classes: int, reads_per_class: int, *, seed: int, genome_len: int = 3000,
+               read_len: int = 150, error_rate: float = 0.01, genome_seed: int = 1234) -> tuple[list[str], np.ndarray]:
+    """Reads and labels, shuffled: ``reads_per_class`` reads of each of ``num_classes`` random genomes
+    (the same genomes for every ``seed``) with a few substitutions, so classes are learnable but not
+    trivially (the training tests' data)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), reads_per_class)
+    rng.shuffle(labels)
+    genomes = random_genomes(num_classes, genome_len, genome_seed)
+    return sample_reads(labels, genomes, rng, lengths=(read_len, read_len), error_rate=error_rate), labels
+
+
 _COMP = str.maketrans("ACGTN", "TGCAN")
 
 
@@ -59,21 +115,20 @@ def write_reads(
     gz: bool = False,
     line_width: int = 0,
 ) -> tuple[Path, Path]:
-    """Write labeled paired reads sampled from real genomes in the seed header format.
+    """Write labeled paired reads sampled from real genomes in the seed header format: each
+    fragment (200-399 bases, :func:`sample_reads`) on a random strand gives two mates of 100-150.
 
     Returns:
         (reads path, mapping TSV path). Class ids are non-contiguous (10, 20, ...).
     """
     rng = np.random.default_rng(seed)
-    genomes = [_read_genome(p) for p in genome_files()[:classes]]
+    genomes = genome_texts(classes)
     lines: list[str] = []
     for c, genome in enumerate(genomes):
         cid = 10 * (c + 1)
         tax = "" if c % 2 else str(1000 + c)
         for i in range(n_per_class // 2):
-            frag = int(rng.integers(200, 400))
-            start = int(rng.integers(0, len(genome) - frag))
-            f = genome[start : start + frag]
+            (f,) = sample_reads([0], [genome], rng, lengths=(200, 399))
             if rng.random() < 0.5:
                 f = f.translate(_COMP)[::-1]
             for mate, seq in ((1, f[: int(rng.integers(100, 151))]), (2, f[::-1].translate(_COMP)[: int(rng.integers(100, 151))])):

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _train_helpers import build_split, make_reads
+from _train_helpers import build_split
+from conftest import make_reads
 from train.calibration import read_calibration
 from train.config import config_from_dict
 from train.evaluate import EVAL_FILES, main

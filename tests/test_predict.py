@@ -23,7 +23,7 @@ from train.loop import run as train_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
-GENOME_SEED, GENOME_LEN, C = 1234, 3000, 4  # the genomes of _train_helpers.make_reads
+GENOME_SEED, GENOME_LEN, C = 1234, 3000, 4  # the genomes of conftest.make_reads
 
 
 def _config(train: Path, val: Path, out: Path, arch: str = "llama", steps: int = 40, lr: float = 5e-3,

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _train_helpers import build_split, convert_reads, make_reads, write_fasta
+from _train_helpers import build_split, convert_reads, write_fasta
+from conftest import make_reads
 from train.baseline import iter_shard_blocks, kmer_count_matrix, main, run_baseline, sample_rows
 
 

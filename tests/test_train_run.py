@@ -70,7 +70,8 @@ def test_cli_overrides_and_bad_input(split: tuple[Path, Path], tmp_path: Path) -
 
 
 def test_val_with_other_tokenizer_is_refused(split: tuple[Path, Path], tmp_path: Path) -> None:
-    from _train_helpers import convert_reads, make_reads, write_fasta
+    from _train_helpers import convert_reads, write_fasta
+    from conftest import make_reads
     from shards import FormatError
 
     reads, labels = make_reads(4, 10, seed=9)
