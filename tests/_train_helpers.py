@@ -9,13 +9,14 @@ windows of it with a few substitutions, so classes are learnable but not trivial
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from conftest import make_reads
 from convert import ConvertOptions, convert
 
-__all__ = ["TINY", "TINY_1L", "TINIEST", "write_fasta", "convert_reads", "build_split"]
+__all__ = ["TINY", "TINY_1L", "TINIEST", "write_fasta", "convert_reads", "build_split", "tiny_run_config"]
 
 # Tiny model configs (``model.config``) the training tests run: a few ms per step on CPU.
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -52,3 +53,19 @@ def build_split(root: Path, *, num_classes: int = 4, train_per_class: int = 300,
         fa = write_fasta(root / "reads" / f"{split}.fa", reads, labels, num_classes)
         out.append(convert_reads(fa, root / split, tokenizer=tokenizer, max_length=max_length))
     return out[0], out[1]
+
+
+def tiny_run_config(train: Path, val: Path, out: Path, *, arch: str = "llama", steps: int = 30, lr: float = 5e-3,
+                    **model: object) -> Any:
+    """A ``TrainConfig`` of a 1-layer model (``TINY_1L``) trained ``steps`` steps of 32 reads on one
+    thread, no DataLoader worker, evaluated once at the end (calibration and ``eval/val``), no baseline."""
+    from train.config import config_from_dict
+
+    return config_from_dict({
+        "data": {"train": str(train), "val": str(val), "num_workers": 0},
+        "model": {"arch": arch, "config": TINY_1L, **model},
+        "optim": {"lr": lr, "warmup_steps": 5},
+        "train": {"batch_size": 32, "max_steps": steps, "eval_every": 0, "progress": False, "baseline": False,
+                  "threads": 1},
+        "out": str(out),
+    })

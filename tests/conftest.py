@@ -377,6 +377,26 @@ def split(request: pytest.FixtureRequest, make_split: Callable[..., tuple[Path, 
     return make_split(**getattr(request.module, "SPLIT", TINY_SPLIT))
 
 
+# The tiny trained run that the predict and evaluate tests read (never write into): 4 classes of
+# 80 train / 25 val reads (conftest.make_reads: class c is species_c, class id 100 + c, tax id
+# 5000 + c), DNABERT 6-mer tokens (L 152), a 1-layer Llama trained 30 steps.
+TINY_RUN_SPLIT = {"num_classes": 4, "train_per_class": 80, "val_per_class": 25, "max_length": 152,
+                  "tokenizer": "dnabert-6mer"}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, make_split: Callable[..., tuple[Path, Path]]) -> dict:
+    """The :data:`TINY_RUN_SPLIT` run, once per session: ``train``, ``val`` (datasets), ``val_fa`` (the
+    val reads' FASTA), ``run`` (the run directory) and ``result`` (what ``train.loop.run`` returned)."""
+    from _train_helpers import tiny_run_config
+    from train.loop import run
+
+    train, val = make_split(**TINY_RUN_SPLIT)
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    result = run(tiny_run_config(train, val, out))
+    return {"train": train, "val": val, "val_fa": train.parent / "reads" / "val.fa", "run": out, "result": result}
+
+
 @pytest.fixture(scope="session")
 def four_shards(tmp_path_factory: pytest.TempPathFactory):
     """A loader test dataset (``_loader_helpers.build_dataset``): shards of 300, 0, 411 and 89 rows."""

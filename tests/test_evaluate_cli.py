@@ -1,5 +1,6 @@
-"""``python -m train evaluate`` (train.evaluate.main, in-process) on a real tiny trained run,
-and what the end of a training run writes: RUN/calibration.json and RUN/eval/val/."""
+"""``python -m train evaluate`` (train.evaluate.main, in-process) on a real tiny trained run (conftest's
+``tiny_run``, shared with the predict tests), and what the end of a training run writes:
+RUN/calibration.json and RUN/eval/val/."""
 
 from __future__ import annotations
 
@@ -12,31 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _train_helpers import build_split
 from conftest import make_reads
 from train.calibration import read_calibration
-from train.config import config_from_dict
 from train.evaluate import EVAL_FILES, main
-from train.loop import run
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
-TAX_IDS = [5000, 5001, 5002, 5003]  # _train_helpers: class c has tax id 5000 + c
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("evalrun")
-    train, val = build_split(root, num_classes=4, train_per_class=100, val_per_class=60)
-    cfg = config_from_dict({
-        "data": {"train": str(train), "val": str(val), "num_workers": 0},
-        "model": {"arch": "llama", "config": TINY},
-        "optim": {"lr": 5e-3, "warmup_steps": 3},
-        "train": {"batch_size": 32, "max_steps": 15, "eval_every": 0, "log_every": 5, "progress": False,
-                  "baseline": False, "threads": 1},
-        "out": str(root / "run"),
-    })
-    result = run(cfg)
-    return {"root": root, "run": root / "run", "val": val, "val_fa": root / "reads" / "val.fa", "result": result}
+TAX_IDS = [5000, 5001, 5002, 5003]  # conftest's tiny_run: class c has tax id 5000 + c
+VAL_READS = 100  # conftest.TINY_RUN_SPLIT: 4 classes of 25 val reads
 
 
 def png_images(html_path: Path) -> list[bytes]:
@@ -55,16 +37,16 @@ def png_images(html_path: Path) -> list[bytes]:
     return [base64.b64decode(s.split(",", 1)[1], validate=True) for s in srcs]
 
 
-def test_training_run_writes_calibration_and_val_evaluation(trained: dict) -> None:
-    run_dir = trained["run"]
+def test_training_run_writes_calibration_and_val_evaluation(tiny_run: dict) -> None:
+    run_dir = tiny_run["run"]
     cal = read_calibration(run_dir / "calibration.json")  # schema-checked
-    assert cal is not None and cal["num_reads"] == 240 and 0.25 <= cal["temperature"] <= 10
-    assert str(trained["val"]) in cal["fitted_on"] and cal["ece_bins"] == 15
-    assert trained["result"]["calibration"]["temperature"] == cal["temperature"]
+    assert cal is not None and cal["num_reads"] == VAL_READS and 0.25 <= cal["temperature"] <= 10
+    assert str(tiny_run["val"]) in cal["fitted_on"] and cal["ece_bins"] == 15
+    assert tiny_run["result"]["calibration"]["temperature"] == cal["temperature"]
     ev = run_dir / "eval" / "val"
     assert sorted(p.name for p in ev.iterdir()) == sorted(EVAL_FILES)
     m = json.loads((ev / "metrics.json").read_text())
-    assert m["counts"]["reads"] == m["per_read"]["count"] == 240 and m["counts"]["unknown_class"] == 0
+    assert m["counts"]["reads"] == m["per_read"]["count"] == VAL_READS and m["counts"]["unknown_class"] == 0
     assert m["per_read"]["at_threshold"]["threshold"] == cal["threshold"]
     # the training loop's own figure and the evaluation agree (same logits)
     assert m["per_read"]["accuracy"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["val_accuracy"])
@@ -83,21 +65,21 @@ def taxonomy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def test_evaluate_dataset_with_taxonomy(trained: dict, taxonomy_dir: Path, tmp_path: Path,
+def test_evaluate_dataset_with_taxonomy(tiny_run: dict, taxonomy_dir: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ev"
-    assert main([str(trained["run"]), str(trained["val"]), "--taxonomy", str(taxonomy_dir), "--out", str(out),
+    assert main([str(tiny_run["run"]), str(tiny_run["val"]), "--taxonomy", str(taxonomy_dir), "--out", str(out),
                  "--device", "cpu", "--no-progress"]) == 0
     assert "report.html" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     r = m["per_read"]
     # counts reconcile
-    assert r["count"] == 240 == r["at_threshold"]["classified"] + r["at_threshold"]["unclassified"]
-    assert sum(row["support"] for row in m["per_class"]) == r["known_class"] == 240
+    assert r["count"] == VAL_READS == r["at_threshold"]["classified"] + r["at_threshold"]["unclassified"]
+    assert sum(row["support"] for row in m["per_class"]) == r["known_class"] == VAL_READS
     assert m["threshold_source"].startswith("RUN/calibration.json")
-    assert m["temperature"] == read_calibration(trained["run"] / "calibration.json")["temperature"]
+    assert m["temperature"] == read_calibration(tiny_run["run"] / "calibration.json")["temperature"]
     tax = m["taxonomy"]["per_read"]
-    assert tax["reads"]["species"] == 240 and tax["accuracy"]["species"] == pytest.approx(r["accuracy"])
+    assert tax["reads"]["species"] == VAL_READS and tax["accuracy"]["species"] == pytest.approx(r["accuracy"])
     assert tax["accuracy"]["superkingdom"] == 1.0 and sum(tax["first_agreement"].values()) == tax["wrong_calls"]
     assert tax["first_agreement"]["species"] == 0
     rows = (out / "per_class.tsv").read_text().splitlines()
@@ -111,7 +93,7 @@ def test_evaluate_dataset_with_taxonomy(trained: dict, taxonomy_dir: Path, tmp_p
     assert "Taxonomy" in (out / "report.html").read_text()
 
 
-def test_fasta_with_unknown_classes_and_pairs(trained: dict, tmp_path: Path) -> None:
+def test_fasta_with_unknown_classes_and_pairs(tiny_run: dict, tmp_path: Path) -> None:
     """The val FASTA gives the dataset's per-read figures; reads of a class the run does not know
     count as "should be unclassified"; adjacent /1 /2 mates are scored as pairs."""
     reads, labels = make_reads(5, 20, seed=9)  # class 4 (id 104) is not one of the run's 4 classes
@@ -123,7 +105,7 @@ def test_fasta_with_unknown_classes_and_pairs(trained: dict, tmp_path: Path) -> 
             f.write(f">lbl|{100 + labels[a]}|{5000 + labels[a]}|150|p{k}/1\n{reads[a]}\n")
             f.write(f">lbl|{100 + labels[b]}|{5000 + labels[b]}|150|p{k}/2\n{reads[b]}\n")
     out = tmp_path / "ev"
-    assert main([str(trained["run"]), str(fa), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert main([str(tiny_run["run"]), str(fa), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["counts"]["reads"] == 100 and m["counts"]["unknown_class"] == 20 and m["counts"]["fragments"] == 50
     assert m["per_pair"]["fragments_with_mates"] == 50 and m["per_pair"]["unknown_class"] == 10
@@ -131,39 +113,39 @@ def test_fasta_with_unknown_classes_and_pairs(trained: dict, tmp_path: Path) -> 
     assert unk["auroc_known_vs_unknown"] is not None and 0 <= unk["rejection_rate_at_threshold"] <= 1
 
     ds_out, fa_out = tmp_path / "ds", tmp_path / "fa"
-    assert main([str(trained["run"]), str(trained["val"]), "--out", str(ds_out), "--no-progress"]) == 0
-    assert main([str(trained["run"]), str(trained["val_fa"]), "--out", str(fa_out), "--no-progress"]) == 0
+    assert main([str(tiny_run["run"]), str(tiny_run["val"]), "--out", str(ds_out), "--no-progress"]) == 0
+    assert main([str(tiny_run["run"]), str(tiny_run["val_fa"]), "--out", str(fa_out), "--no-progress"]) == 0
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (ds_out, fa_out))
     assert a["per_read"]["accuracy"] == b["per_read"]["accuracy"]
     assert a["per_read"]["at_threshold"] == b["per_read"]["at_threshold"]
 
 
-def test_calibrate_flag_writes_run_calibration(trained: dict, tmp_path: Path) -> None:
+def test_calibrate_flag_writes_run_calibration(tiny_run: dict, tmp_path: Path) -> None:
     run_copy = tmp_path / "run"
     run_copy.mkdir()
     for name in ("config.json", "checkpoint.pt"):
-        (run_copy / name).write_bytes((trained["run"] / name).read_bytes())
-    assert main([str(run_copy), str(trained["val"]), "--calibrate", "--target-precision", "0.95",
+        (run_copy / name).write_bytes((tiny_run["run"] / name).read_bytes())
+    assert main([str(run_copy), str(tiny_run["val"]), "--calibrate", "--target-precision", "0.95",
                  "--no-progress"]) == 0
     cal = read_calibration(run_copy / "calibration.json")
-    assert cal["target_precision"] == 0.95 and cal["num_reads"] == 240
+    assert cal["target_precision"] == 0.95 and cal["num_reads"] == VAL_READS
     assert (run_copy / "eval" / "val" / "report.html").is_file()  # the default --out: RUN/eval/<DATA name>
 
 
-def test_user_errors_exit_2(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_user_errors_exit_2(tiny_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     unlabelled = tmp_path / "sample.fa"
     unlabelled.write_text(">read1\nACGTACGTACGTACGTACGTACGTACGT\n>read2\nTTTTACGTACGTACGTACGTACGTAAAA\n")
-    assert main([str(trained["run"]), str(unlabelled), "--out", str(tmp_path / "o1"), "--no-progress"]) == 2
+    assert main([str(tiny_run["run"]), str(unlabelled), "--out", str(tmp_path / "o1"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "no class ids" in err and "python -m train predict" in err and "Traceback" not in err
-    assert main([str(trained["run"]), str(trained["val"]), "--taxonomy", str(tmp_path), "--no-progress"]) == 2
+    assert main([str(tiny_run["run"]), str(tiny_run["val"]), "--taxonomy", str(tmp_path), "--no-progress"]) == 2
     assert "nodes.dmp" in capsys.readouterr().err
     target = tmp_path / "elsewhere"
     target.mkdir()
     (tmp_path / "link").symlink_to(target)
-    assert main([str(trained["run"]), str(trained["val"]), "--out", str(tmp_path / "link"), "--no-progress"]) == 2
+    assert main([str(tiny_run["run"]), str(tiny_run["val"]), "--out", str(tmp_path / "link"), "--no-progress"]) == 2
     assert "link" in capsys.readouterr().err and not any(target.iterdir())
-    assert main([str(trained["run"]), str(trained["val"]), "--target-precision", "1.5"]) == 2
+    assert main([str(tiny_run["run"]), str(tiny_run["val"]), "--target-precision", "1.5"]) == 2
 
 
 def test_overwrite_clears_only_what_evaluate_wrote(tmp_path: Path) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 
-from _train_helpers import build_split, convert_reads, write_fasta
+from _train_helpers import convert_reads, write_fasta
 from conftest import make_reads
 from train.baseline import iter_shard_blocks, kmer_count_matrix, main, run_baseline, sample_rows
 
@@ -47,11 +48,12 @@ def test_kmer_counts_match_a_plain_count() -> None:
         assert got == dict(want), s
 
 
-def test_naive_bayes_learns_from_tokens_and_from_fasta(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    train, val = build_split(tmp_path, num_classes=5, train_per_class=100, val_per_class=40)
+def test_naive_bayes_learns_from_tokens_and_from_fasta(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       make_split: Callable[..., tuple[Path, Path]]) -> None:
+    train, val = make_split(num_classes=5, train_per_class=100, val_per_class=40)
     from_tokens = run_baseline(train, val)
-    from_fasta = run_baseline(train, val, train_fasta=tmp_path / "reads" / "train.fa",
-                              val_fasta=tmp_path / "reads" / "val.fa")
+    reads = train.parent / "reads"  # build_split's FASTA of the same reads
+    from_fasta = run_baseline(train, val, train_fasta=reads / "train.fa", val_fasta=reads / "val.fa")
     assert from_tokens["val_accuracy"] > 0.9 and from_tokens["val_reads"] == 200
     assert from_tokens["confusion"] == from_fasta["confusion"]  # same reads either way
     assert main(["--train", str(train), "--val", str(val), "--out", str(tmp_path / "b")]) == 0
@@ -78,14 +80,15 @@ def test_sampled_rows_decode_to_the_same_reads_across_shards(layout: str, tmp_pa
     assert len({int(r) // 25 for r in rows}) > 1
 
 
-def test_baseline_is_capped_and_says_how_many_reads_it_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    train, val = build_split(tmp_path, num_classes=3, train_per_class=100, val_per_class=40)
+def test_baseline_is_capped_and_says_how_many_reads_it_used(capsys: pytest.CaptureFixture,
+                                                            make_split: Callable[..., tuple[Path, Path]]) -> None:
+    train, val = make_split(num_classes=3, train_per_class=100, val_per_class=40)
     res = run_baseline(train, val, max_reads=50, seed=1)
     assert (res["train_reads"], res["train_reads_total"], res["val_reads"], res["val_reads_total"]) == (50, 300, 50, 120)
     assert "uniform sample of at most 50" in res["sampling"]
     assert run_baseline(train, val, max_reads=50, seed=1)["confusion"] == res["confusion"]  # seeded
-    fasta = run_baseline(train, val, max_reads=50, train_fasta=tmp_path / "reads" / "train.fa",
-                         val_fasta=tmp_path / "reads" / "val.fa")
+    fasta = run_baseline(train, val, max_reads=50, train_fasta=train.parent / "reads" / "train.fa",
+                         val_fasta=train.parent / "reads" / "val.fa")
     assert (fasta["train_reads"], fasta["val_reads"]) == (50, 50) and "first 50" in fasta["sampling"]
     assert main(["--train", str(train), "--val", str(val), "--max-reads", "60"]) == 0
     assert "60 train reads, 60 val reads (a uniform sample of at most 60 reads" in capsys.readouterr().out

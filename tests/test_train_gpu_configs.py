@@ -8,10 +8,10 @@ import dataclasses
 import importlib.util
 import json
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from _train_helpers import build_split
 from train.config import ConfigError, apply_overrides, load_config
 from train.loop import run
 from train.model import DataSpec, build_model, count_parameters, smoke_model_config
@@ -22,11 +22,11 @@ CASES = {"rtx4090_metagene1.yaml": "metagene-1", "rtx4090_dnabert2.yaml": "dnabe
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_one_step_of_a_tiny_model_of_the_same_architecture(name: str, tmp_path: Path) -> None:
+def test_one_step_of_a_tiny_model_of_the_same_architecture(name: str, tmp_path: Path,
+                                                            make_split: Callable[..., tuple[Path, Path]]) -> None:
     cfg = load_config(REPO / "configs" / name)
     assert cfg.model.pretrained and cfg.train.precision == "bf16"
-    train, val = build_split(tmp_path / "data", num_classes=3, train_per_class=40, val_per_class=10,
-                             max_length=64, tokenizer=CASES[name])
+    train, val = make_split(num_classes=3, train_per_class=40, val_per_class=10, max_length=64, tokenizer=CASES[name])
     model_cfg = smoke_model_config(cfg.model)
     if model_cfg.lora is not None and not HAS_PEFT:
         model_cfg = dataclasses.replace(model_cfg, lora=None)  # the LoRA path needs the `lora` extra

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from _train_helpers import build_split
 from loaders import ReadLoader, ShardDataset, ShuffleBatchSampler, collate_batch
 from train.loop import train_loader
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_training_batches_come_from_read_loader(tmp_path: Path, num_workers: int) -> None:
-    train, _ = build_split(tmp_path, num_classes=3, train_per_class=60, val_per_class=5)
+def test_training_batches_come_from_read_loader(split: tuple[Path, Path], num_workers: int) -> None:
+    train, _ = split  # conftest's TINY_SPLIT: 120 train reads, 7 full batches of 16
     ds = ShardDataset(train)
     sampler = ShuffleBatchSampler(len(ds), 16, seed=3, drop_last=True)
     loader = train_loader(ds, sampler, num_workers=num_workers, seed=0, pin_memory=False)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import train.loop
-from _train_helpers import build_split
+from _train_helpers import TINIEST
 from train.config import config_from_dict
 from train.loop import TimeBudget, lr_factor, run
 
-TINY = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+SPLIT = dict(num_classes=2, train_per_class=64, val_per_class=8, max_length=24)  # conftest's split fixture builds it
 
 
 class FakeClock:
@@ -71,18 +71,12 @@ def test_resume_continues_the_decay_without_a_jump() -> None:
     assert after[-1] == pytest.approx(0.1)  # and the rest of the decay fits the new budget
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_split(tmp_path_factory.mktemp("budget"), num_classes=2, train_per_class=64, val_per_class=8,
-                       max_length=24)
-
-
 def test_run_cut_by_time_ends_at_the_floor(split: tuple[Path, Path], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train.loop, "_clock", FakeClock(1.0))  # 1 s per reading: ~2 s per step
     cfg = config_from_dict({
         "data": {"train": str(split[0]), "val": str(split[1]), "num_workers": 0},
-        "model": {"arch": "llama", "config": TINY},
+        "model": {"arch": "llama", "config": TINIEST},
         "optim": {"lr": 1e-2, "warmup_steps": 3, "min_lr_ratio": 0.05},
         "train": {"batch_size": 16, "max_steps": 10_000, "max_minutes": 0.5, "log_every": 1, "threads": 1,
                   "progress": False, "baseline": False},
