@@ -14,13 +14,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from _train_helpers import TINY, build_split
+from _train_helpers import TINY
 from train.config import ConfigError, ModelConfig
 from train.model import DataSpec, build_model
 from conftest import REPO
@@ -87,11 +87,11 @@ def offline_env(tmp_path: Path, counter: ConnectionCounter) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_train_from_a_local_pretrained_directory_never_reaches_the_hub(name: str, tmp_path: Path,
-                                                                       hub_endpoint: ConnectionCounter) -> None:
+def test_train_from_a_local_pretrained_directory_never_reaches_the_hub(
+        name: str, tmp_path: Path, hub_endpoint: ConnectionCounter, make_split: Callable[..., tuple[Path, Path]]) -> None:
     tokenizer, head = CASES[name]
-    train, val = build_split(tmp_path / "data", num_classes=3, train_per_class=30, val_per_class=10,
-                             max_length=64, tokenizer=tokenizer)
+    # the datasets test_train_gpu_configs also trains on
+    train, val = make_split(num_classes=3, train_per_class=40, val_per_class=10, max_length=64, tokenizer=tokenizer)
     vocab = json.loads((train / "manifest.json").read_text())["tokenizer"]["vocab_size"]
     ckpt = save_tiny_checkpoint(tmp_path / "pretrained", head, vocab)
     out = tmp_path / "out"
@@ -167,8 +167,9 @@ def test_config_overrides_that_change_the_pretrained_shapes_are_refused(tmp_path
 # A real process (~3 s, torch and transformers imported): the hub endpoint and cache come from its
 # environment. The same refusal in-process: test_a_bad_local_path_is_a_clear_config_error.
 @pytest.mark.slow
-def test_a_bad_pretrained_path_exits_2_with_one_paragraph(tmp_path: Path, hub_endpoint: ConnectionCounter) -> None:
-    train, val = build_split(tmp_path / "data", num_classes=3, train_per_class=10, val_per_class=5)
+def test_a_bad_pretrained_path_exits_2_with_one_paragraph(tmp_path: Path, hub_endpoint: ConnectionCounter,
+                                                          split: tuple[Path, Path]) -> None:
+    train, val = split
     proc = subprocess.run(
         [sys.executable, "-m", "train", "--config", str(REPO / "configs" / "rtx4090_metagene1.yaml"),
          "--pretrained", str(tmp_path / "no-such-model"), "--train", str(train), "--val", str(val),
