@@ -386,8 +386,9 @@ def _report(result: Mapping[str, Any]) -> str:
     r = result["reads"]
     tr = result["train"]
     head = (f"{result['genomes']} genomes, {result['simulator']} reads: {r['train']:,} train / {r['val']:,} val / "
-            f"{r['test']:,} test (split by fragment); model trained {result['minutes']:g} min "
-            f"({tr.get('steps')} steps, stopped by {tr.get('stopped_by')}); Kraken2 and the converter on "
+            f"{r['test']:,} test (split by fragment); the default recipe trained {tr.get('train_seconds') or 0:.0f} s "
+            f"of a {result['minutes']:g} min budget ({tr.get('steps')} steps, stopped by {tr.get('stopped_by')}); "
+            f"Kraken2 and the converter on "
             f"{result['threads']} thread(s).")
     lines = [head, "", markdown_table(result["rows"]), ""]
     for t in result["targets"]:
