@@ -26,6 +26,42 @@ DATA = Path(__file__).resolve().parent / "data"
 SHARED = Path(os.environ.get("READSHARD_SHARED", REPO.parent / "shared"))
 
 
+# The cyclic GC of the test process. Every full collection scans all live objects: ~0.2 s with the
+# imports of collection, ~0.5 s once transformers is in, and collection and the training and
+# collate tests trigger dozens. So it is off while the test modules are imported (imports make
+# little cyclic garbage), and what lives to the end of the session (modules, test items, session
+# fixtures) is moved out of its sight (gc.freeze): after collection, and again at a module boundary
+# once a large import (transformers, matplotlib) came in. The converter's own gc.freeze
+# (convert.cli) tunes a process of its own; run in-process it would freeze a test's objects for
+# good, so here it does nothing.
+_gc_freeze = gc.freeze
+gc.freeze = lambda: None
+gc.disable()
+_modules_frozen = 0
+
+
+def _freeze_heap() -> None:
+    """Collect, then move every live object to the permanent generation."""
+    global _modules_frozen
+    gc.collect()
+    _gc_freeze()
+    _modules_frozen = len(sys.modules)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.enable()
+    _freeze_heap()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    yield
+    # After the module's fixtures are torn down, what is alive outlives the session's other modules.
+    module_ends = nextitem is None or getattr(nextitem, "module", None) is not getattr(item, "module", None)
+    if module_ends and len(sys.modules) - _modules_frozen >= 200:
+        _freeze_heap()
+
+
 # tests/data inputs no reader accepts, with a word their one-paragraph error must contain.
 UNREADABLE_INPUTS = [
     ("empty.fa", "empty"),
@@ -258,7 +294,6 @@ def in_process(main: Callable[[Sequence[str]], int], args: Sequence[str | os.Pat
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     finally:
         os.chdir(old)
-        gc.unfreeze()  # the converter freezes what it imported; the test process must still collect
     return Ran(int(code), out.getvalue(), err.getvalue())
 
 
