@@ -12,7 +12,7 @@ import torch
 
 from _train_helpers import build_split
 from train.config import ConfigError, ModelConfig, config_from_dict
-from train.inference import load_run, score_dataset, score_reads
+from train.inference import default_batch_size, load_run, score_dataset, score_reads
 from train.loop import run as train_run
 from train.model import DataSpec, build_model
 from train.ngram import NGramClassifier, token_stride
@@ -124,6 +124,7 @@ def test_train_and_predict(tmp_path: Path) -> None:
     result = train_run(cfg)
     run = load_run(tmp_path / "run", device="cpu")
     assert isinstance(run.model, NGramClassifier) and run.model.stride == 6
+    assert default_batch_size(run) == 1024  # small activations: a CPU batch only saves overhead
     blocks = list(score_dataset(run, val))
     labels = np.concatenate([s.labels for s in blocks])
     from_ds = np.concatenate([s.log_probs for s in blocks])

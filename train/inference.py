@@ -291,8 +291,9 @@ def _autocast(dev: torch.device) -> contextlib.AbstractContextManager:
 
 
 def default_batch_size(run: LoadedRun) -> int:
-    """Reads per forward pass: large on a GPU (inference holds no activations for backward)."""
-    return 1024 if run.device.type == "cuda" else 64
+    """Reads per forward pass: large on a GPU (inference holds no activations for backward); on a
+    CPU 64 for the transformers (their activations stay in cache), or what the model asks for."""
+    return 1024 if run.device.type == "cuda" else int(getattr(run.model, "cpu_batch_size", 64))
 
 
 @torch.inference_mode()

@@ -46,6 +46,10 @@ class NGramOutput:
 class NGramClassifier(nn.Module):
     """Hashed n-gram embeddings, averaged per read, LayerNorm, linear head."""
 
+    #: ``predict``'s CPU batch: its activations are small, so a large batch only saves overhead
+    #: (1,024: 95k reads/s against 75k at 64 on one core here).
+    cpu_batch_size = 1024
+
     def __init__(self, *, num_labels: int, max_length: int, stride: int, ngram_sizes: list[int], hash_bits: int,
                  hidden_size: int) -> None:
         super().__init__()
