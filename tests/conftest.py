@@ -1,5 +1,7 @@
-"""Shared fixtures and helpers: paths, a small labeled read generator from real genomes, the CLIs
-run in-process (``convert_cli``, ``train_cli``) or as a real process (``run_convert``, ``run_train``)."""
+"""Shared fixtures and helpers: paths, the tests' one read generator (``sample_reads``; its users
+``write_reads`` and ``make_reads``), the CLIs run in-process (``convert_cli``, ``train_cli``) or as a
+real process (``run_convert``, ``run_train``), session data (``split``, ``tiny_run``, ...) and the
+test process's GC policy."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -54,7 +56,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     yield
     # After the module's fixtures are torn down, what is alive outlives the session's other modules.
     module_ends = nextitem is None or getattr(nextitem, "module", None) is not getattr(item, "module", None)
