@@ -118,7 +118,7 @@ def test_prefetch_follows_the_policy_and_is_overridable(tmp_path_factory, access
 
 
 @needs_prefetch
-def test_random_policy_prefetches_a_cold_batch_and_serves_correct_rows(tmp_path):
+def test_random_policy_prefetches_a_cold_batch_and_serves_correct_rows(tmp_path, monkeypatch):
     built = build_dataset(tmp_path / "ds", shard_sizes=(3000, 0, 2500, 1700), seed=5)
     ds = ShardDataset(built.path, access="random")
     assert ds.prefetch
@@ -136,7 +136,12 @@ def test_random_policy_prefetches_a_cold_batch_and_serves_correct_rows(tmp_path)
     assert stats["prefetch_checks"] >= 1
     if stats["prefetch_ranges"] == 0:
         pytest.skip("this filesystem kept the evicted pages resident")
-    # warm now: the next batches skip the check (one timing per batch is all the warm path pays)
+    # warm now: the next batches skip the check (one timing per batch is all the warm path pays).
+    # A gather slower than the cold bound re-arms the check; on a loaded machine a warm one can be,
+    # so the bound is lifted here: what is checked is that a warm batch does not ask again.
+    import loaders.gather
+
+    monkeypatch.setattr(loaders.gather, "_COLD_NS_FIXED", 10**12)
     for _ in range(3):
         ds.__getitems__(idx)
     assert ds.io_stats["prefetch_checks"] <= stats["prefetch_checks"] + 1
