@@ -207,6 +207,18 @@ def wait_for_shards(staging: Path, n: int, proc: subprocess.Popen | None = None,
     return len(list(Path(staging).glob("shard-*.h5")))
 
 
+def kill_group(proc: subprocess.Popen) -> bool:
+    """SIGKILL ``proc``'s process group and reap it; False when the group had already exited
+    (``wait_for_shards`` polls, so a run that finished first is reaped and its group gone)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+        killed = True
+    except ProcessLookupError:
+        killed = False
+    proc.wait()
+    return killed
+
+
 def start_convert(inp: Path, mapping: Path, out: Path, *extra: str, reads_per_shard: int | str = 500,
                   text: bool = False) -> subprocess.Popen:
     """Start ``python -m convert`` (500 reads per shard) in its own session, for tests that kill it

@@ -11,14 +11,13 @@ still runs), and a killed run whose written-but-unsynced files are then damaged.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import convert_cli, shard_hashes, start_convert, wait_for_shards, write_reads
+from conftest import convert_cli, kill_group, shard_hashes, start_convert, wait_for_shards, write_reads
 from convert.cli import main
 from convert.pipeline import staging_dir
 
@@ -69,8 +68,8 @@ def test_unsynced_writes_lost_after_a_crash_are_redone(big_converted: tuple[Path
     proc = start_convert(inp, mapping, out, "--jobs", "2")
     staging = staging_dir(out)
     wait_for_shards(staging, 4, proc, timeout=60)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if not kill_group(proc) and proc.returncode == 0:
+        pytest.skip("the conversion finished before it was killed (a loaded machine)")
     done = sorted(p for p in (staging / ".units").glob("u-*.json"))
     assert done, "the killed run finished no unit"
     index = done[0].stem.split("-")[1]

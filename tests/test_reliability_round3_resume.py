@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, convert_cli, run_convert, shard_hashes, wait_for_shards, write_reads
+from conftest import REPO, convert_cli, kill_group, run_convert, shard_hashes, wait_for_shards, write_reads
 import shards as fmt
 from convert.pipeline import staging_dir
 from convert.paths import trash_dir
@@ -258,8 +258,7 @@ def test_killed_overwrite_is_continued_by_the_advised_resume(data, tmp_path: Pat
         start_new_session=True,
     )
     n = wait_for_shards(staging_dir(out), 3, proc, timeout=60)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_group(proc)
     if not (3 <= n < len(shard_hashes(data["ref"]))) or not (staging_dir(out) / "plan.json").is_file():
         pytest.skip(f"the run was not caught mid-way ({n} shards)")
     assert _digests(out) == old  # the old dataset is untouched until the new one is complete

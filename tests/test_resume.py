@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import convert_cli, shard_hashes as _hashes, start_convert as _start, wait_for_shards, write_reads
+from conftest import convert_cli, kill_group, shard_hashes as _hashes, start_convert as _start, wait_for_shards, write_reads
 from convert.pipeline import staging_dir
 
 
@@ -23,8 +22,8 @@ def test_kill_then_resume_gives_same_bytes(
     proc = _start(inp, mapping, out, "--jobs", jobs, "--parallel", parallel)
     staging = staging_dir(out)
     wait_for_shards(staging, wait_shards, proc, timeout=60)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if not kill_group(proc) and proc.returncode == 0:
+        pytest.skip("the conversion finished before it was killed (a loaded machine): nothing to resume")
     assert not out.exists(), "nothing may be published by an interrupted run"
     assert 0 < len(list(staging.glob("shard-*.h5"))) < 20
     kept = {p.name: p.stat().st_mtime_ns for p in staging.glob("shard-*.h5")}
@@ -49,8 +48,8 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     proc = _start(inp, mapping, out, reads_per_shard=100)
     staging = staging_dir(out)
     wait_for_shards(staging, 1, proc, timeout=60)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if not kill_group(proc) and proc.returncode == 0:
+        pytest.skip("the conversion finished before it was killed (a loaded machine): nothing to resume")
     assert not out.exists() and (staging / "plan.json").is_file(), "the run finished before it was killed"
     res = convert_cli(inp, "--mapping", mapping, "--out", out, "--reads-per-shard", "100", "--resume", "--tokenizer", "char")
     assert res.returncode == 2 and "other settings" in res.stderr and "tokenizer" in res.stderr
