@@ -30,7 +30,8 @@ RPS = "500"
 # A converter process with a hook: SIGKILL itself right after a publish step, or wait (holding
 # its lock) until the test creates the release file.
 _CHILD = r"""
-import os, signal, sys, time
+import faulthandler, os, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung child shows where it waits
 import convert.paths as paths, convert.pipeline as pipeline, convert.repair as repair
 from convert.cli import main
 point, release, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -118,6 +119,17 @@ def _same_as(out: Path, ref: Path) -> None:
     assert shard_hashes(out) == shard_hashes(ref)
     assert (out / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
+
+
+def _communicate(proc: subprocess.Popen, timeout: float) -> str:
+    """The child's stderr once it exits; if it has not after ``timeout`` s, fail with its threads' stacks."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        kill_group(proc)
+        pytest.fail(f"the child did not exit within {timeout} s; its stacks: {proc.communicate()[1][-4000:]}")
 
 
 def _wait_lock(staging: Path, proc: subprocess.Popen, what: str = "") -> str:
@@ -282,7 +294,7 @@ def test_ctrl_c_advice_of_an_overwrite_is_a_command_that_works(data, tmp_path: P
     _wait_lock(staging_dir(out), proc, "plan.json")
     wait_for_shards(staging_dir(out), len(shard_hashes(data["ref"])), proc, timeout=60)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err = _communicate(proc, 60)
     assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     r = convert_cli(*_advised(err, "--resume"))
     assert r.returncode == 0, r.stderr
@@ -298,7 +310,7 @@ def test_killed_publish_is_finished_by_resume(data, tmp_path: Path, point: str) 
     out = _copy(data["old"], tmp_path / "ds")
     args = [data["inp"], "--mapping", data["mapping"], "--out", out, "--reads-per-shard", RPS, "--no-progress"]
     proc = _child(point, tmp_path / "unused", *args, "--overwrite", "--jobs", "1")
-    _, err = proc.communicate(timeout=120)
+    err = _communicate(proc, 120)
     assert proc.returncode == -signal.SIGKILL, err
     assert trash_dir(out).is_dir()  # the old dataset, moved aside
     if point == "kill-moved-aside":
