@@ -27,6 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 SHARED = Path(os.environ.get("READSHARD_SHARED", REPO.parent / "shared"))
 
+# A shell starts a background job (`make test &`, `nohup ... &`, some CI runners) with SIGINT
+# ignored, and an ignored signal stays ignored in every child: the Ctrl-C tests' converters would
+# never see their SIGINT (a 60 s hang, or a skip "finished before the signal landed"). A handled
+# signal is reset to the default in a child, so the test process handles it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # The cyclic GC of the test process. Every full collection scans all live objects: ~0.2 s with the
 # imports of collection, ~0.5 s once transformers is in, and collection and the training and
