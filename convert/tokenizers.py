@@ -263,7 +263,10 @@ class BpeTokenizer:
 class KmerTokenizer:
     """DNABERT (v1) overlapping k-mers: ``[CLS] kmer_0 ... kmer_{n-k} [SEP]`` from ``vocab.txt``."""
 
-    gil_free = True  # numpy table lookups over the whole unit
+    gil_free = True  # numpy table lookups, or the compiled kernel, over the whole unit
+    #: From this many reads ``encode`` takes the compiled kernel (:mod:`convert.kmer`): below it,
+    #: importing numba would cost more than the numpy path.
+    KERNEL_MIN_READS = 1024
 
     def __init__(self, name: str, path: Path, k: int = 6) -> None:
         path = Path(path)
@@ -298,6 +301,18 @@ class KmerTokenizer:
 
     def encode(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """See :class:`ReadTokenizer`."""
+        if offsets.shape[0] - 1 >= self.KERNEL_MIN_READS:
+            from convert.kmer import kmer_rows
+
+            sp = self._special
+            rows = kmer_rows(seqs, offsets, base_code=_BASE_CODE, table=self._table, k=self.k, unk=sp["unk"],
+                             cls=sp["cls"], sep=sp["sep"], pad=self.info["pad_id"], max_length=max_length)
+            if rows is not None:
+                return rows
+        return self.encode_numpy(seqs, offsets, max_length)
+
+    def encode_numpy(self, seqs: bytes, offsets: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode` in numpy alone (small batches, or no numba)."""
         k = self.k
         base = _BASE_CODE[np.frombuffer(seqs, dtype=np.uint8)]
         n = offsets.shape[0] - 1
