@@ -132,3 +132,19 @@ def test_train_and_predict(tmp_path: Path) -> None:
     assert result["val_accuracy"] > 0.9  # chance is 0.25
     assert np.mean(from_ds.argmax(1) == labels) == pytest.approx(result["val_accuracy"], abs=0.021)
     assert np.allclose(from_ds, from_fa, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [5, 6, 7, 12, 13])
+def test_batches_narrower_than_the_ngrams(width: int) -> None:
+    """predict trims a batch to its longest read: n-grams that do not fit are left out, and a batch
+    that fits none scores like a read without n-grams (the bias of the head), never an error."""
+    torch.manual_seed(0)
+    model = NGramClassifier(num_labels=3, max_length=40, stride=6, ngram_sizes=[2, 3], hash_bits=8, hidden_size=4)
+    model.eval()
+    ids = torch.randint(5, 100, (2, width))
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        empty = model.head(model.norm(torch.zeros(1, 4)))
+    assert logits.shape == (2, 3) and bool(torch.isfinite(logits).all())
+    fits = width > 6  # a 2-gram at stride 6 needs 7 tokens
+    assert torch.allclose(logits, empty.expand(2, 3)) != fits

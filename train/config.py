@@ -349,8 +349,8 @@ def _check_ngram(mc: ModelConfig) -> str | None:
         return f"model.config: unknown key(s) {', '.join(unknown)} for arch ngram; known: {', '.join(NGRAM_DEFAULTS)}"
     c = {**NGRAM_DEFAULTS, **mc.config}
     sizes = c["ngram_sizes"]
-    if not (isinstance(sizes, list) and sizes and len(set(map(repr, sizes))) == len(sizes)
-            and all(type(n) is int and 1 <= n <= 8 for n in sizes)):
+    if not (isinstance(sizes, list) and sizes and all(type(n) is int and 1 <= n <= 8 for n in sizes)
+            and len(set(sizes)) == len(sizes)):
         return f"model.config.ngram_sizes must be a list of distinct integers 1..8, not {sizes!r}"
     for key, lo, hi in (("hash_bits", 8, 26), ("hidden_size", 1, 4096)):
         error = _int_in(c, key, lo, hi)

@@ -29,6 +29,7 @@ _PRIME = 2_147_483_647  # 2**31 - 1: products of two residues fit in int64
 _MULT = 1_000_003
 _MIX = 1_597_334_677
 
+
 def token_stride(tokenizer: Mapping[str, Any]) -> int:
     """Tokens between non-overlapping neighbours: ``k`` for overlapping k-mer tokenizers, else 1."""
     if tokenizer.get("kind") == "kmer" and isinstance(tokenizer.get("k"), int) and tokenizer["k"] > 0:
@@ -63,13 +64,14 @@ class NGramClassifier(nn.Module):
         self.head = nn.Linear(hidden_size, num_labels)
 
     def _hashes(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bucket of every n-gram start (B, T) and whether all its tokens are real (not padding)."""
+        """Bucket of every n-gram start (B, T) and whether all its tokens are real (not padding).
+
+        A batch narrower than an n-gram (``predict`` trims each batch to its longest read) gets
+        none of that size; one narrower than all of them gets T = 0, pooled to zeros."""
         hs, ms = [], []
         width = ids.shape[1]
         for n in self.sizes:
-            span = width - (n - 1) * self.stride
-            if span <= 0:
-                continue
+            span = max(width - (n - 1) * self.stride, 0)
             h = torch.full_like(ids[:, :span], n)
             m = torch.ones_like(mask[:, :span])
             for j in range(n):
@@ -87,5 +89,8 @@ class NGramClassifier(nn.Module):
         buckets, real = self._hashes(ids, mask)
         w = real.to(self.embed.weight.dtype)
         w = w / w.sum(1, keepdim=True).clamp(min=1.0)  # a mean over the read's real n-grams
-        pooled = nn.functional.embedding_bag(buckets, self.embed.weight, mode="sum", per_sample_weights=w)
+        if buckets.shape[1] == 0:  # embedding_bag takes no empty 2-D bags
+            pooled = self.embed.weight.new_zeros(buckets.shape[0], self.embed.weight.shape[1])
+        else:
+            pooled = nn.functional.embedding_bag(buckets, self.embed.weight, mode="sum", per_sample_weights=w)
         return NGramOutput(logits=self.head(self.norm(pooled)))
